@@ -1,0 +1,466 @@
+"""Exact inference for factorial HMMs: forward filtering, smoothing and Viterbi.
+
+Every function here is pure JAX over arrays. Chains ``k = 1..K`` have ``N_k``
+states; a joint state is ``s = (s_1, ..., s_K)``; transitions factor over the
+chains, ``p(s_t | s_{t-1}) = prod_k A_k[s_{t-1,k}, s_{t,k}]``, and are applied
+chain by chain along the axes of the ``(N_1, ..., N_K)`` message tensor, never
+as a joint matrix.
+
+Numerics: the forward and backward passes use *scaled* probability messages
+(Rabiner's scaling): each frame's likelihoods are shifted by their maximum
+before exponentiation and each filtered message is renormalised, so
+``log p(y_{1:T}) = sum_t (log c_t + max_s log_lik_t(s))`` stays finite for any
+T (tested at T = 10^5) without a single logsumexp inside the scan.
+
+Memory: smoothing stores one forward message per frame only inside a *chunk*.
+For long or wide problems the sequence is cut into ``n`` chunks of ``C``
+frames; a first pass keeps only the message at each chunk boundary, a second
+pass (backwards over chunks) recomputes each chunk's messages and runs the
+backward recursion over it. Peak memory is ``O((T / C + 2 C) * prod(N))``
+instead of ``O(T * prod(N))``; the time cost is one extra forward pass. The
+log-likelihoods themselves can also be produced per chunk (see
+``posteriors_chunked``), so ``(T, prod(N))`` is never materialised.
+
+Variable-length sequences: frames at ``t >= length`` are treated as
+unobserved (log-likelihood 0), which leaves the log marginal exact; their
+posteriors are returned but meaningless, and they add no transition counts.
+Use ``jax.vmap`` over a padded batch with a vector of lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import Array, lax
+
+from fhmm_ppl.hmm._factored import (
+    chain_marginals,
+    joint_initial,
+    joint_log_initial,
+    pairwise_chain_counts,
+    propagate_backward,
+    propagate_forward,
+)
+
+#: Default bound on the bytes one chunk of stored messages may take.
+DEFAULT_MESSAGE_BYTES = 256 * 2**20
+
+
+class Posteriors(NamedTuple):
+    """Result of exact smoothing.
+
+    Attributes:
+        log_marginal: ``()`` log p(y_{1:T}).
+        marginals: K arrays ``(T, N_k)``: p(s_{t,k} | y_{1:T}).
+        trans_counts: K arrays ``(N_k, N_k)`` of expected transition counts
+            ``sum_t p(s_{t-1,k}=i, s_{t,k}=j | y)``, or ``None`` if not requested.
+        joint: ``(T, N_1, ..., N_K)`` joint posteriors, or ``None`` if not requested.
+    """
+
+    log_marginal: Array
+    marginals: tuple[Array, ...]
+    trans_counts: Optional[tuple[Array, ...]]
+    joint: Optional[Array]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik_shape: tuple[int, ...]) -> None:
+    if len(log_init) != len(log_trans):
+        raise ValueError(
+            f"log_init has {len(log_init)} chains but log_trans has {len(log_trans)}; give one of each per chain"
+        )
+    if len(log_init) == 0:
+        raise ValueError("at least one chain is needed: log_init and log_trans are empty")
+    n_states = tuple(int(jnp.shape(v)[0]) for v in log_init)
+    for k, (vec, mat) in enumerate(zip(log_init, log_trans)):
+        if jnp.ndim(vec) != 1:
+            raise ValueError(f"log_init[{k}] must be 1-D (N_k,), got shape {jnp.shape(vec)}")
+        if tuple(jnp.shape(mat)) != (n_states[k], n_states[k]):
+            raise ValueError(
+                f"log_trans[{k}] must be ({n_states[k]}, {n_states[k]}) to match log_init[{k}], got {jnp.shape(mat)}"
+            )
+    if len(log_lik_shape) != len(n_states) + 1 or tuple(log_lik_shape[1:]) != n_states:
+        raise ValueError(f"log_lik must have shape (T, {', '.join(map(str, n_states))}), got {log_lik_shape}")
+    if log_lik_shape[0] < 1:
+        raise ValueError("log_lik has no frames (T = 0)")
+
+
+def choose_chunk_size(n_frames: int, n_joint_states: int, max_bytes: int = DEFAULT_MESSAGE_BYTES) -> int:
+    """Frames per smoothing chunk so stored messages fit ``max_bytes`` (float32).
+
+    One chunk keeps about three ``(C, prod(N))`` tensors (log-likelihoods,
+    likelihoods, messages) alive; when the whole sequence fits, ``C = T``.
+    Otherwise ``C ~ sqrt(T)`` minimises boundary plus chunk storage.
+    """
+    per_frame = 3 * 4 * n_joint_states
+    if n_frames * per_frame <= max_bytes:
+        return n_frames
+    chunk = max(1, int(math.ceil(math.sqrt(n_frames))))
+    return max(1, min(chunk, max_bytes // per_frame))
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _frame_scale(log_lik_t: Array) -> tuple[Array, Array]:
+    """exp(log_lik_t - max) and the max (0 where every state is impossible)."""
+    shift = jnp.max(log_lik_t)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    return jnp.exp(log_lik_t - shift), shift
+
+
+def _filter_step(trans, prior_joint, alpha_prev, log_lik_t, t):
+    """One scaled forward step. Returns (alpha_t, lik_t, c_t (safe), log normaliser)."""
+    lik, shift = _frame_scale(log_lik_t)
+    pred = jnp.where(t == 0, prior_joint, propagate_forward(alpha_prev, trans))
+    unnorm = pred * lik
+    total = unnorm.sum()
+    ok = total > 0
+    safe_total = jnp.where(ok, total, 1.0)
+    log_norm = jnp.where(ok, jnp.log(safe_total), -jnp.inf) + shift
+    return unnorm / safe_total, lik, safe_total, log_norm
+
+
+def _mask_padding(log_lik: Array, length) -> tuple[Array, Array]:
+    """Zero log-likelihood (no observation) at frames ``t >= length``; returns (log_lik, t)."""
+    t_idx = jnp.arange(log_lik.shape[0])
+    if length is None:
+        return log_lik, t_idx
+    valid = (t_idx < length).reshape((-1,) + (1,) * (log_lik.ndim - 1))
+    return jnp.where(valid, log_lik, 0.0), t_idx
+
+
+# --------------------------------------------------------------------------- log marginal
+
+
+@partial(jax.jit, static_argnames=("unroll",))
+def _log_marginal(log_init, log_trans, log_lik, length, unroll):
+    trans = [jnp.exp(m) for m in log_trans]
+    prior = joint_initial([jnp.exp(v) for v in log_init])
+    log_lik, t_idx = _mask_padding(log_lik, length)
+
+    def step(alpha, xs):
+        ll_t, t = xs
+        alpha, _, _, log_norm = _filter_step(trans, prior, alpha, ll_t, t)
+        return alpha, log_norm
+
+    _, log_norms = lax.scan(step, prior, (log_lik, t_idx), unroll=unroll)
+    return log_norms.sum()
+
+
+def log_marginal(
+    log_init: Sequence[Array],
+    log_trans: Sequence[Array],
+    log_lik: Array,
+    length: Optional[Array] = None,
+    *,
+    unroll: int = 4,
+) -> Array:
+    """Log marginal likelihood ``log p(y_{1:T})`` of a factorial HMM.
+
+    Args:
+        log_init: K arrays ``(N_k,)``: log initial probabilities per chain.
+        log_trans: K arrays ``(N_k, N_k)``: log transition probabilities
+            (rows: from, columns: to).
+        log_lik: ``(T, N_1, ..., N_K)`` frame log-likelihoods of every joint state.
+        length: optional int scalar; frames ``t >= length`` are padding.
+        unroll: frames per scan iteration (a speed knob, not a result knob).
+
+    Returns:
+        ``()`` float: the log marginal. ``-inf`` if the data are impossible.
+
+    Cost ``O(T * prod(N) * sum(N))`` time, ``O(prod(N))`` extra memory.
+    Differentiable in every argument (``jax.grad``), so it serves EM, SVI and MCMC.
+    """
+    _validate(log_init, log_trans, jnp.shape(log_lik))
+    return _log_marginal(tuple(log_init), tuple(log_trans), log_lik, length, unroll)
+
+
+# --------------------------------------------------------------------------- smoothing
+
+
+def _chunk_boundaries(chunk_step, carry0, xs_chunks, n_chunks):
+    """Carry at the start of every chunk, from one forward pass that stores nothing else.
+
+    ``chunk_step(carry, chunk_xs) -> (carry_at_chunk_end, _)`` runs a whole chunk.
+    """
+    if n_chunks == 1:
+        return jax.tree_util.tree_map(lambda c: c[None], carry0)
+
+    def outer(carry, xs):
+        end, _ = chunk_step(carry, xs)
+        return end, carry
+
+    _, starts = lax.scan(outer, carry0, xs_chunks)
+    return starts
+
+
+def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chunk, want_counts, want_joint):
+    trans = [jnp.exp(m) for m in log_trans]
+    prior = joint_initial([jnp.exp(v) for v in log_init])
+    n_chains = len(trans)
+    t_chunks = jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk)
+
+    def chunk_lik(x_chunk, t_chunk):
+        ll = chunk_log_lik(x_chunk)
+        valid = (t_chunk < length).reshape((-1,) + (1,) * n_chains)
+        return jnp.where(valid, ll, 0.0)
+
+    def fwd_only(alpha, xs):
+        x_chunk, t_chunk = xs
+        ll = chunk_lik(x_chunk, t_chunk)
+
+        def inner(a, frame):
+            a, _, _, _ = _filter_step(trans, prior, a, *frame)
+            return a, None
+
+        a_end, _ = lax.scan(inner, alpha, (ll, t_chunk))
+        return a_end, None
+
+    alpha_starts = _chunk_boundaries(fwd_only, prior, (xs_chunks, t_chunks), n_chunks)
+    zero_counts = tuple(jnp.zeros_like(m) for m in trans)
+
+    def backward_chunk(carry, xs):
+        beta_end, counts = carry
+        x_chunk, t_chunk, alpha_before = xs
+        ll = chunk_lik(x_chunk, t_chunk)
+
+        def inner_fwd(a, frame):
+            a, lik, total, log_norm = _filter_step(trans, prior, a, *frame)
+            return a, (a, lik, total, log_norm)
+
+        _, (alphas, liks, totals, log_norms) = lax.scan(inner_fwd, alpha_before, (ll, t_chunk))
+        alphas_prev = jnp.concatenate([alpha_before[None], alphas[:-1]], axis=0)
+
+        def inner_bwd(carry_b, frame):
+            beta, acc = carry_b
+            alpha_t, alpha_prev, lik_t, total_t, t = frame
+            gamma = alpha_t * beta
+            weight = lik_t * beta / total_t
+            if want_counts:
+                use = ((t > 0) & (t < length)).astype(gamma.dtype)
+                step_counts = pairwise_chain_counts(alpha_prev, weight, trans)
+                acc = tuple(a + use * c for a, c in zip(acc, step_counts))
+            beta_prev = propagate_backward(weight, trans)
+            out = (tuple(chain_marginals(gamma, n_chains)), gamma if want_joint else None)
+            return (beta_prev, acc), out
+
+        (beta_start, counts), (marg, joint) = lax.scan(
+            inner_bwd, (beta_end, counts), (alphas, alphas_prev, liks, totals, t_chunk), reverse=True
+        )
+        return (beta_start, counts), (marg, joint, log_norms.sum())
+
+    beta_last = jnp.ones_like(prior)
+    (_, counts), (marg, joint, log_norms) = lax.scan(
+        backward_chunk, (beta_last, zero_counts), (xs_chunks, t_chunks, alpha_starts), reverse=True
+    )
+    flat = lambda a: a.reshape((n_chunks * chunk,) + a.shape[2:])
+    marginals = tuple(flat(m) for m in marg)
+    return Posteriors(
+        log_marginal=log_norms.sum(),
+        marginals=marginals,
+        trans_counts=counts if want_counts else None,
+        joint=flat(joint) if want_joint else None,
+    )
+
+
+@partial(jax.jit, static_argnames=("chunk_log_lik", "n_frames", "chunk", "want_counts", "want_joint"))
+def _posteriors_jit(log_init, log_trans, data, length, chunk_log_lik, n_frames, chunk, want_counts, want_joint):
+    n_chunks = -(-n_frames // chunk)
+    pad = n_chunks * chunk - n_frames
+
+    def to_chunks(a):
+        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape((n_chunks, chunk) + a.shape[1:])
+
+    xs_chunks = jax.tree_util.tree_map(to_chunks, data)
+    length = n_frames if length is None else jnp.minimum(length, n_frames)
+    post = _smooth(
+        log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chunk, want_counts, want_joint
+    )
+    cut = lambda a: a[:n_frames]
+    return post._replace(
+        marginals=tuple(cut(m) for m in post.marginals),
+        joint=None if post.joint is None else cut(post.joint),
+    )
+
+
+def _identity(x):
+    return x
+
+
+def posteriors(
+    log_init: Sequence[Array],
+    log_trans: Sequence[Array],
+    log_lik: Array,
+    length: Optional[Array] = None,
+    *,
+    trans_counts: bool = False,
+    joint: bool = False,
+    chunk_size: Optional[int] = None,
+) -> Posteriors:
+    """Exact smoothed posteriors of a factorial HMM (forward-backward).
+
+    Args:
+        log_init: K arrays ``(N_k,)``.
+        log_trans: K arrays ``(N_k, N_k)`` (rows: from, columns: to).
+        log_lik: ``(T, N_1, ..., N_K)`` frame log-likelihoods.
+        length: optional int scalar; frames ``t >= length`` are padding.
+        trans_counts: also return per-chain expected transition counts (EM needs them).
+        joint: also return the joint posterior ``(T, N_1, ..., N_K)``.
+        chunk_size: frames per checkpointed chunk; by default chosen from
+            ``DEFAULT_MESSAGE_BYTES`` (one chunk when everything fits).
+
+    Returns:
+        ``Posteriors`` with per-chain marginals K x ``(T, N_k)``.
+    """
+    shape = tuple(jnp.shape(log_lik))
+    _validate(log_init, log_trans, shape)
+    n_joint = math.prod(shape[1:])
+    chunk = chunk_size or choose_chunk_size(shape[0], n_joint)
+    return _posteriors_jit(
+        tuple(log_init), tuple(log_trans), log_lik, length, _identity, shape[0], min(chunk, shape[0]),
+        trans_counts, joint,
+    )
+
+
+def posteriors_chunked(
+    log_init: Sequence[Array],
+    log_trans: Sequence[Array],
+    chunk_log_lik: Callable[[Array], Array],
+    observations: Array,
+    length: Optional[Array] = None,
+    *,
+    trans_counts: bool = False,
+    joint: bool = False,
+    chunk_size: Optional[int] = None,
+) -> Posteriors:
+    """Exact smoothing where the joint log-likelihoods are computed chunk by chunk.
+
+    Use this when ``(T, prod(N))`` log-likelihoods would not fit in memory: only
+    ``(C, prod(N))`` exist at once.
+
+    Args:
+        chunk_log_lik: maps observations ``(C, ...)`` to ``(C, N_1, ..., N_K)``.
+            Must be a hashable function (a module-level function or a
+            ``functools.partial`` over hashable values) since it is a static
+            argument of the jitted kernel; pass parameters through closures of
+            hashable objects or use ``posteriors`` with a dense array.
+        observations: ``(T, ...)`` frames fed to ``chunk_log_lik``.
+
+    Returns:
+        as ``posteriors``.
+    """
+    n_states = tuple(int(jnp.shape(v)[0]) for v in log_init)
+    n_frames = int(jnp.shape(observations)[0])
+    _validate(log_init, log_trans, (n_frames,) + n_states)
+    chunk = chunk_size or choose_chunk_size(n_frames, math.prod(n_states))
+    return _posteriors_jit(
+        tuple(log_init), tuple(log_trans), observations, length, chunk_log_lik, n_frames, min(chunk, n_frames),
+        trans_counts, joint,
+    )
+
+
+# --------------------------------------------------------------------------- Viterbi
+
+
+def _max_propagate(delta: Array, log_trans: Sequence[Array]) -> Array:
+    """``out[s'] = max_s delta[s] + sum_k log A_k[s_k, s'_k]``, one axis at a time."""
+    for k, mat in enumerate(log_trans):
+        moved = jnp.moveaxis(delta, k, -1)
+        moved = jnp.max(moved[..., :, None] + mat, axis=-2)
+        delta = jnp.moveaxis(moved, -1, k)
+    return delta
+
+
+@partial(jax.jit, static_argnames=("chunk",))
+def _viterbi(log_init, log_trans, log_lik, length, chunk):
+    n_frames = log_lik.shape[0]
+    state_shape = log_lik.shape[1:]
+    n_chunks = -(-n_frames // chunk)
+    pad = n_chunks * chunk - n_frames
+    log_lik = jnp.pad(log_lik, [(0, pad)] + [(0, 0)] * len(state_shape))
+    ll_chunks = log_lik.reshape((n_chunks, chunk) + state_shape)
+    t_chunks = jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk)
+    length = n_frames if length is None else jnp.minimum(length, n_frames)
+    log_prior = joint_log_initial(log_init)
+
+    def step(delta, frame):
+        ll_t, t = frame
+        new = jnp.where(t == 0, log_prior, _max_propagate(delta, log_trans)) + ll_t
+        delta = jnp.where(t < length, new, delta)
+        return delta, delta
+
+    def fwd_only(delta, xs):
+        end, _ = lax.scan(step, delta, xs)
+        return end, None
+
+    starts = _chunk_boundaries(fwd_only, log_prior, (ll_chunks, t_chunks), n_chunks)
+
+    def backtrack_chunk(state_next, xs):
+        ll_c, t_c, delta_before = xs
+        _, deltas = lax.scan(step, delta_before, (ll_c, t_c))
+
+        def back(s_next, frame):
+            delta_t, t = frame
+            to_next = joint_log_initial([m[:, s_next[k]] for k, m in enumerate(log_trans)])
+            scores = delta_t + jnp.where(t + 1 < length, to_next, 0.0)
+            s_t = jnp.stack(jnp.unravel_index(jnp.argmax(scores), state_shape)).astype(jnp.int32)
+            return s_t, s_t
+
+        state_first, path = lax.scan(back, state_next, (deltas, t_c), reverse=True)
+        return state_first, path
+
+    init_state = jnp.zeros(len(state_shape), dtype=jnp.int32)
+    _, paths = lax.scan(backtrack_chunk, init_state, (ll_chunks, t_chunks, starts), reverse=True)
+    return paths.reshape(n_chunks * chunk, len(state_shape))[:n_frames]
+
+
+def viterbi(
+    log_init: Sequence[Array],
+    log_trans: Sequence[Array],
+    log_lik: Array,
+    length: Optional[Array] = None,
+    *,
+    chunk_size: Optional[int] = None,
+) -> Array:
+    """Most probable joint state path (max-product over factored transitions).
+
+    Args:
+        log_init: K arrays ``(N_k,)``.
+        log_trans: K arrays ``(N_k, N_k)``.
+        log_lik: ``(T, N_1, ..., N_K)``.
+        length: optional int scalar; frames ``t >= length`` repeat the last state.
+        chunk_size: frames per checkpointed chunk (default: automatic).
+
+    Returns:
+        ``(T, K)`` int32 path, column k the state of chain k.
+    """
+    shape = tuple(jnp.shape(log_lik))
+    _validate(log_init, log_trans, shape)
+    chunk = chunk_size or choose_chunk_size(shape[0], math.prod(shape[1:]))
+    return _viterbi(tuple(log_init), tuple(log_trans), log_lik, length, min(chunk, shape[0]))
+
+
+@jax.jit
+def path_log_prob(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik: Array, path: Array) -> Array:
+    """Log joint ``log p(y_{1:T}, s_{1:T})`` of one joint state path.
+
+    Args:
+        log_init: K arrays ``(N_k,)``; log_trans: K arrays ``(N_k, N_k)``.
+        log_lik: ``(T, N_1, ..., N_K)``; path: ``(T, K)`` ints.
+
+    Returns:
+        ``()`` float.
+    """
+    n_frames = log_lik.shape[0]
+    score = log_lik[(jnp.arange(n_frames),) + tuple(path[:, k] for k in range(path.shape[1]))].sum()
+    for k, (vec, mat) in enumerate(zip(log_init, log_trans)):
+        score = score + vec[path[0, k]] + mat[path[:-1, k], path[1:, k]].sum()
+    return score
