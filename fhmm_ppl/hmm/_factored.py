@@ -25,6 +25,13 @@ def propagate_axis(message: Array, trans: Array, axis: int) -> Array:
     Returns:
         array of the same shape as ``message``.
     """
+    ndim = message.ndim
+    axis = axis % ndim
+    if axis == ndim - 1:
+        # Plain matrix product: no transposes for XLA to insert.
+        return message @ trans
+    if axis == 0:
+        return jnp.tensordot(trans, message, axes=([0], [0]))
     out = jnp.tensordot(message, trans, axes=([axis], [0]))
     return jnp.moveaxis(out, -1, axis)
 

@@ -139,19 +139,39 @@ def _mask_padding(log_lik: Array, length) -> tuple[Array, Array]:
 # --------------------------------------------------------------------------- log marginal
 
 
+def _scaled_likelihoods(log_lik: Array) -> tuple[Array, Array]:
+    """Per-frame shifted likelihoods ``exp(log_lik - max)`` ``(T, ...)`` and shifts ``(T,)``.
+
+    Computed for all frames at once, outside the sequential scan, so the scan
+    body is only the factored matrix products and one reduction.
+    """
+    state_axes = tuple(range(1, log_lik.ndim))
+    shift = jnp.max(log_lik, axis=state_axes, keepdims=True)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    return jnp.exp(log_lik - shift), shift.reshape(-1)
+
+
 @partial(jax.jit, static_argnames=("unroll",))
 def _log_marginal(log_init, log_trans, log_lik, length, unroll):
     trans = [jnp.exp(m) for m in log_trans]
     prior = joint_initial([jnp.exp(v) for v in log_init])
-    log_lik, t_idx = _mask_padding(log_lik, length)
+    log_lik, _ = _mask_padding(log_lik, length)
+    lik, shift = _scaled_likelihoods(log_lik)
 
-    def step(alpha, xs):
-        ll_t, t = xs
-        alpha, _, _, log_norm = _filter_step(trans, prior, alpha, ll_t, t)
-        return alpha, log_norm
+    # The carry is the *unnormalised* filtered message and the reciprocal of
+    # its total: dividing is folded into the next frame's likelihood product,
+    # which saves one pass over the message per frame.
+    def step(carry, lik_t):
+        unnorm, inv_total = carry
+        unnorm = propagate_forward(unnorm, trans) * (lik_t * inv_total)
+        total = unnorm.sum()
+        return (unnorm, jnp.where(total > 0, 1.0 / total, 0.0)), total
 
-    _, log_norms = lax.scan(step, prior, (log_lik, t_idx), unroll=unroll)
-    return log_norms.sum()
+    first = prior * lik[0]
+    first_total = first.sum()
+    carry = (first, jnp.where(first_total > 0, 1.0 / first_total, 0.0))
+    _, totals = lax.scan(step, carry, lik[1:], unroll=unroll)
+    return jnp.log(first_total) + jnp.log(totals).sum() + shift.sum()
 
 
 def log_marginal(
@@ -160,7 +180,7 @@ def log_marginal(
     log_lik: Array,
     length: Optional[Array] = None,
     *,
-    unroll: int = 4,
+    unroll: int = 1,
 ) -> Array:
     """Log marginal likelihood ``log p(y_{1:T})`` of a factorial HMM.
 
