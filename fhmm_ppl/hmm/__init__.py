@@ -1,0 +1,35 @@
+"""Inference for factorial HMMs: pure, jit-compatible JAX functions over arrays.
+
+Contract (DESIGN §3): ``log_marginal``, ``posteriors`` and ``viterbi`` take
+``log_init`` (K arrays ``(N_k,)``), ``log_trans`` (K arrays ``(N_k, N_k)``,
+rows from, columns to) and ``log_lik`` ``(T, N_1, ..., N_K)``.
+"""
+
+from fhmm_ppl.hmm.exact import (
+    Posteriors,
+    choose_chunk_size,
+    log_marginal,
+    path_log_prob,
+    posteriors,
+    posteriors_chunked,
+    viterbi,
+)
+from fhmm_ppl.hmm.planning import InferencePlan, plan_inference
+from fhmm_ppl.hmm.sampling import sample_posterior, sample_prior
+from fhmm_ppl.hmm.variational import MeanFieldResult, structured_mean_field
+
+__all__ = [
+    "InferencePlan",
+    "MeanFieldResult",
+    "Posteriors",
+    "choose_chunk_size",
+    "log_marginal",
+    "path_log_prob",
+    "plan_inference",
+    "posteriors",
+    "posteriors_chunked",
+    "sample_posterior",
+    "sample_prior",
+    "structured_mean_field",
+    "viterbi",
+]

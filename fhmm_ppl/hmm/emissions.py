@@ -1,0 +1,190 @@
+"""Emission models: frame log-likelihoods of every joint state, ``(T, N_1, ..., N_K)``.
+
+Each chain ``k`` in state ``s_k`` contributes a source with its own parameters;
+the emission model says how the sources combine into the observation:
+
+* ``gaussian_log_lik``: additive Gaussian sources on feature vectors (MFCC,
+  log-mel); the joint state has mean ``sum_k mu_k[s_k]`` and covariance
+  ``sum_k C_k[s_k]``. For K = 1 this is hmmlearn's ``GaussianHMM`` with the
+  same four covariance types (``spherical``, ``diag``, ``full``, ``tied``) and
+  the same parameter shapes.
+* ``complex_gaussian_log_lik``: STFT frames ``y_tf ~ CN(0, sum_k v_k[s_k, f])``
+  (Itakura-Saito / Wiener model). One matrix product of ``|y|^2`` with
+  ``1 / V_joint`` gives every joint state's log-likelihood.
+* ``logmax_log_lik``: log-magnitude spectra ``y_f ~= max_k x_{k,f}`` with
+  ``x_{k,f} | s_k ~ N(mu, sigma^2)`` (Roweis 2003; Nadas' MIXMAX); exact per-bin
+  likelihood ``sum_k p_k(y_f) prod_{j != k} Phi_j(y_f)``.
+
+All functions are pure and jit-compatible; parameters are tuples of K arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.scipy.special import log_ndtr
+
+COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
+LOG_2PI = float(jnp.log(2 * jnp.pi))
+
+
+def joint_sum(per_chain: Sequence[Array]) -> Array:
+    """Sum per-chain parameters over joint states.
+
+    Args:
+        per_chain: K arrays ``(N_k, *event)``.
+
+    Returns:
+        ``(N_1, ..., N_K, *event)`` with entry ``s`` equal to ``sum_k per_chain[k][s_k]``.
+    """
+    n_chains = len(per_chain)
+    total = 0.0
+    for k, arr in enumerate(per_chain):
+        event = arr.shape[1:]
+        shape = (1,) * k + (arr.shape[0],) + (1,) * (n_chains - k - 1) + event
+        total = total + arr.reshape(shape)
+    return total
+
+
+def _expand_covariance(covars: Array, covariance_type: str, n_states: int, dim: int) -> Array:
+    """Any covariance type as diagonal ``(N, D)`` (spherical/diag) or full ``(N, D, D)``."""
+    if covariance_type == "spherical":
+        return jnp.broadcast_to(covars[:, None], (n_states, dim))
+    if covariance_type == "diag":
+        return covars
+    if covariance_type == "tied":
+        return jnp.broadcast_to(covars, (n_states, dim, dim))
+    return covars
+
+
+def gaussian_log_lik(
+    observations: Array,
+    means: Sequence[Array],
+    covars: Sequence[Array],
+    covariance_type: str = "diag",
+) -> Array:
+    """Log-likelihoods of additive Gaussian sources.
+
+    Args:
+        observations: ``(T, D)`` feature frames.
+        means: K arrays ``(N_k, D)``.
+        covars: K arrays, hmmlearn shapes: ``spherical (N_k,)``, ``diag (N_k, D)``,
+            ``full (N_k, D, D)``, ``tied (D, D)``.
+        covariance_type: one of ``COVARIANCE_TYPES``, the same for every chain.
+
+    Returns:
+        ``(T, N_1, ..., N_K)``.
+    """
+    n_frames, dim = observations.shape
+    n_states = tuple(m.shape[0] for m in means)
+    mean = joint_sum(means).reshape(-1, dim)
+    if covariance_type in ("spherical", "diag"):
+        var = joint_sum([_expand_covariance(c, covariance_type, n, dim) for c, n in zip(covars, n_states)])
+        var = var.reshape(-1, dim)
+        precision = 1.0 / var
+        # sum_d (y - m)^2 / v, expanded into matrix products over all joint states.
+        quad = (
+            (observations**2) @ precision.T
+            - 2.0 * observations @ (mean * precision).T
+            + jnp.sum(mean**2 * precision, axis=1)
+        )
+        log_det = jnp.sum(jnp.log(var), axis=1)
+    else:
+        if covariance_type == "tied":
+            cov = sum(covars)[None]
+        else:
+            cov = joint_sum(covars).reshape(-1, dim, dim)
+        chol = jnp.linalg.cholesky(cov)
+        diff = observations[None, :, :] - mean[:, None, :]  # (P, T, D)
+        chol_b = jnp.broadcast_to(chol, (mean.shape[0], dim, dim))
+        solved = jax.scipy.linalg.solve_triangular(chol_b, jnp.swapaxes(diff, 1, 2), lower=True)
+        quad = jnp.sum(solved**2, axis=1).T  # (T, P)
+        log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_b, axis1=1, axis2=2)), axis=1)
+    log_lik = -0.5 * (dim * LOG_2PI + log_det + quad)
+    return log_lik.reshape((n_frames,) + n_states)
+
+
+def complex_gaussian_log_lik(power: Array, psd: Sequence[Array]) -> Array:
+    """Log-likelihoods of the complex-Gaussian (Itakura-Saito) model of STFT frames.
+
+    ``log p(y_t | s) = -sum_f [log(pi V_f(s)) + |y_tf|^2 / V_f(s)]`` with
+    ``V_f(s) = sum_k psd[k][s_k, f]``.
+
+    Args:
+        power: ``(T, F)`` squared magnitudes ``|y_tf|^2``.
+        psd: K arrays ``(N_k, F)`` of positive power spectral densities.
+
+    Returns:
+        ``(T, N_1, ..., N_K)``.
+    """
+    n_states = tuple(v.shape[0] for v in psd)
+    var = joint_sum(psd).reshape(-1, power.shape[1])
+    log_lik = -(power @ (1.0 / var).T) - jnp.sum(jnp.log(jnp.pi * var), axis=1)
+    return log_lik.reshape((power.shape[0],) + n_states)
+
+
+def logmax_log_lik(log_spec: Array, means: Sequence[Array], variances: Sequence[Array]) -> Array:
+    """Log-likelihoods of the log-max (MIXMAX) model.
+
+    Args:
+        log_spec: ``(T, F)`` log-magnitude spectra.
+        means: K arrays ``(N_k, F)``; variances: K arrays ``(N_k, F)``.
+
+    Returns:
+        ``(T, N_1, ..., N_K)``. Memory ``O(T * prod(N) * F)``: call per chunk of
+        frames (``hmm.posteriors_chunked``) for large problems.
+    """
+    log_pdf, log_cdf = logmax_terms(log_spec, means, variances)
+    return logmax_combine(log_pdf, log_cdf).sum(axis=-1)
+
+
+def logmax_terms(log_spec: Array, means: Sequence[Array], variances: Sequence[Array]):
+    """Per-chain Gaussian log-density and log-CDF at each bin.
+
+    Returns:
+        two lists of K arrays ``(T, N_k, F)``.
+    """
+    log_pdf, log_cdf = [], []
+    for mu, var in zip(means, variances):
+        z = (log_spec[:, None, :] - mu[None]) / jnp.sqrt(var)[None]
+        log_pdf.append(-0.5 * (LOG_2PI + jnp.log(var)[None] + z**2))
+        log_cdf.append(log_ndtr(z))
+    return log_pdf, log_cdf
+
+
+def logmax_combine(log_pdf: Sequence[Array], log_cdf: Sequence[Array]) -> Array:
+    """Per-bin log-max likelihood of every joint state, ``(T, N_1, ..., N_K, F)``.
+
+    ``log sum_k exp(log p_k + sum_{j != k} log Phi_j)``, written as the sum of
+    all log-CDFs plus ``logsumexp_k(log p_k - log Phi_k)`` (stable: both terms
+    are finite wherever the likelihood is positive).
+    """
+    n_chains = len(log_pdf)
+    moved = lambda a, k: _place_chain(a, k, n_chains)
+    all_cdf = sum(moved(c, k) for k, c in enumerate(log_cdf))
+    dominance = [moved(p - c, k) for k, (p, c) in enumerate(zip(log_pdf, log_cdf))]
+    if n_chains == 1:
+        return log_pdf[0]
+    stacked = jnp.stack(jnp.broadcast_arrays(*dominance), axis=0)
+    return all_cdf + jax.scipy.special.logsumexp(stacked, axis=0)
+
+
+def logmax_dominance(log_pdf: Sequence[Array], log_cdf: Sequence[Array]) -> Array:
+    """Probability that source k dominates bin f given each joint state.
+
+    Returns:
+        ``(K, T, N_1, ..., N_K, F)``; sums to one over the first axis.
+    """
+    n_chains = len(log_pdf)
+    dominance = [_place_chain(p - c, k, n_chains) for k, (p, c) in enumerate(zip(log_pdf, log_cdf))]
+    stacked = jnp.stack(jnp.broadcast_arrays(*dominance), axis=0)
+    return jax.nn.softmax(stacked, axis=0)
+
+
+def _place_chain(arr: Array, k: int, n_chains: int) -> Array:
+    """``(T, N_k, F)`` -> ``(T, 1, .., N_k, .., 1, F)`` with N_k at chain axis k."""
+    shape = (arr.shape[0],) + (1,) * k + (arr.shape[1],) + (1,) * (n_chains - k - 1) + (arr.shape[2],)
+    return arr.reshape(shape)
