@@ -1,0 +1,51 @@
+"""Structured mean field against exact inference; the planner's choices."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import random_problem
+from fhmm_ppl import hmm
+
+
+def test_elbo_bounds_the_log_marginal_and_never_decreases(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (3, 2, 2), 8)
+    exact = float(hmm.log_marginal(log_init, log_trans, log_lik))
+    result = hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=15)
+    history = np.asarray(result.elbo_history)
+    assert history[-1] <= exact + 1e-4
+    assert np.all(np.diff(history) >= -1e-4)
+
+
+def test_mean_field_is_exact_when_the_likelihood_factorises(rng):
+    # log p(y_t | s) = sum_k f_k(s_k): the posterior factorises over chains, so q is exact.
+    log_init, log_trans, _ = random_problem(rng, (3, 2), 1)
+    terms = [jnp.asarray(rng.normal(size=(6, n)), jnp.float32) for n in (3, 2)]
+    log_lik = terms[0][:, :, None] + terms[1][:, None, :]
+    exact = hmm.posteriors(log_init, log_trans, log_lik)
+    result = hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=5)
+    assert float(result.elbo) == pytest.approx(float(exact.log_marginal), abs=1e-3)
+    for approx, true in zip(result.marginals, exact.marginals):
+        np.testing.assert_allclose(approx, true, atol=1e-4)
+
+
+def test_mean_field_marginals_are_close_on_weakly_coupled_chains(rng):
+    log_init, log_trans, _ = random_problem(rng, (3, 3), 1)
+    terms = [jnp.asarray(rng.normal(size=(10, 3)) * 2, jnp.float32) for _ in range(2)]
+    coupling = jnp.asarray(rng.normal(size=(10, 3, 3)) * 0.1, jnp.float32)
+    log_lik = terms[0][:, :, None] + terms[1][:, None, :] + coupling
+    exact = hmm.posteriors(log_init, log_trans, log_lik)
+    result = hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=20)
+    for approx, true in zip(result.marginals, exact.marginals):
+        np.testing.assert_allclose(approx, true, atol=0.05)
+
+
+def test_planner_estimates_before_allocating():
+    big = hmm.plan_inference((32, 32, 32), 10_000)
+    assert big.method == "mean_field" and "MiB" in big.reason
+    chunked = hmm.plan_inference((32, 32, 32), 10_000, chunked_log_lik=True)
+    assert chunked.method == "exact" and chunked.exact_bytes < 200 * 2**20
+    assert hmm.plan_inference((64, 64), 1000).method == "exact"
+    assert hmm.plan_inference((64, 64), 1000, method="mean_field").method == "mean_field"
+    with pytest.raises(ValueError, match="inference method"):
+        hmm.plan_inference((2,), 10, method="magic")

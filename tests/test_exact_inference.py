@@ -1,0 +1,132 @@
+"""Exact inference against brute-force enumeration over joint state paths."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from brute import brute_force
+from conftest import random_problem
+from fhmm_ppl import hmm
+
+SHAPES = [(3,), (2, 3), (3, 2, 2)]
+
+
+@pytest.mark.parametrize("n_states", SHAPES)
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_matches_brute_force(rng, n_states, chunk_size):
+    log_init, log_trans, log_lik = random_problem(rng, n_states, 5)
+    log_z, marginals, counts, best = brute_force(log_init, log_trans, log_lik)
+
+    assert float(hmm.log_marginal(log_init, log_trans, log_lik)) == pytest.approx(log_z, abs=1e-4)
+    post = hmm.posteriors(log_init, log_trans, log_lik, trans_counts=True, joint=True, chunk_size=chunk_size)
+    assert float(post.log_marginal) == pytest.approx(log_z, abs=1e-4)
+    for k in range(len(n_states)):
+        np.testing.assert_allclose(post.marginals[k], marginals[k], atol=2e-5)
+        np.testing.assert_allclose(post.trans_counts[k], counts[k], atol=2e-5)
+        np.testing.assert_allclose(post.joint.sum(axis=tuple(a for a in range(1, len(n_states) + 1) if a != k + 1)),
+                                   marginals[k], atol=2e-5)
+    path = hmm.viterbi(log_init, log_trans, log_lik, chunk_size=chunk_size)
+    assert path.shape == (5, len(n_states))
+    assert float(hmm.path_log_prob(log_init, log_trans, log_lik, path)) == pytest.approx(best, abs=1e-4)
+
+
+def test_gradient_of_log_marginal_is_the_joint_posterior(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (3, 2), 6)
+    grad = jax.grad(lambda ll: hmm.log_marginal(log_init, log_trans, ll))(log_lik)
+    joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint
+    np.testing.assert_allclose(grad, joint, atol=1e-5)
+    grads = jax.grad(lambda lt: hmm.log_marginal(log_init, lt, log_lik))(log_trans)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_padding_leaves_results_unchanged(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (3, 2), 7)
+    garbage = jnp.asarray(rng.normal(size=(5, 3, 2)) * 50, jnp.float32)
+    padded = jnp.concatenate([log_lik, garbage])
+    assert float(hmm.log_marginal(log_init, log_trans, padded, 7)) == pytest.approx(
+        float(hmm.log_marginal(log_init, log_trans, log_lik)), abs=1e-4
+    )
+    full = hmm.posteriors(log_init, log_trans, log_lik, trans_counts=True)
+    cut = hmm.posteriors(log_init, log_trans, padded, 7, trans_counts=True, chunk_size=4)
+    for k in range(2):
+        np.testing.assert_allclose(cut.marginals[k][:7], full.marginals[k], atol=1e-5)
+        np.testing.assert_allclose(cut.trans_counts[k], full.trans_counts[k], atol=1e-5)
+    np.testing.assert_array_equal(hmm.viterbi(log_init, log_trans, padded, 7)[:7], hmm.viterbi(log_init, log_trans, log_lik))
+
+
+def test_vmap_over_a_batch_equals_a_loop(rng):
+    log_init, log_trans, _ = random_problem(rng, (2, 3), 1)
+    batch = jnp.asarray(rng.normal(size=(4, 9, 2, 3)), jnp.float32)
+    lengths = jnp.array([9, 5, 7, 1])
+    batched = jax.vmap(lambda ll, n: hmm.log_marginal(log_init, log_trans, ll, n))(batch, lengths)
+    looped = [float(hmm.log_marginal(log_init, log_trans, batch[b, : int(n)])) for b, n in enumerate(lengths)]
+    np.testing.assert_allclose(batched, looped, rtol=1e-5)
+    marg = jax.vmap(lambda ll, n: hmm.posteriors(log_init, log_trans, ll, n).marginals[1])(batch, lengths)
+    for b, n in enumerate(lengths):
+        np.testing.assert_allclose(
+            marg[b, : int(n)], hmm.posteriors(log_init, log_trans, batch[b, : int(n)]).marginals[1], atol=1e-5
+        )
+
+
+def test_long_sequences_stay_finite_and_chunking_is_exact(rng):
+    n_frames = 100_000
+    log_init, log_trans, _ = random_problem(rng, (4, 3), 1)
+    log_lik = jnp.asarray(rng.normal(size=(n_frames, 4, 3)) * 5 - 20, jnp.float32)
+    value = float(hmm.log_marginal(log_init, log_trans, log_lik))
+    assert np.isfinite(value)
+    post = hmm.posteriors(log_init, log_trans, log_lik, trans_counts=True, chunk_size=1000)
+    assert float(post.log_marginal) == pytest.approx(value, rel=1e-5)
+    assert all(np.all(np.isfinite(m)) for m in post.marginals)
+    np.testing.assert_allclose(post.marginals[0].sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(sum(c.sum() for c in post.trans_counts[:1]), n_frames - 1, rtol=1e-4)
+
+
+def test_impossible_data_give_minus_infinity_not_nan(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (2, 2), 4)
+    log_lik = log_lik.at[2].set(-jnp.inf)
+    assert float(hmm.log_marginal(log_init, log_trans, log_lik)) == -np.inf
+
+
+def test_bad_shapes_are_rejected_with_clear_messages(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (2, 3), 4)
+    with pytest.raises(ValueError, match=r"log_lik must have shape \(T, 2, 3\)"):
+        hmm.log_marginal(log_init, log_trans, log_lik[..., :2])
+    with pytest.raises(ValueError, match="log_trans\\[1\\] must be"):
+        hmm.posteriors(log_init, [log_trans[0], log_trans[0]], log_lik)
+    with pytest.raises(ValueError, match="chains"):
+        hmm.viterbi(log_init, log_trans[:1], log_lik)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n_states=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    n_frames=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_posteriors_are_distributions(n_states, n_frames, seed):
+    log_init, log_trans, log_lik = random_problem(np.random.default_rng(seed), n_states, n_frames)
+    post = hmm.posteriors(log_init, log_trans, log_lik, trans_counts=True)
+    for k, marg in enumerate(post.marginals):
+        np.testing.assert_allclose(marg.sum(axis=1), 1.0, atol=1e-5)
+        assert float(post.trans_counts[k].sum()) == pytest.approx(n_frames - 1, abs=1e-4)
+
+
+def test_posterior_sampling_matches_exact_marginals(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (2, 3), 5, scale=1.0)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    paths = jax.vmap(lambda key: hmm.sample_posterior(key, log_init, log_trans, log_lik))(keys)
+    post = hmm.posteriors(log_init, log_trans, log_lik)
+    for k, n in enumerate((2, 3)):
+        empirical = np.stack([(np.asarray(paths[:, :, k]) == i).mean(axis=0) for i in range(n)], axis=1)
+        np.testing.assert_allclose(empirical, post.marginals[k], atol=0.04)
+
+
+def test_prior_sampling_follows_the_transition_matrix(rng):
+    log_init, log_trans, _ = random_problem(rng, (3,), 1)
+    path = np.asarray(hmm.sample_prior(jax.random.PRNGKey(3), log_init, log_trans, 20_000))[:, 0]
+    counts = np.zeros((3, 3))
+    np.add.at(counts, (path[:-1], path[1:]), 1)
+    np.testing.assert_allclose(counts / counts.sum(1, keepdims=True), np.exp(log_trans[0]), atol=0.03)
