@@ -59,7 +59,8 @@ def kmeans_labels(frames: np.ndarray, n_clusters: int, seed: int) -> tuple[np.nd
 
 def _floor_eigenvalues(cov: Array, floor: float) -> Array:
     vals, vecs = jnp.linalg.eigh(cov)
-    return (vecs * jnp.maximum(vals, floor)[..., None, :]) @ jnp.swapaxes(vecs, -1, -2)
+    out = (vecs * jnp.maximum(vals, floor)[..., None, :]) @ jnp.swapaxes(vecs, -1, -2)
+    return 0.5 * (out + jnp.swapaxes(out, -1, -2))  # exactly symmetric, as the PD constraint checks
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""Emission log-likelihoods against hmmlearn, scipy and direct formulas."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hmmlearn.hmm import GaussianHMM
+from scipy.stats import multivariate_normal, norm
+
+from fhmm_ppl.hmm import emissions
+
+
+def _hmmlearn_model(rng, covariance_type, n_states=3, dim=4):
+    model = GaussianHMM(n_components=n_states, covariance_type=covariance_type)
+    model.n_features = dim
+    model.startprob_ = np.full(n_states, 1 / n_states)
+    model.transmat_ = np.full((n_states, n_states), 1 / n_states)
+    model.means_ = rng.normal(size=(n_states, dim))
+    a = rng.normal(size=(n_states, dim, dim))
+    full = a @ a.transpose(0, 2, 1) + np.eye(dim)
+    model.covars_ = {
+        "spherical": rng.uniform(0.5, 2, n_states),
+        "diag": rng.uniform(0.5, 2, (n_states, dim)),
+        "full": full,
+        "tied": full[0],
+    }[covariance_type]
+    return model
+
+
+@pytest.mark.parametrize("covariance_type", emissions.COVARIANCE_TYPES)
+def test_gaussian_matches_hmmlearn(rng, covariance_type):
+    model = _hmmlearn_model(rng, covariance_type)
+    x = rng.normal(size=(20, 4))
+    expected = model._compute_log_likelihood(x)
+    ours = emissions.gaussian_log_lik(
+        jnp.asarray(x, jnp.float32), [jnp.asarray(model.means_, jnp.float32)],
+        [jnp.asarray(model._covars_, jnp.float32)], covariance_type,
+    )
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_additive_gaussian_sources(rng):
+    means = [rng.normal(size=(2, 3)), rng.normal(size=(3, 3))]
+    covs = []
+    for n in (2, 3):
+        a = rng.normal(size=(n, 3, 3))
+        covs.append(a @ a.transpose(0, 2, 1) + np.eye(3))
+    x = rng.normal(size=(5, 3))
+    ours = emissions.gaussian_log_lik(jnp.asarray(x), [jnp.asarray(m) for m in means], [jnp.asarray(c) for c in covs], "full")
+    for i in range(2):
+        for j in range(3):
+            ref = multivariate_normal(means[0][i] + means[1][j], covs[0][i] + covs[1][j]).logpdf(x)
+            np.testing.assert_allclose(ours[:, i, j], ref, rtol=1e-4)
+
+
+def test_complex_gaussian_matches_the_density(rng):
+    psd = [rng.uniform(0.1, 2, (2, 6)), rng.uniform(0.1, 2, (3, 6))]
+    stft = rng.normal(size=(4, 6)) + 1j * rng.normal(size=(4, 6))
+    ours = emissions.complex_gaussian_log_lik(jnp.asarray(np.abs(stft) ** 2), [jnp.asarray(v) for v in psd])
+    for i in range(2):
+        for j in range(3):
+            var = psd[0][i] + psd[1][j]
+            # A circular complex Gaussian CN(0, v) is two real Gaussians N(0, v / 2).
+            ref = (norm(0, np.sqrt(var / 2)).logpdf(stft.real) + norm(0, np.sqrt(var / 2)).logpdf(stft.imag)).sum(1)
+            np.testing.assert_allclose(ours[:, i, j], ref, rtol=1e-4)
+
+
+def test_logmax_density_is_the_derivative_of_the_max_cdf(rng):
+    means = [rng.normal(size=(2, 3)), rng.normal(size=(2, 3))]
+    variances = [rng.uniform(0.3, 1.5, (2, 3)), rng.uniform(0.3, 1.5, (2, 3))]
+    y = rng.normal(size=(4, 3))
+    ours = np.asarray(emissions.logmax_log_lik(jnp.asarray(y), [jnp.asarray(m) for m in means], [jnp.asarray(v) for v in variances]))
+    h = 1e-5
+    for i in range(2):
+        for j in range(2):
+            sd0, sd1 = np.sqrt(variances[0][i]), np.sqrt(variances[1][j])
+            cdf = lambda v: norm.cdf(v, means[0][i], sd0) * norm.cdf(v, means[1][j], sd1)
+            density = (cdf(y + h) - cdf(y - h)) / (2 * h)  # p(max <= y)' = p(max = y)
+            np.testing.assert_allclose(ours[:, i, j], np.log(density).sum(1), rtol=1e-3)
+
+
+def test_logmax_dominance_is_a_distribution(rng):
+    means = [jnp.asarray(rng.normal(size=(2, 3))), jnp.asarray(rng.normal(size=(3, 3)))]
+    variances = [jnp.ones((2, 3)), jnp.ones((3, 3))]
+    log_pdf, log_cdf = emissions.logmax_terms(jnp.asarray(rng.normal(size=(4, 3))), means, variances)
+    dom = emissions.logmax_dominance(log_pdf, log_cdf)
+    assert dom.shape == (2, 4, 2, 3, 3)
+    np.testing.assert_allclose(dom.sum(0), 1.0, atol=1e-6)
