@@ -20,3 +20,9 @@ def random_problem(rng: np.random.Generator, n_states, n_frames, scale=2.0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_configure(config):
+    from fhmm_ppl.runtime import enable_compilation_cache
+
+    enable_compilation_cache()

@@ -130,3 +130,19 @@ def test_prior_sampling_follows_the_transition_matrix(rng):
     counts = np.zeros((3, 3))
     np.add.at(counts, (path[:-1], path[1:]), 1)
     np.testing.assert_allclose(counts / counts.sum(1, keepdims=True), np.exp(log_trans[0]), atol=0.03)
+
+
+def test_chunked_log_likelihoods_equal_the_dense_path(rng):
+    from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik
+    from fhmm_ppl.models import make_family
+
+    family = make_family("complex_gaussian")
+    psd = (jnp.asarray(rng.uniform(0.1, 2, (3, 8)), jnp.float32), jnp.asarray(rng.uniform(0.1, 2, (2, 8)), jnp.float32))
+    params = family.from_sites({"psd_0": psd[0], "psd_1": psd[1]}, 2)
+    power = jnp.asarray(rng.exponential(size=(23, 8)), jnp.float32)
+    log_init, log_trans, _ = random_problem(rng, (3, 2), 1)
+    dense = hmm.posteriors(log_init, log_trans, complex_gaussian_log_lik(power, psd))
+    chunked = hmm.posteriors_chunked(log_init, log_trans, family.log_lik, power, params, chunk_size=5)
+    assert float(chunked.log_marginal) == pytest.approx(float(dense.log_marginal), rel=1e-5)
+    for a, b in zip(chunked.marginals, dense.marginals):
+        np.testing.assert_allclose(a, b, atol=1e-5)

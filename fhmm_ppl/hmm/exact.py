@@ -291,7 +291,7 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
 
 
 @partial(jax.jit, static_argnames=("chunk_log_lik", "n_frames", "chunk", "want_counts", "want_joint"))
-def _posteriors_jit(log_init, log_trans, data, length, chunk_log_lik, n_frames, chunk, want_counts, want_joint):
+def _posteriors_jit(log_init, log_trans, data, params, length, chunk_log_lik, n_frames, chunk, want_counts, want_joint):
     n_chunks = -(-n_frames // chunk)
     pad = n_chunks * chunk - n_frames
 
@@ -302,7 +302,8 @@ def _posteriors_jit(log_init, log_trans, data, length, chunk_log_lik, n_frames, 
     xs_chunks = jax.tree_util.tree_map(to_chunks, data)
     length = n_frames if length is None else jnp.minimum(length, n_frames)
     post = _smooth(
-        log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chunk, want_counts, want_joint
+        log_init, log_trans, lambda x: chunk_log_lik(x, params), xs_chunks, length, n_chunks, chunk, want_counts,
+        want_joint,
     )
     cut = lambda a: a[:n_frames]
     return post._replace(
@@ -312,6 +313,11 @@ def _posteriors_jit(log_init, log_trans, data, length, chunk_log_lik, n_frames, 
 
 
 def _identity(x):
+    return x
+
+
+def _dense(x, params):
+    del params
     return x
 
 
@@ -345,7 +351,7 @@ def posteriors(
     n_joint = math.prod(shape[1:])
     chunk = chunk_size or choose_chunk_size(shape[0], n_joint)
     return _posteriors_jit(
-        tuple(log_init), tuple(log_trans), log_lik, length, _identity, shape[0], min(chunk, shape[0]),
+        tuple(log_init), tuple(log_trans), log_lik, None, length, _dense, shape[0], min(chunk, shape[0]),
         trans_counts, joint,
     )
 
@@ -353,8 +359,9 @@ def posteriors(
 def posteriors_chunked(
     log_init: Sequence[Array],
     log_trans: Sequence[Array],
-    chunk_log_lik: Callable[[Array], Array],
+    chunk_log_lik: Callable[[Array, object], Array],
     observations: Array,
+    params: object = None,
     length: Optional[Array] = None,
     *,
     trans_counts: bool = False,
@@ -367,12 +374,12 @@ def posteriors_chunked(
     ``(C, prod(N))`` exist at once.
 
     Args:
-        chunk_log_lik: maps observations ``(C, ...)`` to ``(C, N_1, ..., N_K)``.
-            Must be a hashable function (a module-level function or a
-            ``functools.partial`` over hashable values) since it is a static
-            argument of the jitted kernel; pass parameters through closures of
-            hashable objects or use ``posteriors`` with a dense array.
+        chunk_log_lik: ``chunk_log_lik(observations (C, ...), params) -> (C, N_1, ..., N_K)``.
+            A static argument of the jitted kernel, so it must be hashable (a
+            module-level function, or a frozen emission family's bound method);
+            arrays go in ``params``, which is traced.
         observations: ``(T, ...)`` frames fed to ``chunk_log_lik``.
+        params: pytree of arrays passed to ``chunk_log_lik`` (emission parameters).
 
     Returns:
         as ``posteriors``.
@@ -382,7 +389,8 @@ def posteriors_chunked(
     _validate(log_init, log_trans, (n_frames,) + n_states)
     chunk = chunk_size or choose_chunk_size(n_frames, math.prod(n_states))
     return _posteriors_jit(
-        tuple(log_init), tuple(log_trans), observations, length, chunk_log_lik, n_frames, min(chunk, n_frames),
+        tuple(log_init), tuple(log_trans), observations, params, length, chunk_log_lik, n_frames,
+        min(chunk, n_frames),
         trans_counts, joint,
     )
 
