@@ -36,15 +36,24 @@ def propagate_axis(message: Array, trans: Array, axis: int) -> Array:
     return jnp.moveaxis(out, -1, axis)
 
 
-def propagate_forward(message: Array, trans: Sequence[Array], first_axis: int = 0) -> Array:
+def propagate_forward(
+    message: Array, trans: Sequence[Array], first_axis: int = 0, first_trans_t: Array | None = None
+) -> Array:
     """Advance a joint message one step: every chain moves through its own matrix.
 
     Args:
         message: ``(..., N_1, ..., N_K)``, state axes starting at ``first_axis``.
         trans: K matrices ``(N_k, N_k)``.
+        first_trans_t: optionally ``trans[0].T`` computed once outside a scan;
+            with ``first_axis == 0`` chain 0 is then one plain matrix product
+            ``A_0^T @ message`` with no transpose inside the loop body.
     """
     for k, mat in enumerate(trans):
-        message = propagate_axis(message, mat, first_axis + k)
+        if k == 0 and first_axis == 0 and first_trans_t is not None and message.ndim > 1:
+            shape = message.shape
+            message = (first_trans_t @ message.reshape(shape[0], -1)).reshape(shape)
+        else:
+            message = propagate_axis(message, mat, first_axis + k)
     return message
 
 

@@ -157,13 +157,14 @@ def _log_marginal(log_init, log_trans, log_lik, length, unroll):
     prior = joint_initial([jnp.exp(v) for v in log_init])
     log_lik, _ = _mask_padding(log_lik, length)
     lik, shift = _scaled_likelihoods(log_lik)
+    first_trans_t = trans[0].T
 
     # The carry is the *unnormalised* filtered message and the reciprocal of
     # its total: dividing is folded into the next frame's likelihood product,
     # which saves one pass over the message per frame.
     def step(carry, lik_t):
         unnorm, inv_total = carry
-        unnorm = propagate_forward(unnorm, trans) * (lik_t * inv_total)
+        unnorm = propagate_forward(unnorm, trans, first_trans_t=first_trans_t) * (lik_t * inv_total)
         total = unnorm.sum()
         return (unnorm, jnp.where(total > 0, 1.0 / total, 0.0)), total
 
