@@ -28,3 +28,16 @@ def enable_compilation_cache(min_compile_seconds: float = 0.5) -> Path:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     return folder
+
+
+def configure_numba_cache() -> Path:
+    """Point numba's on-disk cache (librosa's compiled kernels) at ``cache_dir() / 'numba'``.
+
+    librosa's numba functions take seconds to compile on first use; with a
+    persistent cache folder later runs load them instead. Must run before
+    librosa is first imported to take effect; a user's own setting wins.
+    """
+    folder = cache_dir() / "numba"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(folder))
+    return folder

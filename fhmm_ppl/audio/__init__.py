@@ -1,0 +1,6 @@
+"""Audio input/output and time-frequency features."""
+
+from fhmm_ppl.audio.features import Normalizer, STFTConfig, istft, log_mel, mfcc, stft
+from fhmm_ppl.audio.io import read_audio, resample, write_audio
+
+__all__ = ["Normalizer", "STFTConfig", "istft", "log_mel", "mfcc", "read_audio", "resample", "stft", "write_audio"]

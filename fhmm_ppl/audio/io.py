@@ -1,0 +1,115 @@
+"""Reading and writing audio with clear, one-line errors for every bad input.
+
+Reading goes through soundfile (WAV, FLAC, OGG, ...), resampling through
+librosa (soxr, a maintained high-quality resampler). Every problem a user can
+hit raises ``ValueError`` naming the file and the problem: missing, unreadable
+or corrupt, empty, shorter than one analysis frame, all zeros, NaN or inf, a
+channel that does not exist. Clipping is a warning, not an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+Channel = Union[None, int, str]
+
+#: Fraction of samples at full scale above which a recording is reported as clipped.
+CLIP_FRACTION = 1e-3
+
+
+def read_audio(
+    path: Union[str, Path],
+    sample_rate: Optional[int] = None,
+    channel: Channel = "mean",
+    min_samples: int = 1,
+) -> tuple[np.ndarray, int]:
+    """Read a recording as mono float32.
+
+    Args:
+        path: audio file.
+        sample_rate: resample to this rate (Hz); None keeps the file's rate.
+        channel: ``"mean"`` down-mixes all channels, an int picks one (0-based).
+        min_samples: fewest samples acceptable after resampling (e.g. one STFT frame).
+
+    Returns:
+        ``(signal (n_samples,) float32, sample_rate)``.
+
+    Raises:
+        ValueError: one line naming the file and what is wrong with it.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not an audio file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: unreadable or corrupt audio ({reason})") from None
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: empty (0 samples)")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{path}: contains NaN or infinite samples")
+    if channel == "mean":
+        signal = data.mean(axis=1)
+    elif isinstance(channel, int) and not isinstance(channel, bool):
+        if not -data.shape[1] <= channel < data.shape[1]:
+            raise ValueError(f"{path}: has {data.shape[1]} channel(s); channel {channel} does not exist (0-based)")
+        signal = data[:, channel]
+    else:
+        raise ValueError(f"channel must be 'mean' or an int index, got {channel!r}")
+    clipped = np.mean(np.abs(data) >= 0.999)
+    if clipped > CLIP_FRACTION:
+        warnings.warn(f"{path}: {100 * clipped:.2f}% of samples are at full scale (clipped)", UserWarning, stacklevel=2)
+    if not np.any(signal):
+        raise ValueError(f"{path}: silent (every sample is zero)")
+    if sample_rate is not None and sample_rate != rate:
+        signal = resample(signal, rate, sample_rate)
+        rate = sample_rate
+    if signal.shape[0] < min_samples:
+        raise ValueError(
+            f"{path}: {signal.shape[0]} samples is shorter than one analysis frame ({min_samples} samples)"
+        )
+    return np.ascontiguousarray(signal, dtype=np.float32), int(rate)
+
+
+def resample(signal: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Resample ``(n,)`` from ``orig_rate`` to ``target_rate`` (librosa, soxr high quality)."""
+    import librosa
+
+    if orig_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
+    if orig_rate == target_rate:
+        return np.asarray(signal, np.float32)
+    return librosa.resample(np.asarray(signal, np.float32), orig_sr=orig_rate, target_sr=target_rate, res_type="soxr_hq")
+
+
+def write_audio(path: Union[str, Path], signal: np.ndarray, sample_rate: int) -> Path:
+    """Write mono ``(n,)`` or ``(n, channels)`` audio; WAV as 32-bit float, FLAC as 24-bit PCM.
+
+    Float WAV keeps estimates that exceed full scale intact (scores stay
+    honest); FLAC cannot hold floats, so it is written as 24-bit and clipped.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    signal = np.asarray(signal, dtype=np.float32)
+    if not np.all(np.isfinite(signal)):
+        raise ValueError(f"{path}: refusing to write NaN or infinite samples")
+    suffix = path.suffix.lower()
+    if suffix == ".wav":
+        subtype = "FLOAT"
+    elif suffix == ".flac":
+        subtype, signal = "PCM_24", np.clip(signal, -1.0, 1.0)
+    else:
+        raise ValueError(f"{path}: write .wav or .flac, not {suffix or 'a file without a suffix'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), signal, int(sample_rate), subtype=subtype)
+    return path
