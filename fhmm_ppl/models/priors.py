@@ -144,28 +144,30 @@ class DirichletPrior:
         return _normalise_rows(jnp.maximum(mode, PROBABILITY_FLOOR))
 
 
-@register_prior("flat")
-@dataclass(frozen=True)
-class FlatPrior:
-    """Improper flat prior: EM's M-step is maximum likelihood (as hmmlearn with zero prior weights)."""
+class _ImproperFlat:
+    """Improper flat prior over a support: log density 0; EM's M-step is maximum likelihood."""
+
+    support = dist.constraints.real
 
     def distribution(self, shape: tuple[int, ...]) -> dist.Distribution:
-        return dist.ImproperUniform(dist.constraints.real, (), shape)
+        return dist.ImproperUniform(self.support, (), shape)
 
     def map_update(self, **stats: Array) -> Array:
         return stats["ml"]
+
+
+@register_prior("flat")
+@dataclass(frozen=True)
+class FlatPrior(_ImproperFlat):
+    """Flat prior on real parameters (means): ML, as hmmlearn with zero prior weights."""
 
 
 @register_prior("positive_flat")
 @dataclass(frozen=True)
-class PositiveFlatPrior:
-    """Improper flat prior on positive parameters (variances, spectra): ML in EM."""
+class PositiveFlatPrior(_ImproperFlat):
+    """Flat prior on positive parameters (variances, spectra): ML in EM."""
 
-    def distribution(self, shape: tuple[int, ...]) -> dist.Distribution:
-        return dist.ImproperUniform(dist.constraints.positive, (), shape)
-
-    def map_update(self, **stats: Array) -> Array:
-        return stats["ml"]
+    support = dist.constraints.positive
 
 
 @register_prior("normal")
@@ -231,12 +233,11 @@ class InverseWishartPrior:
 
 @register_prior("flat_covariance")
 @dataclass(frozen=True)
-class FlatCovariancePrior:
-    """Improper flat prior on positive-definite matrices (full / tied covariances): ML in EM."""
+class FlatCovariancePrior(_ImproperFlat):
+    """Flat prior on positive-definite matrices (full / tied covariances): ML in EM."""
+
+    support = dist.constraints.positive_definite
 
     def distribution(self, shape: tuple[int, ...]) -> dist.Distribution:
         batch = shape[:-2]
-        return dist.ImproperUniform(dist.constraints.positive_definite, batch, shape[-2:]).to_event(len(batch))
-
-    def map_update(self, **stats: Array) -> Array:
-        return stats["ml"]
+        return dist.ImproperUniform(self.support, batch, shape[-2:]).to_event(len(batch))
