@@ -75,3 +75,21 @@ def test_bad_input_is_rejected(trained, tmp_path):
         load(tmp_path)
     with pytest.raises(ValueError, match="at least two sources"):
         fit_separator({"only": np.ones(4000)}, RATE)
+
+
+def test_baselines_and_oracle_bracket_the_problem(trained):
+    from fhmm_ppl.audio import STFTConfig
+    from fhmm_ppl.separation.baselines import apply_masks, fit_supervised_nmf, oracle_masks
+
+    rng = np.random.default_rng(5)
+    sep, refs = trained
+    mixture = refs.sum(0)
+    config = STFTConfig(512, 128)
+    for kind in ("irm", "ibm"):
+        masks = oracle_masks(refs, mixture, config, kind)
+        np.testing.assert_allclose(masks.sum(0), 1.0, atol=1e-6)
+        assert np.all(bss_eval(refs, apply_masks(mixture, masks, config)).sdr > 20)
+    nmf = fit_supervised_nmf({"tones": low_tones(rng, 4), "noise": high_noise(rng, 4)}, n_components=8, config=config)
+    est = nmf.separate(mixture)
+    assert list(est) == ["tones", "noise"]
+    assert np.all(bss_eval(refs, np.stack(list(est.values()))).sdr > 10)
