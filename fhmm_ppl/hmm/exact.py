@@ -233,16 +233,27 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
         valid = (t_chunk < length).reshape((-1,) + (1,) * n_chains)
         return jnp.where(valid, ll, 0.0)
 
+    first_trans_t = trans[0].T
+
+    def chunk_filter(alpha_before, x_chunk, t_chunk):
+        # Likelihoods are exponentiated for the whole chunk at once, outside the scan.
+        lik, shift = _scaled_likelihoods(chunk_lik(x_chunk, t_chunk))
+
+        def inner(alpha, frame):
+            lik_t, t = frame
+            pred = jnp.where(t == 0, prior, propagate_forward(alpha, trans, first_trans_t=first_trans_t))
+            unnorm = pred * lik_t
+            total = unnorm.sum()
+            safe = jnp.where(total > 0, total, 1.0)
+            alpha = unnorm / safe
+            return alpha, (alpha, safe, jnp.where(total > 0, jnp.log(safe), -jnp.inf))
+
+        alpha_end, (alphas, totals, log_totals) = lax.scan(inner, alpha_before, (lik, t_chunk))
+        return alpha_end, alphas, lik, totals, log_totals + shift
+
     def fwd_only(alpha, xs):
         x_chunk, t_chunk = xs
-        ll = chunk_lik(x_chunk, t_chunk)
-
-        def inner(a, frame):
-            a, _, _, _ = _filter_step(trans, prior, a, *frame)
-            return a, None
-
-        a_end, _ = lax.scan(inner, alpha, (ll, t_chunk))
-        return a_end, None
+        return chunk_filter(alpha, x_chunk, t_chunk)[0], None
 
     alpha_starts = _chunk_boundaries(fwd_only, prior, (xs_chunks, t_chunks), n_chunks)
     zero_counts = tuple(jnp.zeros_like(m) for m in trans)
@@ -250,13 +261,7 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
     def backward_chunk(carry, xs):
         beta_end, counts = carry
         x_chunk, t_chunk, alpha_before = xs
-        ll = chunk_lik(x_chunk, t_chunk)
-
-        def inner_fwd(a, frame):
-            a, lik, total, log_norm = _filter_step(trans, prior, a, *frame)
-            return a, (a, lik, total, log_norm)
-
-        _, (alphas, liks, totals, log_norms) = lax.scan(inner_fwd, alpha_before, (ll, t_chunk))
+        _, alphas, liks, totals, log_norms = chunk_filter(alpha_before, x_chunk, t_chunk)
         alphas_prev = jnp.concatenate([alpha_before[None], alphas[:-1]], axis=0)
 
         def inner_bwd(carry_b, frame):
@@ -269,13 +274,14 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
                 step_counts = pairwise_chain_counts(alpha_prev, weight, trans)
                 acc = tuple(a + use * c for a, c in zip(acc, step_counts))
             beta_prev = propagate_backward(weight, trans)
-            out = (tuple(chain_marginals(gamma, n_chains)), gamma if want_joint else None)
-            return (beta_prev, acc), out
+            return (beta_prev, acc), gamma
 
-        (beta_start, counts), (marg, joint) = lax.scan(
+        (beta_start, counts), gammas = lax.scan(
             inner_bwd, (beta_end, counts), (alphas, alphas_prev, liks, totals, t_chunk), reverse=True
         )
-        return (beta_start, counts), (marg, joint, log_norms.sum())
+        # Per-chain marginals for the whole chunk at once, outside the scan.
+        marg = tuple(chain_marginals(gammas, n_chains, first_axis=1))
+        return (beta_start, counts), (marg, gammas if want_joint else None, log_norms.sum())
 
     beta_last = jnp.ones_like(prior)
     (_, counts), (marg, joint, log_norms) = lax.scan(

@@ -93,33 +93,17 @@ class Separator:
         import jax.numpy as jnp
 
         from fhmm_ppl import hmm
-        from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik, joint_sum
 
         power = jnp.asarray(np.abs(mixture_stft) ** 2, jnp.float32)
-        psd = [jnp.asarray(m.psd, jnp.float32) for m in self.models.values()]
-        log_init = [jnp.log(jnp.asarray(m.init, jnp.float32)) for m in self.models.values()]
-        log_trans = [jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in self.models.values()]
+        psd = tuple(jnp.asarray(m.psd, jnp.float32) for m in self.models.values())
+        log_init = tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in self.models.values())
+        log_trans = tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in self.models.values())
         n_states = tuple(p.shape[0] for p in psd)
         plan = hmm.plan_inference(n_states, power.shape[0], method=self.options.inference)
-        total = joint_sum(psd).reshape(-1, power.shape[1])  # (P, F)
-        log_lik = complex_gaussian_log_lik(power, psd)
-        if plan.method == "exact":
-            joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(power.shape[0], -1)
-        else:
-            result = hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=20)
-            joint = result.marginals[0]
-            for marg in result.marginals[1:]:
-                joint = (joint[..., None] * marg[:, None, :]).reshape(power.shape[0], -1)
-        gains = []
-        for k, own in enumerate(psd):
-            shape = [1] * len(psd) + [own.shape[1]]
-            shape[k] = own.shape[0]
-            share = jnp.broadcast_to(own.reshape(shape), n_states + (own.shape[1],)).reshape(-1, own.shape[1]) / total
-            gains.append(joint @ share)
-        gains = np.asarray(jnp.stack(gains))
+        gains = np.asarray(_wiener_gains(log_init, log_trans, psd, power, plan.method == "exact"))
         if self.options.mask == "binary":
-            gains = (gains == gains.max(axis=0, keepdims=True)).astype(np.float32)
-            gains /= gains.sum(axis=0, keepdims=True)
+            winner = np.argmax(gains, axis=0)
+            gains = (np.arange(gains.shape[0])[:, None, None] == winner[None]).astype(np.float32)
         return gains
 
     def separate(self, mixture: np.ndarray) -> dict[str, np.ndarray]:
@@ -146,6 +130,50 @@ class Separator:
         arrays = {f"{name}/{key}": getattr(m, key) for name, m in self.models.items() for key in ("init", "trans", "psd")}
         np.savez(folder / "params.npz", **arrays)
         return folder
+
+
+def _wiener_gains_impl(log_init, log_trans, psd, power, exact):
+    """Posterior-weighted Wiener gains ``(K, T, F)``; K - 1 products, the last gain is the remainder."""
+    import jax.numpy as jnp
+
+    from fhmm_ppl import hmm
+    from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik, joint_sum
+
+    n_frames, n_bins = power.shape
+    n_states = tuple(p.shape[0] for p in psd)
+    log_lik = complex_gaussian_log_lik(power, psd)
+    if exact:
+        joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(n_frames, -1)
+    else:
+        result = hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=20)
+        joint = result.marginals[0]
+        for marg in result.marginals[1:]:
+            joint = (joint[..., None] * marg[:, None, :]).reshape(n_frames, -1)
+    total = joint_sum(psd).reshape(-1, n_bins)  # (P, F)
+    gains = []
+    for k, own in enumerate(psd[:-1]):
+        shape = [1] * len(psd) + [n_bins]
+        shape[k] = own.shape[0]
+        share = (jnp.broadcast_to(own.reshape(shape), n_states + (n_bins,)).reshape(-1, n_bins)) / total
+        gains.append(joint @ share)
+    gains.append(1.0 - sum(gains))
+    return jnp.clip(jnp.stack(gains), 0.0, 1.0)
+
+
+def _jit_gains():
+    import jax
+
+    return jax.jit(_wiener_gains_impl, static_argnames=("exact",))
+
+
+_WIENER_GAINS = None
+
+
+def _wiener_gains(log_init, log_trans, psd, power, exact):
+    global _WIENER_GAINS
+    if _WIENER_GAINS is None:  # built lazily: importing this module must not import JAX
+        _WIENER_GAINS = _jit_gains()
+    return _WIENER_GAINS(log_init, log_trans, psd, power, exact=exact)
 
 
 def load(folder: Union[str, Path]) -> Separator:
