@@ -93,3 +93,14 @@ def test_baselines_and_oracle_bracket_the_problem(trained):
     est = nmf.separate(mixture)
     assert list(est) == ["tones", "noise"]
     assert np.all(bss_eval(refs, np.stack(list(est.values()))).sdr > 10)
+
+
+def test_logmax_separator_separates_disjoint_spectra(tmp_path):
+    rng = np.random.default_rng(1)
+    sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=6,
+                        emission="logmax", max_iter=15)
+    refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
+    est = sep.separate(refs.sum(0))
+    assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 15)
+    loaded = load(sep.save(tmp_path / "lm"))
+    np.testing.assert_allclose(loaded.separate(refs.sum(0))["tones"], est["tones"], atol=1e-5)

@@ -84,13 +84,7 @@ def gaussian_log_lik(
     if covariance_type in ("spherical", "diag"):
         var = joint_sum([_expand_covariance(c, covariance_type, n, dim) for c, n in zip(covars, n_states)])
         var = var.reshape(-1, dim)
-        precision = 1.0 / var
-        # sum_d (y - m)^2 / v, expanded into matrix products over all joint states.
-        quad = (
-            (observations**2) @ precision.T
-            - 2.0 * observations @ (mean * precision).T
-            + jnp.sum(mean**2 * precision, axis=1)
-        )
+        quad = _diagonal_quadratic(observations, mean, var)
         log_det = jnp.sum(jnp.log(var), axis=1)
     else:
         if covariance_type == "tied":
@@ -105,6 +99,31 @@ def gaussian_log_lik(
         log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_b, axis1=1, axis2=2)), axis=1)
     log_lik = -0.5 * (dim * LOG_2PI + log_det + quad)
     return log_lik.reshape((n_frames,) + n_states)
+
+
+#: Elements of (frames x joint states x dims) computed at once by ``_diagonal_quadratic``.
+QUAD_BLOCK_ELEMENTS = 1 << 22
+
+
+def _diagonal_quadratic(observations: Array, mean: Array, var: Array) -> Array:
+    """``sum_d (y_td - m_pd)^2 / v_pd`` ``(T, P)``, from the differences themselves.
+
+    Expanding the square into matrix products is faster but cancels
+    catastrophically in float32 when variances are small next to the values
+    (log-spectra with floored bins): errors of hundreds of nats per sequence,
+    enough to make EM's objective appear to fall. Frames are processed in
+    blocks so memory stays at ``QUAD_BLOCK_ELEMENTS`` floats.
+    """
+    n_frames, dim = observations.shape
+    block = max(1, min(n_frames, QUAD_BLOCK_ELEMENTS // max(1, mean.shape[0] * dim)))
+    pad = (-n_frames) % block
+    blocks = jnp.pad(observations, ((0, pad), (0, 0))).reshape(-1, block, dim)
+    precision = 1.0 / var
+
+    def one(frames):
+        return jnp.einsum("tpd,pd->tp", (frames[:, None, :] - mean[None]) ** 2, precision)
+
+    return jax.lax.map(one, blocks).reshape(-1, mean.shape[0])[:n_frames]
 
 
 def complex_gaussian_log_lik(power: Array, psd: Sequence[Array]) -> Array:

@@ -25,7 +25,10 @@ import numpy as np
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 
 MASKS = ("wiener", "binary")
-FORMAT_VERSION = 1
+EMISSIONS = ("complex_gaussian", "logmax")
+FORMAT_VERSION = 2
+#: Added to magnitudes before the log for the log-max model (silence stays finite).
+LOG_FLOOR = 1e-5
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class SeparatorOptions:
 
     Attributes:
         n_states: states per source HMM.
+        emission: ``"complex_gaussian"`` (Itakura-Saito, Wiener gains) or ``"logmax"``
+            (MIXMAX on log-magnitudes, dominance masks).
         trainer: ``"em"`` or ``"svi"``.
         max_iter: EM iterations (SVI steps are ``10 * max_iter``).
         inference: ``"auto"``, ``"exact"`` or ``"mean_field"``.
@@ -43,6 +48,7 @@ class SeparatorOptions:
     """
 
     n_states: int = 32
+    emission: str = "complex_gaussian"
     trainer: str = "em"
     max_iter: int = 50
     inference: str = "auto"
@@ -55,6 +61,8 @@ class SeparatorOptions:
     def __post_init__(self) -> None:
         if self.n_states < 1:
             raise ValueError(f"n_states must be at least 1, got {self.n_states}")
+        if self.emission not in EMISSIONS:
+            raise ValueError(f"emission must be one of {', '.join(EMISSIONS)}, got {self.emission!r}")
         if self.trainer not in ("em", "svi"):
             raise ValueError(f"trainer must be 'em' or 'svi', got {self.trainer!r}")
         if self.mask not in MASKS:
@@ -69,11 +77,16 @@ class SeparatorOptions:
 
 @dataclass
 class SourceModel:
-    """One trained source HMM: initial ``(N,)``, transition ``(N, N)`` probabilities, PSDs ``(N, F)``."""
+    """One trained source HMM.
+
+    Attributes:
+        init: ``(N,)``; trans: ``(N, N)`` probabilities.
+        emission: ``{"psd": (N, F)}`` (complex Gaussian) or ``{"means": (N, F), "variances": (N, F)}`` (log-max).
+    """
 
     init: np.ndarray
     trans: np.ndarray
-    psd: np.ndarray
+    emission: dict
 
 
 class Separator:
@@ -94,13 +107,22 @@ class Separator:
 
         from fhmm_ppl import hmm
 
-        power = jnp.asarray(np.abs(mixture_stft) ** 2, jnp.float32)
-        psd = tuple(jnp.asarray(m.psd, jnp.float32) for m in self.models.values())
         log_init = tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in self.models.values())
         log_trans = tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in self.models.values())
-        n_states = tuple(p.shape[0] for p in psd)
-        plan = hmm.plan_inference(n_states, power.shape[0], method=self.options.inference)
-        gains = np.asarray(_wiener_gains(log_init, log_trans, psd, power, plan.method == "exact"))
+        n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
+        n_frames = mixture_stft.shape[0]
+        if self.options.emission == "logmax":
+            from fhmm_ppl.separation.logmax import logmax_masks
+
+            means = tuple(jnp.asarray(m.emission["means"], jnp.float32) for m in self.models.values())
+            variances = tuple(jnp.asarray(m.emission["variances"], jnp.float32) for m in self.models.values())
+            log_mag = jnp.asarray(np.log(np.abs(mixture_stft) + LOG_FLOOR), jnp.float32)
+            gains = np.asarray(logmax_masks(log_init, log_trans, means, variances, log_mag))
+        else:
+            power = jnp.asarray(np.abs(mixture_stft) ** 2, jnp.float32)
+            psd = tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in self.models.values())
+            plan = hmm.plan_inference(n_states, n_frames, method=self.options.inference)
+            gains = np.asarray(_wiener_gains(log_init, log_trans, psd, power, plan.method == "exact"))
         if self.options.mask == "binary":
             winner = np.argmax(gains, axis=0)
             gains = (np.arange(gains.shape[0])[:, None, None] == winner[None]).astype(np.float32)
@@ -127,7 +149,10 @@ class Separator:
         meta = {"format_version": FORMAT_VERSION, "sample_rate": self.sample_rate, "sources": self.names,
                 "options": asdict(self.options)}
         (folder / "separator.json").write_text(json.dumps(meta, indent=2))
-        arrays = {f"{name}/{key}": getattr(m, key) for name, m in self.models.items() for key in ("init", "trans", "psd")}
+        arrays = {}
+        for name, m in self.models.items():
+            arrays[f"{name}/init"], arrays[f"{name}/trans"] = m.init, m.trans
+            arrays.update({f"{name}/emission/{key}": value for key, value in m.emission.items()})
         np.savez(folder / "params.npz", **arrays)
         return folder
 
@@ -186,15 +211,18 @@ def load(folder: Union[str, Path]) -> Separator:
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{folder}: separator format {meta.get('format_version')} is not supported")
     with np.load(folder / "params.npz") as data:
-        models = {name: SourceModel(data[f"{name}/init"], data[f"{name}/trans"], data[f"{name}/psd"])
-                  for name in meta["sources"]}
+        models = {}
+        for name in meta["sources"]:
+            prefix = f"{name}/emission/"
+            emission = {key[len(prefix):]: data[key] for key in data.files if key.startswith(prefix)}
+            models[name] = SourceModel(data[f"{name}/init"], data[f"{name}/trans"], emission)
     return Separator(models, meta["sample_rate"], SeparatorOptions(**meta["options"]))
 
 
 def fit_separator(
     sources: Mapping[str, np.ndarray], sample_rate: int, *, progress: bool = False, **options
 ) -> Separator:
-    """Train one complex-Gaussian HMM per named source on its solo audio.
+    """Train one HMM per named source on its solo audio (complex-Gaussian or log-max emissions).
 
     Args:
         sources: ``{name: (n_samples,)}`` training audio per source (mono, ``sample_rate``).
@@ -211,7 +239,7 @@ def fit_separator(
     opts = SeparatorOptions(**options)
     if len(sources) < 2:
         raise ValueError(f"separation needs at least two sources, got {len(sources)}")
-    spec = FHMMSpec((opts.n_states,), make_family("complex_gaussian"))
+    spec = FHMMSpec((opts.n_states,), make_family(opts.emission))
     models = {}
     for name, audio in sources.items():
         audio = np.asarray(audio, np.float32)
@@ -219,12 +247,19 @@ def fit_separator(
             raise ValueError(f"source {name!r}: need mono audio of at least {opts.n_fft} samples, got shape {audio.shape}")
         if not np.any(audio):
             raise ValueError(f"source {name!r}: training audio is silent")
-        power = (np.abs(stft(audio, opts.stft)) ** 2).astype(np.float32)
-        init = initial_params(spec, [power], seed=opts.seed)
-        if opts.trainer == "em":
-            params = fit_em([power], spec, init=init, max_iter=opts.max_iter, progress=progress).params
+        magnitude = np.abs(stft(audio, opts.stft))
+        if opts.emission == "logmax":
+            frames = np.log(magnitude + LOG_FLOOR).astype(np.float32)
         else:
-            params = fit_svi([power], spec, init=init, n_steps=10 * opts.max_iter, progress=progress).params
-        models[name] = SourceModel(np.asarray(params.init[0]), np.asarray(params.trans[0]),
-                                   np.asarray(params.emission.psd[0]))
+            frames = (magnitude**2).astype(np.float32)
+        init = initial_params(spec, [frames], seed=opts.seed)
+        if opts.trainer == "em":
+            params = fit_em([frames], spec, init=init, max_iter=opts.max_iter, progress=progress).params
+        else:
+            params = fit_svi([frames], spec, init=init, n_steps=10 * opts.max_iter, progress=progress).params
+        if opts.emission == "logmax":
+            emission = {"means": np.asarray(params.emission.means[0]), "variances": np.asarray(params.emission.covars[0])}
+        else:
+            emission = {"psd": np.asarray(params.emission.psd[0])}
+        models[name] = SourceModel(np.asarray(params.init[0]), np.asarray(params.trans[0]), emission)
     return Separator(models, sample_rate, opts)

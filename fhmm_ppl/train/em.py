@@ -29,6 +29,11 @@ from fhmm_ppl.models.priors import map_update
 from fhmm_ppl.train.batching import pad_sequences
 
 
+#: Relative change below which a decrease is float32 rounding, not a real decrease: the objective
+#: sums T * D terms in float32, whose rounding error grows to about 1e-5 of the total.
+FLOAT32_SLACK = 2e-5
+
+
 class EMResult(NamedTuple):
     """Outcome of EM.
 
@@ -132,7 +137,7 @@ def fit_em(
             raise FloatingPointError(f"EM objective became {value} at iteration {iteration}; check the data for NaN/inf")
         if iteration > 0:
             change = value - objective[-2]
-            if change < -(1e-6 * abs(value) + 1e-3) and not restarted_last:
+            if change < -(FLOAT32_SLACK * abs(value) + 1e-3) and not restarted_last:
                 decreases.append((iteration, -change))
                 warnings.warn(
                     f"EM objective decreased by {-change:.4g} at iteration {iteration} "
