@@ -6,6 +6,10 @@ Heavy libraries (jax, mlflow, librosa) are imported inside commands only, so
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
 from fhmm_ppl import __version__
@@ -43,6 +47,123 @@ def info() -> None:
     typer.echo(f"fhmm-ppl {__version__}")
     typer.echo(f"jax {jax.__version__} (backend: {jax.default_backend()}, devices: {jax.devices()})")
     typer.echo(f"numpyro {numpyro.__version__}, optax {optax.__version__}")
+
+
+def _fail(err: BaseException, debug: bool) -> None:
+    """One clear line on stderr and a non-zero exit (the traceback only with --debug)."""
+    if debug:
+        raise err
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code=1)
+
+
+SET_HELP = "Override a config entry, e.g. --set model.n_states=64 (repeatable)."
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check an experiment file without running it."""
+    from fhmm_ppl.experiment.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as err:
+        _fail(err, debug)
+    typer.echo(f"ok: {config} ({cfg.name}: {cfg.data.source} data, {cfg.model.emission}, "
+               f"{cfg.model.n_states} states, {cfg.training.method})")
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Run an experiment end to end and track it in MLflow."""
+    from fhmm_ppl.experiment.config import load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+        from tqdm.auto import tqdm
+
+        from fhmm_ppl.experiment.runner import run_experiment
+
+        result = run_experiment(cfg, progress=lambda items, desc: tqdm(items, desc=desc, unit="mixture"),
+                                on_status=lambda line: typer.echo(line))
+    except Exception as err:  # one line for the user; the run itself is already marked FAILED
+        _fail(err, debug)
+        return
+    _print_summary(result.scores)
+    typer.echo(f"\nrun {result.run_id} in experiment {result.experiment_id} ({result.tracking_uri})")
+    typer.echo("open it with: fhmm-ppl ui")
+
+
+def _print_summary(scores: dict) -> None:
+    order = ["fhmm", "nmf", "mixture", "irm", "ibm"]
+    methods = [m for m in order if m in scores] + [m for m in scores if m not in order]
+    sources = list(next(iter(scores.values())))
+    typer.echo(f"\n{'method':<9} {'source':<10} {'SDR':>7} {'SIR':>7} {'SAR':>7} {'SDRi':>7} {'SI-SDR':>7}")
+    for method in methods:
+        for name in sources:
+            m = scores[method][name]
+            typer.echo(f"{method:<9} {name:<10} {m['sdr']:7.2f} {m['sir']:7.2f} {m['sar']:7.2f} "
+                       f"{m['sdr_improvement']:7.2f} {m['si_sdr']:7.2f}")
+
+
+@app.command()
+def separate(
+    model: str = typer.Argument(..., help="A saved separator folder, an MLflow run id, or runs:/<id>/model."),
+    mixture: Path = typer.Argument(..., help="Mixture audio file."),
+    output: Path = typer.Option(Path("separated"), "-o", "--output", help="Folder for the estimates."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Separate a recording with a trained separator."""
+    try:
+        from fhmm_ppl.audio.io import read_audio, write_audio
+        from fhmm_ppl.separation import load
+
+        folder = _model_folder(model)
+        separator = load(folder)
+        signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.n_fft)
+        for name, wave in separator.separate(signal).items():
+            path = write_audio(output / f"{mixture.stem}_{name}.wav", wave, rate)
+            typer.echo(str(path))
+    except Exception as err:
+        _fail(err, debug)
+
+
+def _model_folder(model: str) -> Path:
+    if Path(model).is_dir():
+        return Path(model)
+    import mlflow
+
+    from fhmm_ppl.experiment.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    uri = model if model.startswith("runs:/") else f"runs:/{model}/model"
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri))
+    except Exception as err:
+        raise ValueError(f"{model}: not a separator folder, and MLflow could not fetch {uri} ({err})") from None
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+) -> None:
+    """Open the MLflow UI on 127.0.0.1 over the project's tracking store."""
+    import subprocess
+
+    from fhmm_ppl.experiment.tracking import tracking_uri
+
+    uri = tracking_uri()
+    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+                    "--port", str(port)], check=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

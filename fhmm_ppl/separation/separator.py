@@ -92,10 +92,13 @@ class SourceModel:
 class Separator:
     """A trained FHMM separator: ``separate(mixture) -> {name: estimate}``; ``save`` / ``load``."""
 
-    def __init__(self, models: Mapping[str, SourceModel], sample_rate: int, options: SeparatorOptions) -> None:
+    def __init__(self, models: Mapping[str, SourceModel], sample_rate: int, options: SeparatorOptions,
+                 training_history: Optional[Mapping[str, np.ndarray]] = None) -> None:
         self.models = dict(models)
         self.sample_rate = int(sample_rate)
         self.options = options
+        #: training objective per iteration for each source (EM log posterior, or minus SVI's loss)
+        self.training_history = dict(training_history or {})
 
     @property
     def names(self) -> list[str]:
@@ -240,7 +243,7 @@ def fit_separator(
     if len(sources) < 2:
         raise ValueError(f"separation needs at least two sources, got {len(sources)}")
     spec = FHMMSpec((opts.n_states,), make_family(opts.emission))
-    models = {}
+    models, history = {}, {}
     for name, audio in sources.items():
         audio = np.asarray(audio, np.float32)
         if audio.ndim != 1 or audio.shape[0] < opts.n_fft:
@@ -254,12 +257,15 @@ def fit_separator(
             frames = (magnitude**2).astype(np.float32)
         init = initial_params(spec, [frames], seed=opts.seed)
         if opts.trainer == "em":
-            params = fit_em([frames], spec, init=init, max_iter=opts.max_iter, progress=progress).params
+            result = fit_em([frames], spec, init=init, max_iter=opts.max_iter, progress=progress)
+            history[name] = result.objective
         else:
-            params = fit_svi([frames], spec, init=init, n_steps=10 * opts.max_iter, progress=progress).params
+            result = fit_svi([frames], spec, init=init, n_steps=10 * opts.max_iter, progress=progress)
+            history[name] = -result.losses
+        params = result.params
         if opts.emission == "logmax":
             emission = {"means": np.asarray(params.emission.means[0]), "variances": np.asarray(params.emission.covars[0])}
         else:
             emission = {"psd": np.asarray(params.emission.psd[0])}
         models[name] = SourceModel(np.asarray(params.init[0]), np.asarray(params.trans[0]), emission)
-    return Separator(models, sample_rate, opts)
+    return Separator(models, sample_rate, opts, history)

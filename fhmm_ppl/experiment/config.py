@@ -1,0 +1,210 @@
+"""The experiment file: a validated schema with one-line errors and ``--set`` overrides.
+
+Errors name the dotted path of the bad entry and what is wrong: an unknown
+key (with the closest valid one), a wrong type or range, a missing file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A problem in an experiment file, reported as one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TestFileConfig(_Strict):
+    """A test mixture given as a file, with one reference file per source."""
+
+    mixture: str
+    references: dict[str, str]
+
+
+class DataConfig(_Strict):
+    """Where the audio comes from.
+
+    ``demo``: the built-in demo task (no download). ``files``: the user's own
+    recordings: training files (paths or globs) per source, and test mixtures
+    either as files with references, or made from clean test files per source
+    at ``snr_db``.
+    """
+
+    source: Literal["demo", "files"] = "demo"
+    task: Literal["speech_noise", "speech_chirp", "two_talkers"] = "speech_noise"
+    noise: Literal["white", "pink", "brown", "hum", "babble"] = "pink"
+    snr_db: float = 0.0
+    test_seconds: float = Field(8.0, gt=0.5, le=8.0)
+    sample_rate: int = Field(16000, ge=4000, le=96000)
+    channel: Union[int, Literal["mean"]] = "mean"
+    train: dict[str, list[str]] = Field(default_factory=dict)
+    test: list[TestFileConfig] = Field(default_factory=list)
+    test_clean: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _files_given(self) -> "DataConfig":
+        if self.source == "files":
+            if len(self.train) < 2:
+                raise ValueError("data.train needs training files for at least two sources when data.source is 'files'")
+            if not self.test and not self.test_clean:
+                raise ValueError("data.test (mixtures with references) or data.test_clean (clean files per source) is needed")
+            for name, patterns in [*self.train.items(), *self.test_clean.items()]:
+                for pattern in patterns:
+                    if not glob.glob(pattern):
+                        raise ValueError(f"no file matches {pattern!r} (source {name!r})")
+            for item in self.test:
+                for path in [item.mixture, *item.references.values()]:
+                    if not Path(path).exists():
+                        raise ValueError(f"no such file: {path}")
+        return self
+
+
+class FeatureConfig(_Strict):
+    n_fft: int = Field(512, ge=64, le=8192)
+    hop_length: int = Field(128, ge=16, le=4096)
+
+
+class ModelConfig(_Strict):
+    emission: Literal["complex_gaussian", "logmax"] = "complex_gaussian"
+    n_states: int = Field(32, ge=1, le=256)
+
+
+class TrainingConfig(_Strict):
+    method: Literal["em", "svi"] = "em"
+    max_iter: int = Field(30, ge=1, le=10000)
+
+
+class InferenceConfig(_Strict):
+    method: Literal["auto", "exact", "mean_field"] = "auto"
+    mask: Literal["wiener", "binary"] = "wiener"
+
+
+class EvaluationConfig(_Strict):
+    baselines: list[Literal["nmf", "irm", "ibm"]] = Field(default_factory=lambda: ["nmf", "irm", "ibm"])
+    nmf_components: int = Field(32, ge=1, le=512)
+
+
+class TrackingConfig(_Strict):
+    experiment: Optional[str] = None
+    run_name: Optional[str] = None
+    uri: Optional[str] = None
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment: what to separate, how to model and train, what to report."""
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def flat(self) -> dict[str, Any]:
+        """The config flattened to dotted keys (MLflow params)."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    out[prefix[:-1]] = tree
+    return out
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
+    """Valid keys of the sub-model at ``path`` (for did-you-mean hints)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(ExperimentConfig, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else f"; valid keys: {', '.join(valid)}"
+        return f"unknown key {dotted!r}{hint}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{dotted}: {message}" + (f" (got {first['input']!r})" if first["type"] != "value_error" and not isinstance(first.get("input"), dict) else "")
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``path.to.key=value`` overrides (values parsed as YAML) to a raw config dict."""
+    raw = dict(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.n_states=64")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def parse_config(raw: Any, source: str = "config") -> ExperimentConfig:
+    """Validate a raw mapping into an ``ExperimentConfig`` (``ConfigError`` with one line)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_one_line(err)}") from None
+
+
+def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    """Read, override and validate an experiment file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where} ({getattr(err, 'problem', err)})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw = apply_overrides(raw or {}, overrides or [])
+    return parse_config(raw, str(path))

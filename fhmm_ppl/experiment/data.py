@@ -1,0 +1,58 @@
+"""Turning the ``data`` section of an experiment into a separation task."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+
+from fhmm_ppl.audio.demo import SeparationTask, demo_task, mix_at_snr
+from fhmm_ppl.audio.io import read_audio
+from fhmm_ppl.experiment.config import ExperimentConfig
+
+
+def _read_all(patterns: list[str], rate: int, channel, min_samples: int) -> np.ndarray:
+    paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
+    return np.concatenate([read_audio(p, rate, channel, min_samples)[0] for p in paths])
+
+
+def load_task(config: ExperimentConfig) -> SeparationTask:
+    """The experiment's training audio per source and test mixtures with references."""
+    data = config.data
+    if data.source == "demo":
+        return demo_task(data.task, data.noise, data.snr_db, config.seed, data.test_seconds)
+    frame = config.features.n_fft
+    train = {name: _read_all(patterns, data.sample_rate, data.channel, frame) for name, patterns in data.train.items()}
+    task = SeparationTask("files", data.sample_rate, train)
+    for item in data.test:
+        refs = {name: read_audio(path, data.sample_rate, data.channel, frame)[0] for name, path in item.references.items()}
+        if set(refs) != set(train):
+            raise ValueError(f"test references {sorted(refs)} must name the training sources {sorted(train)}")
+        mixture = read_audio(item.mixture, data.sample_rate, data.channel, frame)[0]
+        n = min([len(mixture)] + [len(r) for r in refs.values()])
+        task.mixtures.append(mixture[:n])
+        task.references.append({name: refs[name][:n] for name in train})
+    if data.test_clean:
+        clean = {name: _read_all(patterns, data.sample_rate, data.channel, frame) for name, patterns in data.test_clean.items()}
+        names = list(train)
+        n = min(len(v) for v in clean.values())
+        others = sum(clean[k][:n] for k in names[1:])
+        target, scaled = mix_at_snr(clean[names[0]][:n], others, data.snr_db)
+        gain = float(np.sqrt(np.mean(scaled**2) / np.mean(others**2)))  # the first source against all others
+        refs = {names[0]: target, **{k: (clean[k][:n] * gain).astype(np.float32) for k in names[1:]}}
+        task.mixtures.append(np.sum(list(refs.values()), axis=0).astype(np.float32))
+        task.references.append(refs)
+    return task
+
+
+def fingerprint(task: SeparationTask) -> str:
+    """A short hash of every training and test array (identifies the data a run saw)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(task.train):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(task.train[name]).tobytes())
+    for mixture in task.mixtures:
+        digest.update(np.ascontiguousarray(mixture).tobytes())
+    return digest.hexdigest()[:16]

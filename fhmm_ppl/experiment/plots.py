@@ -1,0 +1,66 @@
+"""Figures logged with every run (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+
+def _figure(n_rows: int, height: float = 2.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, plt.subplots(n_rows, 1, figsize=(9, height * n_rows), squeeze=False)
+
+
+def spectrograms(path: Path, signals: Mapping[str, np.ndarray], sample_rate: int, n_fft: int = 512, hop: int = 128) -> Path:
+    """Log-power spectrograms of several signals, one row each (mixture, references, estimates)."""
+    from fhmm_ppl.audio.features import STFTConfig, stft
+
+    plt, (fig, axes) = _figure(len(signals))
+    for ax, (title, signal) in zip(axes[:, 0], signals.items()):
+        power = np.abs(stft(signal, STFTConfig(n_fft, hop))) ** 2
+        image = 10 * np.log10(power.T + 1e-10)
+        ax.imshow(image, origin="lower", aspect="auto", vmin=image.max() - 80, vmax=image.max(), cmap="magma",
+                  extent=(0, len(signal) / sample_rate, 0, sample_rate / 2000))
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("kHz")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def masks(path: Path, gains: np.ndarray, names: list[str], sample_rate: int, hop: int) -> Path:
+    """The separation masks ``(K, T, F)``, one row per source."""
+    plt, (fig, axes) = _figure(len(names))
+    for ax, gain, name in zip(axes[:, 0], gains, names):
+        ax.imshow(gain.T, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                  extent=(0, gain.shape[0] * hop / sample_rate, 0, sample_rate / 2000))
+        ax.set_title(f"mask: {name}", fontsize=9)
+        ax.set_ylabel("kHz")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def training_curves(path: Path, history: Mapping[str, np.ndarray]) -> Path:
+    """Training objective per iteration for each source model."""
+    plt, (fig, axes) = _figure(1, height=3.0)
+    ax = axes[0, 0]
+    for name, values in history.items():
+        ax.plot(np.arange(len(values)), values, marker=".", label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("log posterior")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,187 @@
+"""Running one experiment end to end, tracked in MLflow.
+
+YAML config -> data -> per-source HMMs -> FHMM separation of each test mixture
+-> metrics for the FHMM, the baselines and the oracle -> MLflow (params, step
+metrics, final metrics, audio, plots, the trained separator). The runner is the
+only layer that knows about MLflow; a failure marks the run FAILED with its
+traceback saved as ``error.txt``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import yaml
+
+from fhmm_ppl.experiment.config import ExperimentConfig
+
+METRICS = ("sdr", "sir", "sar", "si_sdr", "snr", "sdr_improvement", "si_sdr_improvement")
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports back.
+
+    Attributes:
+        run_id, experiment_id, tracking_uri: where the run lives in MLflow.
+        scores: ``{method: {source: {metric: value}}}`` averaged over test mixtures.
+    """
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    scores: dict = field(default_factory=dict)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _tags(fingerprint: str) -> dict[str, str]:
+    import jax
+    import mlflow
+    import numpyro
+
+    import fhmm_ppl
+
+    return {
+        "git_commit": _git_commit(),
+        "fhmm_ppl_version": fhmm_ppl.__version__,
+        "jax_version": jax.__version__,
+        "numpyro_version": numpyro.__version__,
+        "mlflow_version": mlflow.__version__,
+        "numpy_version": np.__version__,
+        "jax_backend": jax.default_backend(),
+        "jax_device": str(jax.devices()[0]),
+        "data_fingerprint": fingerprint,
+    }
+
+
+def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dict, list]:
+    """Scores per method, source and metric (mean over mixtures), and the per-mixture outputs."""
+    from fhmm_ppl.audio.features import STFTConfig, stft
+    from fhmm_ppl.metrics import separation_report
+    from fhmm_ppl.separation.baselines import apply_masks, fit_supervised_nmf, oracle_masks
+
+    names = list(task.train)
+    stft_config = STFTConfig(config.features.n_fft, config.features.hop_length)
+    nmf = None
+    if "nmf" in config.evaluation.baselines:
+        nmf = fit_supervised_nmf(task.train, config.evaluation.nmf_components, stft_config, config.seed)
+    collected: dict = {}
+    outputs = []
+    for index, (mixture, references) in enumerate(progress(list(zip(task.mixtures, task.references)), "separating")):
+        refs = np.stack([references[n] for n in names])
+        estimates = {"fhmm": separator.separate(mixture), "mixture": {n: mixture for n in names}}
+        if nmf is not None:
+            estimates["nmf"] = nmf.separate(mixture)
+        for kind in ("irm", "ibm"):
+            if kind in config.evaluation.baselines:
+                est = apply_masks(mixture, oracle_masks(refs, mixture, stft_config, kind), stft_config)
+                estimates[kind] = dict(zip(names, est))
+        for method, est in estimates.items():
+            report = separation_report(refs, np.stack([est[n] for n in names]), mixture)
+            for k, name in enumerate(names):
+                for metric in METRICS:
+                    collected.setdefault(method, {}).setdefault(name, {}).setdefault(metric, []).append(float(report[metric][k]))
+        outputs.append({"mixture": mixture, "references": references, "estimates": estimates["fhmm"],
+                        "gains": separator.gains(stft(mixture, stft_config))})
+    scores = {m: {n: {k: float(np.mean(v)) for k, v in per.items()} for n, per in src.items()} for m, src in collected.items()}
+    return scores, outputs
+
+
+def _log_artifacts(mlflow, config, task, separator, outputs, workdir: Path) -> None:
+    from fhmm_ppl.audio.io import write_audio
+    from fhmm_ppl.experiment import plots
+
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    mlflow.log_artifact(str(workdir / "config.yaml"))
+    rate = task.sample_rate
+    for index, out in enumerate(outputs):
+        folder = workdir / "audio" / f"mixture{index:02d}"
+        write_audio(folder / "mixture.wav", out["mixture"], rate)
+        for name, wave in out["estimates"].items():
+            write_audio(folder / f"{name}_estimate.wav", wave, rate)
+            write_audio(folder / f"{name}_reference.wav", out["references"][name], rate)
+        mlflow.log_artifacts(str(folder), f"audio/mixture{index:02d}")
+        signals = {"mixture": out["mixture"]}
+        for name in out["estimates"]:
+            signals[f"{name} (reference)"] = out["references"][name]
+            signals[f"{name} (FHMM estimate)"] = out["estimates"][name]
+        plot_dir = workdir / "plots"
+        plot_dir.mkdir(exist_ok=True)
+        mlflow.log_artifact(str(plots.spectrograms(plot_dir / f"spectrograms_mixture{index:02d}.png", signals, rate,
+                                                   config.features.n_fft, config.features.hop_length)), "plots")
+        mlflow.log_artifact(str(plots.masks(plot_dir / f"masks_mixture{index:02d}.png", out["gains"], list(out["estimates"]),
+                                            rate, config.features.hop_length)), "plots")
+    if separator.training_history:
+        mlflow.log_artifact(str(plots.training_curves(workdir / "plots" / "training.png", separator.training_history)), "plots")
+    mlflow.log_artifacts(str(separator.save(workdir / "model")), "model")
+
+
+def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = None,
+                   on_status: Callable[[str], None] = lambda message: None) -> RunResult:
+    """Run one separation experiment and track it in MLflow.
+
+    Args:
+        config: a validated experiment.
+        progress: wraps an iterable with a progress display, as ``progress(items, description)``.
+        on_status: receives short status lines (e.g. to print them).
+
+    Returns:
+        ``RunResult``; raises whatever failed after marking the run FAILED.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from fhmm_ppl.experiment.data import fingerprint, load_task
+    from fhmm_ppl.experiment.tracking import experiment_id, tracking_uri
+    from fhmm_ppl.runtime import enable_compilation_cache
+    from fhmm_ppl.separation import fit_separator
+
+    progress = progress or (lambda items, description: items)
+    enable_compilation_cache()
+    uri = tracking_uri(config.tracking.uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp_id = experiment_id(client, config.tracking.experiment or config.name, uri)
+    with mlflow.start_run(experiment_id=exp_id, run_name=config.tracking.run_name) as run:
+        run_id = run.info.run_id
+        on_status(f"MLflow run {run_id} (experiment {config.tracking.experiment or config.name!r}) at {uri}")
+        try:
+            mlflow.log_params(config.flat())
+            task = load_task(config)
+            mlflow.set_tags(_tags(fingerprint(task)))
+            on_status(f"training {len(task.train)} source models ({config.model.n_states} states each, {config.training.method})")
+            separator = fit_separator(
+                task.train, task.sample_rate, n_states=config.model.n_states, emission=config.model.emission,
+                trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
+                mask=config.inference.mask, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
+                seed=config.seed, progress=True,
+            )
+            for name, values in separator.training_history.items():
+                for step, value in enumerate(np.asarray(values)):
+                    mlflow.log_metric(f"train.{name}.objective", float(value), step=step)
+            scores, outputs = _score_all(task, separator, config, progress)
+            for method, per_source in scores.items():
+                for name, metrics in per_source.items():
+                    mlflow.log_metrics({f"{method}.{name}.{k}": v for k, v in metrics.items()})
+                means = {k: float(np.mean([m[k] for m in per_source.values()])) for k in METRICS}
+                mlflow.log_metrics({f"{method}.mean.{k}": v for k, v in means.items()})
+            with tempfile.TemporaryDirectory() as tmp:
+                _log_artifacts(mlflow, config, task, separator, outputs, Path(tmp))
+        except BaseException:
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+            raise
+    return RunResult(run_id, exp_id, uri, scores)

@@ -1,0 +1,37 @@
+"""Where runs are tracked: ``MLFLOW_TRACKING_URI`` if set, else a local store under ``mlruns/``.
+
+MLflow 3 refuses the plain file store without ``MLFLOW_ALLOW_FILE_STORE``; the
+default here is SQLite at ``mlruns/mlflow.db`` with artifacts in
+``mlruns/artifacts``, so everything stays under ``mlruns/`` and ``fhmm-ppl ui``
+opens the same store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+
+def tracking_uri(explicit: Optional[str] = None) -> str:
+    """The tracking URI in force: explicit, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlruns/mlflow.db``."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    Path("mlruns").mkdir(exist_ok=True)
+    return f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
+
+
+def artifact_root() -> str:
+    """Where new experiments keep artifacts in the default local store."""
+    return (Path("mlruns") / "artifacts").resolve().as_uri()
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    """The id of the MLflow experiment called ``name``, created if needed."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_root() if uri.startswith("sqlite:") else None
+    return client.create_experiment(name, artifact_location=location)

@@ -1,0 +1,124 @@
+"""Experiment files, the fhmm-ppl CLI end to end, and what lands in MLflow."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from typer.testing import CliRunner
+
+from fhmm_ppl.cli import app
+from fhmm_ppl.experiment import ConfigError, load_config
+
+TINY = {
+    "name": "tiny",
+    "data": {"source": "demo", "task": "speech_noise", "noise": "white", "test_seconds": 1.0},
+    "model": {"n_states": 3},
+    "training": {"max_iter": 2},
+    "evaluation": {"baselines": ["irm"]},
+}
+
+
+def write_yaml(path, content):
+    path.write_text(yaml.safe_dump(content) if isinstance(content, dict) else content)
+    return path
+
+
+def test_config_errors_are_one_line_with_the_dotted_path(tmp_path):
+    good = write_yaml(tmp_path / "good.yaml", TINY)
+    assert load_config(good, ["model.n_states=5"]).model.n_states == 5
+    with pytest.raises(ConfigError, match=r"unknown key 'training.max_iters'; did you mean 'training.max_iter'\?"):
+        load_config(good, ["training.max_iters=3"])
+    with pytest.raises(ConfigError, match=r"unknown key 'modle'; did you mean 'model'\?"):
+        load_config(write_yaml(tmp_path / "typo.yaml", {"modle": {"n_states": 3}}))
+    with pytest.raises(ConfigError, match=r"model.n_states: Input should be a valid integer"):
+        load_config(good, ["model.n_states=lots"])
+    with pytest.raises(ConfigError, match=r"data.noise: Input should be 'white'"):
+        load_config(good, ["data.noise=purple"])
+    with pytest.raises(ConfigError, match=r"malformed YAML at line 3, column 1"):
+        load_config(write_yaml(tmp_path / "bad.yaml", "name: x\nmodel: [unclosed\n"))
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match=r"no file matches 'nowhere/\*.wav'"):
+        load_config(write_yaml(tmp_path / "files.yaml", {"data": {"source": "files", "train": {"a": ["nowhere/*.wav"], "b": ["x"]},
+                                                                  "test_clean": {"a": ["y"]}}}))
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(good, ["model.n_states"])
+
+
+def test_shipped_demo_experiments_validate():
+    for name in ("speech_noise", "two_talkers", "speech_chirp"):
+        assert load_config(f"experiments/{name}.yaml").data.source == "demo"
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    config = write_yaml(folder / "tiny.yaml", {**TINY, "tracking": {"uri": uri}})
+    result = CliRunner().invoke(app, ["run", str(config)])
+    return folder, uri, result
+
+
+def test_run_tracks_params_metrics_artifacts(tracked_run):
+    from mlflow.tracking import MlflowClient
+
+    folder, uri, result = tracked_run
+    assert result.exit_code == 0, result.output
+    assert "fhmm" in result.output and "irm" in result.output and "fhmm-ppl ui" in result.output
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.n_states"] == "3" and run.data.params["data.noise"] == "white"
+    metrics = run.data.metrics
+    for key in ("fhmm.speech.sdr", "fhmm.mean.sdr_improvement", "irm.noise.sir", "mixture.speech.si_sdr"):
+        assert np.isfinite(metrics[key])
+    assert metrics["irm.mean.sdr"] > metrics["mixture.mean.sdr"]
+    assert len(client.get_metric_history(run.info.run_id, "train.speech.objective")) >= 1
+    assert len(run.data.tags["data_fingerprint"]) == 16 and run.data.tags["jax_backend"] == "cpu"
+    local = client.download_artifacts(run.info.run_id, "", str(folder / "artifacts"))
+    wave, rate = sf.read(f"{local}/audio/mixture00/speech_estimate.wav")
+    assert rate == 16000 and len(wave) == 16000 and np.all(np.isfinite(wave))
+    for name in ("config.yaml", "model/separator.json", "plots/spectrograms_mixture00.png", "plots/training.png"):
+        assert (folder / "artifacts" / name).exists(), name
+
+
+def test_separate_command_uses_the_logged_model(tracked_run, tmp_path):
+    folder, _, _ = tracked_run
+    mixture = folder / "artifacts" / "audio" / "mixture00" / "mixture.wav"
+    result = CliRunner().invoke(app, ["separate", str(folder / "artifacts" / "model"), str(mixture), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixture_noise.wav", "mixture_speech.wav"]
+
+
+def test_a_failing_run_is_marked_failed_with_its_traceback(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", np.random.default_rng(0).normal(size=8000).astype(np.float32) * 0.1, 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEnot really")
+    config = write_yaml(tmp_path / "fail.yaml", {
+        "name": "failing", "tracking": {"uri": uri},
+        "data": {"source": "files", "train": {"a": [str(tmp_path / "a.wav")], "b": [str(tmp_path / "broken.wav")]},
+                 "test_clean": {"a": [str(tmp_path / "a.wav")], "b": [str(tmp_path / "b.wav")]}},
+    })
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 1
+    assert "broken.wav: unreadable or corrupt audio" in result.output and "Traceback" not in result.output
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("failing").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["error.txt"]
+
+
+def test_validate_as_a_real_subprocess(tmp_path):
+    bad = write_yaml(tmp_path / "bad.yaml", {"model": {"n_sates": 3}})
+    out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "validate", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith("unknown key 'model.n_sates'; did you mean 'model.n_states'?")
+    ok = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "validate", "experiments/speech_noise.yaml"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok:")
