@@ -104,3 +104,23 @@ def test_logmax_separator_separates_disjoint_spectra(tmp_path):
     assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 15)
     loaded = load(sep.save(tmp_path / "lm"))
     np.testing.assert_allclose(loaded.separate(refs.sum(0))["tones"], est["tones"], atol=1e-5)
+
+
+def mid_noise(rng, seconds):
+    """Noise band-limited to 1.2-2 kHz."""
+    n = int(seconds * RATE)
+    spec = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / RATE)
+    spec[(freqs < 1200) | (freqs > 2000)] = 0
+    sig = np.fft.irfft(spec, n)
+    return (0.3 * sig / sig.std()).astype(np.float32)
+
+
+def test_three_sources_with_exact_and_mean_field_inference():
+    rng = np.random.default_rng(2)
+    train = {"tones": low_tones(rng, 4), "mid": mid_noise(rng, 4), "high": high_noise(rng, 4)}
+    refs = np.stack([low_tones(rng, 2), mid_noise(rng, 2), high_noise(rng, 2)])
+    for inference in ("exact", "mean_field"):
+        sep = fit_separator(train, RATE, n_states=4, max_iter=10, inference=inference)
+        est = sep.separate(refs.sum(0))
+        assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 15), inference

@@ -52,14 +52,12 @@ def masks(path: Path, gains: np.ndarray, names: list[str], sample_rate: int, hop
 
 
 def training_curves(path: Path, history: Mapping[str, np.ndarray]) -> Path:
-    """Training objective per iteration for each source model."""
-    plt, (fig, axes) = _figure(1, height=3.0)
-    ax = axes[0, 0]
-    for name, values in history.items():
-        ax.plot(np.arange(len(values)), values, marker=".", label=name)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("log posterior")
-    ax.legend()
+    """Training objective per iteration, one panel per source model (their scales differ)."""
+    plt, (fig, axes) = _figure(len(history), height=2.0)
+    for ax, (name, values) in zip(axes[:, 0], history.items()):
+        ax.plot(np.arange(len(values)), values, marker=".")
+        ax.set_title(f"{name}: training objective (log posterior)", fontsize=9)
+    axes[-1, 0].set_xlabel("iteration")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
