@@ -122,3 +122,49 @@ def test_validate_as_a_real_subprocess(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "validate", "experiments/speech_noise.yaml"],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith("ok:")
+
+
+PLUGIN = '''
+from dataclasses import dataclass
+import jax.numpy as jnp
+import numpyro.distributions as dist
+from fhmm_ppl.models import register_prior
+
+@register_prior("test_plugin_lognormal")
+@dataclass(frozen=True)
+class LogNormalPSD:
+    scale: float = 3.0
+    def distribution(self, shape):
+        return dist.LogNormal(jnp.full(shape, -4.0), self.scale).to_event(len(shape))
+'''
+
+
+def test_a_user_prior_from_a_plugin_trains_with_svi_and_em_refuses_it(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "my_prior.py").write_text(PLUGIN)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    content = {**TINY, "name": "plugin", "tracking": {"uri": uri},
+               "model": {"n_states": 3, "plugins": ["my_prior.py"],
+                         "priors": {"psd": {"name": "test_plugin_lognormal", "params": {"scale": 2.0}},
+                                    "transition": {"name": "dirichlet", "params": {"sticky": 5.0}}}},
+               "training": {"method": "svi", "max_iter": 2}}
+    config = write_yaml(tmp_path / "plugin.yaml", content)
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("plugin").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.priors.psd.name"] == "test_plugin_lognormal"
+    assert len(client.get_metric_history(run.info.run_id, "train.speech.objective")) == 20
+
+    result = CliRunner().invoke(app, ["run", str(config), "--set", "training.method=em"])
+    assert result.exit_code == 1
+    assert "has no closed-form MAP update, so EM cannot honour it; train with SVI" in result.output
+    failed = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id != run.info.run_id][0]
+    assert failed.info.status == "FAILED"
+
+
+def test_shipped_custom_prior_experiment_validates():
+    config = load_config("experiments/custom_prior.yaml")
+    assert config.training.method == "svi" and config.model.priors["psd"].name == "tilted_lognormal_psd"

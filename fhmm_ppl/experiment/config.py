@@ -73,9 +73,39 @@ class FeatureConfig(_Strict):
     hop_length: int = Field(128, ge=16, le=4096)
 
 
+class PriorConfig(_Strict):
+    """A registered prior by name, with its hyperparameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class ModelConfig(_Strict):
+    """The source models.
+
+    ``priors`` maps a role (``initial``, ``transition``, ``psd``; ``means`` and
+    ``covars`` for log-max) to a registered prior; ``plugins`` are Python files
+    imported first, so the priors they register can be named here.
+    """
+
     emission: Literal["complex_gaussian", "logmax"] = "complex_gaussian"
     n_states: int = Field(32, ge=1, le=256)
+    priors: dict[str, PriorConfig] = Field(default_factory=dict)
+    plugins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _priors_exist(self) -> "ModelConfig":
+        from fhmm_ppl.experiment.plugins import load_plugins
+
+        load_plugins(self.plugins)
+        roles = {"initial", "transition"} | ({"psd"} if self.emission == "complex_gaussian" else {"means", "covars"})
+        for role, prior in self.priors.items():
+            if role not in roles:
+                raise ValueError(f"no prior role {role!r} for the {self.emission} emission; roles: {', '.join(sorted(roles))}")
+            from fhmm_ppl.models.priors import make_prior
+
+            make_prior(prior.name, **prior.params)
+        return self
 
 
 class TrainingConfig(_Strict):
@@ -207,4 +237,9 @@ def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     raw = apply_overrides(raw or {}, overrides or [])
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("plugins"), list):
+        # Plugin paths are relative to the experiment file when they exist there.
+        model["plugins"] = [str(path.parent / p) if isinstance(p, str) and not Path(p).is_absolute()
+                            and (path.parent / p).is_file() else p for p in model["plugins"]]
     return parse_config(raw, str(path))

@@ -169,6 +169,7 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
                 trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
                 mask=config.inference.mask, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
                 seed=config.seed, progress=True,
+                priors={role: {"name": p.name, "params": dict(p.params)} for role, p in config.model.priors.items()},
             )
             for name, values in separator.training_history.items():
                 for step, value in enumerate(np.asarray(values)):

@@ -45,6 +45,9 @@ class SeparatorOptions:
         mask: ``"wiener"`` (soft) or ``"binary"``.
         n_fft, hop_length: STFT settings.
         seed: seeds the k-means initialisation.
+        priors: role -> ``{"name": registered prior, "params": {...}}``; roles are
+            ``initial``, ``transition`` and the emission's parameters (``psd``;
+            ``means`` and ``covars`` for log-max).
     """
 
     n_states: int = 32
@@ -56,6 +59,7 @@ class SeparatorOptions:
     n_fft: int = 512
     hop_length: int = 128
     seed: int = 0
+    priors: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -222,6 +226,26 @@ def load(folder: Union[str, Path]) -> Separator:
     return Separator(models, meta["sample_rate"], SeparatorOptions(**meta["options"]))
 
 
+def _spec(opts: SeparatorOptions):
+    """The one-chain model spec each source HMM is trained with."""
+    from fhmm_ppl.models import FHMMSpec, make_family, make_prior
+
+    built = {}
+    for role, entry in opts.priors.items():
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            raise ValueError(f"prior for {role!r} must be a mapping with a 'name' (and optional 'params')")
+        built[role] = make_prior(entry["name"], **dict(entry.get("params") or {}))
+    markov = {k: built.pop(k) for k in ("initial", "transition") if k in built}
+    return FHMMSpec((opts.n_states,), make_family(opts.emission), initial_prior=markov.get("initial", _default("initial")),
+                    transition_prior=markov.get("transition", _default("transition")), emission_priors=built)
+
+
+def _default(role: str):
+    from fhmm_ppl.models.priors import DirichletPrior
+
+    return DirichletPrior()
+
+
 def fit_separator(
     sources: Mapping[str, np.ndarray], sample_rate: int, *, progress: bool = False, **options
 ) -> Separator:
@@ -236,13 +260,12 @@ def fit_separator(
     Returns:
         ``Separator``.
     """
-    from fhmm_ppl.models import FHMMSpec, make_family
     from fhmm_ppl.train import fit_em, fit_svi, initial_params
 
     opts = SeparatorOptions(**options)
     if len(sources) < 2:
         raise ValueError(f"separation needs at least two sources, got {len(sources)}")
-    spec = FHMMSpec((opts.n_states,), make_family(opts.emission))
+    spec = _spec(opts)
     models, history = {}, {}
     for name, audio in sources.items():
         audio = np.asarray(audio, np.float32)
