@@ -73,8 +73,9 @@ def validate(
         cfg = load_config(config, set_ or [])
     except ConfigError as err:
         _fail(err, debug)
+    sweep_note = f"; sweep of {len(cfg.variants())} variants" if cfg.sweep else ""
     typer.echo(f"ok: {config} ({cfg.name}: {cfg.data.source} data, {cfg.model.emission}, "
-               f"{cfg.model.n_states} states, {cfg.training.method})")
+               f"{cfg.model.n_states} states, {cfg.training.method}{sweep_note})")
 
 
 @app.command()
@@ -86,20 +87,90 @@ def run(
     """Run an experiment end to end and track it in MLflow."""
     from fhmm_ppl.experiment.config import load_config
 
+    _run(config, set_ or [], debug)
+
+
+def _run(config: Path, overrides: list, debug: bool) -> None:
+    from fhmm_ppl.experiment.config import load_config
+
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, overrides)
         from tqdm.auto import tqdm
 
-        from fhmm_ppl.experiment.runner import run_experiment
+        from fhmm_ppl.experiment.runner import run_experiment, run_sweep, sweep_table
 
-        result = run_experiment(cfg, progress=lambda items, desc: tqdm(items, desc=desc, unit="mixture"),
-                                on_status=lambda line: typer.echo(line))
+        progress = lambda items, desc: tqdm(items, desc=desc, unit="mixture")
+        if cfg.sweep:
+            result = run_sweep(cfg, progress=progress, on_status=lambda line: typer.echo(line))
+        else:
+            result = run_experiment(cfg, progress=progress, on_status=lambda line: typer.echo(line))
     except Exception as err:  # one line for the user; the run itself is already marked FAILED
         _fail(err, debug)
         return
-    _print_summary(result.scores)
-    typer.echo(f"\nrun {result.run_id} in experiment {result.experiment_id} ({result.tracking_uri})")
-    typer.echo("open it with: fhmm-ppl ui")
+    if cfg.sweep:
+        typer.echo("\n" + sweep_table(result.children))
+        typer.echo(f"\nsweep parent run {result.run_id} with {len(result.children)} child runs in experiment "
+                   f"{result.experiment_id} ({result.tracking_uri})")
+    else:
+        _print_summary(result.scores)
+        typer.echo(f"\nrun {result.run_id} in experiment {result.experiment_id} ({result.tracking_uri})")
+    typer.echo("open it with: fhmm-ppl ui   (or: fhmm-ppl compare)")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="key=v1,v2 (repeatable), e.g. --grid model.n_states=16,32"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Run a grid of variants as nested MLflow runs under one parent, ending with a table."""
+    overrides = list(set_ or []) + [f"sweep.{g}" for g in grid or []]
+    if not any(o.startswith("sweep.") for o in overrides):
+        from fhmm_ppl.experiment.config import load_config
+
+        try:
+            if not load_config(config, list(set_ or [])).sweep:
+                _fail(ValueError("no grid: give --grid key=v1,v2 or a sweep: section in the file"), debug)
+        except Exception as err:
+            _fail(err, debug)
+    _run(config, overrides, debug)
+
+
+@app.command()
+def compare(
+    experiment: Optional[str] = typer.Argument(None, help="Experiment name (default: every experiment)."),
+    limit: int = typer.Option(20, help="Most recent runs to show."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Runs' key metrics side by side in the terminal."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from fhmm_ppl.experiment.tracking import tracking_uri
+
+        client = MlflowClient(tracking_uri())
+        if experiment:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                names = [e.name for e in client.search_experiments()]
+                raise ValueError(f"no experiment named {experiment!r}; experiments: {', '.join(names) or 'none yet'}")
+            ids = [found.experiment_id]
+        else:
+            ids = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=limit)
+    except Exception as err:
+        _fail(err, debug)
+        return
+    columns = [("FHMM SDRi", "fhmm.mean.sdr_improvement"), ("FHMM SDR", "fhmm.mean.sdr"),
+               ("NMF SDRi", "nmf.mean.sdr_improvement"), ("IRM SDRi", "irm.mean.sdr_improvement")]
+    typer.echo(f"{'run':<9} {'name':<34} {'status':<9} {'states':>6} {'emission':<17}" + "".join(f" {c:>10}" for c, _ in columns))
+    for r in runs:
+        p, m = r.data.params, r.data.metrics
+        name = (r.info.run_name or "")[:34]
+        values = "".join(f" {m[k]:10.2f}" if k in m else f" {'-':>10}" for _, k in columns)
+        typer.echo(f"{r.info.run_id[:8]:<9} {name:<34} {r.info.status:<9} {p.get('model.n_states', '-'):>6} "
+                   f"{p.get('model.emission', '-'):<17}{values}")
 
 
 def _print_summary(scores: dict) -> None:

@@ -168,3 +168,27 @@ def test_a_user_prior_from_a_plugin_trains_with_svi_and_em_refuses_it(tmp_path):
 def test_shipped_custom_prior_experiment_validates():
     config = load_config("experiments/custom_prior.yaml")
     assert config.training.method == "svi" and config.model.priors["psd"].name == "tilted_lognormal_psd"
+
+
+def test_sweep_runs_nested_children_and_compare_shows_them(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    config = write_yaml(tmp_path / "sweep.yaml", {**TINY, "name": "tiny_sweep"})
+    result = CliRunner().invoke(app, ["sweep", str(config), "--grid", "model.n_states=2,3"])
+    assert result.exit_code == 0, result.output
+    assert "| model.n_states | FHMM SDR" in result.output and "with 2 child runs" in result.output
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny_sweep").experiment_id])
+    parent = [r for r in runs if r.data.tags.get("fhmm_ppl.sweep") == "parent"][0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["model.n_states"] for r in children) == ["2", "3"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert "sweep.md" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    shown = CliRunner().invoke(app, ["compare", "tiny_sweep"])
+    assert shown.exit_code == 0 and shown.output.count("FINISHED") == 3
+    missing = CliRunner().invoke(app, ["compare", "nope"])
+    assert missing.exit_code == 1 and "no experiment named 'nope'" in missing.output
+    bare = CliRunner().invoke(app, ["sweep", str(config)])
+    assert bare.exit_code == 1 and "no grid" in bare.output

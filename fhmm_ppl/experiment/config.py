@@ -141,6 +141,17 @@ class ExperimentConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, value: dict) -> dict:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"sweep entry {key!r} has no values")
+            if key.startswith("sweep") or key.startswith("tracking"):
+                raise ValueError(f"cannot sweep over {key!r}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -150,8 +161,23 @@ class ExperimentConfig(_Strict):
         return value
 
     def flat(self) -> dict[str, Any]:
-        """The config flattened to dotted keys (MLflow params)."""
-        return _flatten(self.model_dump(mode="json"))
+        """The config flattened to dotted keys (MLflow params), without the sweep grid."""
+        return _flatten(self.model_dump(mode="json", exclude={"sweep"}))
+
+    def variants(self) -> list[tuple[dict[str, Any], "ExperimentConfig"]]:
+        """Every point of the sweep grid as ``(overrides, validated config)``; one point if no sweep."""
+        import itertools
+
+        if not self.sweep:
+            return [({}, self)]
+        keys = list(self.sweep)
+        base = self.model_dump(mode="json", exclude={"sweep"})
+        out = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            overrides = dict(zip(keys, values))
+            raw = apply_overrides(base, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items()])
+            out.append((overrides, parse_config(raw, f"sweep point {overrides}")))
+        return out
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -196,18 +222,26 @@ def _one_line(error: ValidationError) -> str:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``path.to.key=value`` overrides (values parsed as YAML) to a raw config dict."""
-    raw = dict(raw)
+    import copy
+
+    raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.n_states=64")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        parsed = yaml.safe_load(value)
+        if parts[0] == "sweep" and len(parts) > 1:  # --set sweep.model.n_states=16,32
+            if isinstance(parsed, str) and "," in parsed:
+                parsed = [yaml.safe_load(v) for v in parsed.split(",")]
+            raw["sweep"] = {**(raw.get("sweep") or {}), ".".join(parts[1:]): parsed if isinstance(parsed, list) else [parsed]}
+            continue
         node = raw
         for part in parts[:-1]:
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parsed
     return raw
 
 

@@ -131,13 +131,16 @@ def _log_artifacts(mlflow, config, task, separator, outputs, workdir: Path) -> N
 
 
 def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = None,
-                   on_status: Callable[[str], None] = lambda message: None) -> RunResult:
+                   on_status: Callable[[str], None] = lambda message: None, nested: bool = False,
+                   run_name: Optional[str] = None) -> RunResult:
     """Run one separation experiment and track it in MLflow.
 
     Args:
         config: a validated experiment.
         progress: wraps an iterable with a progress display, as ``progress(items, description)``.
         on_status: receives short status lines (e.g. to print them).
+        nested: start the run as a child of the active run (sweeps).
+        run_name: overrides ``tracking.run_name``.
 
     Returns:
         ``RunResult``; raises whatever failed after marking the run FAILED.
@@ -156,7 +159,7 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     exp_id = experiment_id(client, config.tracking.experiment or config.name, uri)
-    with mlflow.start_run(experiment_id=exp_id, run_name=config.tracking.run_name) as run:
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name or config.tracking.run_name, nested=nested) as run:
         run_id = run.info.run_id
         on_status(f"MLflow run {run_id} (experiment {config.tracking.experiment or config.name!r}) at {uri}")
         try:
@@ -186,3 +189,63 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
             mlflow.log_text(traceback.format_exc(), "error.txt")
             raise
     return RunResult(run_id, exp_id, uri, scores)
+
+
+@dataclass
+class SweepResult:
+    """A sweep: the parent run and one ``(overrides, RunResult)`` per grid point."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    children: list = field(default_factory=list)
+
+
+def sweep_table(children: list) -> str:
+    """A Markdown table of every grid point's mean FHMM metrics (and NMF / IRM when present)."""
+    keys = list(children[0][0]) if children else []
+    lines = ["| " + " | ".join(keys + ["FHMM SDR", "FHMM SDRi", "FHMM SI-SDR", "NMF SDRi", "IRM SDRi", "run"]) + " |",
+             "|" + "---|" * (len(keys) + 6)]
+    for overrides, result in children:
+        mean = lambda method, metric: (np.mean([m[metric] for m in result.scores[method].values()])
+                                       if method in result.scores else float("nan"))
+        cells = [str(overrides[k]) for k in keys] + [f"{mean('fhmm', 'sdr'):.2f}", f"{mean('fhmm', 'sdr_improvement'):.2f}",
+                                                      f"{mean('fhmm', 'si_sdr'):.2f}", f"{mean('nmf', 'sdr_improvement'):.2f}",
+                                                      f"{mean('irm', 'sdr_improvement'):.2f}", result.run_id[:8]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
+              on_status: Callable[[str], None] = lambda message: None) -> SweepResult:
+    """Run every point of ``config.sweep`` as a nested child of one parent run, ending with a table."""
+    import json
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from fhmm_ppl.experiment.tracking import experiment_id, tracking_uri
+
+    variants = config.variants()  # every point validated before anything runs
+    uri = tracking_uri(config.tracking.uri)
+    mlflow.set_tracking_uri(uri)
+    exp_id = experiment_id(MlflowClient(uri), config.tracking.experiment or config.name, uri)
+    with mlflow.start_run(experiment_id=exp_id, run_name=config.tracking.run_name or f"{config.name} sweep") as parent:
+        on_status(f"sweep over {len(variants)} variants: parent run {parent.info.run_id}")
+        mlflow.set_tag("fhmm_ppl.sweep", "parent")
+        mlflow.log_params({f"sweep.{k}": json.dumps(v) for k, v in config.sweep.items()})
+        result = SweepResult(parent.info.run_id, exp_id, uri)
+        try:
+            for index, (overrides, child) in enumerate(variants):
+                name = ", ".join(f"{k}={v}" for k, v in overrides.items())
+                on_status(f"[{index + 1}/{len(variants)}] {name}")
+                result.children.append((overrides, run_experiment(child, progress=progress, on_status=on_status,
+                                                                  nested=True, run_name=name)))
+            table = sweep_table(result.children)
+            mlflow.log_text(table, "sweep.md")
+            best = max(np.mean([m["sdr_improvement"] for m in r.scores["fhmm"].values()]) for _, r in result.children)
+            mlflow.log_metric("best.fhmm.mean.sdr_improvement", float(best))
+        except BaseException:
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+            raise
+    return result
