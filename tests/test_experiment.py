@@ -59,6 +59,12 @@ def tracked_run(tmp_path_factory):
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     config = write_yaml(folder / "tiny.yaml", {**TINY, "tracking": {"uri": uri}})
     result = CliRunner().invoke(app, ["run", str(config)])
+    if result.exit_code == 0:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
+        client.download_artifacts(run.info.run_id, "", str(folder / "artifacts"))
     return folder, uri, result
 
 
@@ -78,19 +84,28 @@ def test_run_tracks_params_metrics_artifacts(tracked_run):
     assert metrics["irm.mean.sdr"] > metrics["mixture.mean.sdr"]
     assert len(client.get_metric_history(run.info.run_id, "train.speech.objective")) >= 1
     assert len(run.data.tags["data_fingerprint"]) == 16 and run.data.tags["jax_backend"] == "cpu"
-    local = client.download_artifacts(run.info.run_id, "", str(folder / "artifacts"))
-    wave, rate = sf.read(f"{local}/audio/mixture00/speech_estimate.wav")
+    wave, rate = sf.read(folder / "artifacts" / "audio" / "mixture00" / "speech_estimate.wav")
     assert rate == 16000 and len(wave) == 16000 and np.all(np.isfinite(wave))
     for name in ("config.yaml", "model/separator.json", "plots/spectrograms_mixture00.png", "plots/training.png"):
         assert (folder / "artifacts" / name).exists(), name
 
 
-def test_separate_command_uses_the_logged_model(tracked_run, tmp_path):
-    folder, _, _ = tracked_run
+def test_separate_command_uses_the_logged_model(tracked_run, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    folder, uri, _ = tracked_run
     mixture = folder / "artifacts" / "audio" / "mixture00" / "mixture.wav"
-    result = CliRunner().invoke(app, ["separate", str(folder / "artifacts" / "model"), str(mixture), "-o", str(tmp_path)])
+    result = CliRunner().invoke(app, ["separate", str(folder / "artifacts" / "model"), str(mixture), "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixture_noise.wav", "mixture_speech.wav"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["mixture_noise.wav", "mixture_speech.wav"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    run_id = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0].info.run_id
+    by_id = CliRunner().invoke(app, ["separate", run_id, str(mixture), "-o", str(tmp_path / "b")])
+    assert by_id.exit_code == 0, by_id.output
+    assert len(list((tmp_path / "b").iterdir())) == 2
+    bad = CliRunner().invoke(app, ["separate", "0123456789abcdef", str(mixture)])
+    assert bad.exit_code == 1 and "not a separator folder" in bad.output
 
 
 def test_a_failing_run_is_marked_failed_with_its_traceback(tmp_path):
@@ -192,3 +207,68 @@ def test_sweep_runs_nested_children_and_compare_shows_them(tmp_path, monkeypatch
     assert missing.exit_code == 1 and "no experiment named 'nope'" in missing.output
     bare = CliRunner().invoke(app, ["sweep", str(config)])
     assert bare.exit_code == 1 and "no grid" in bare.output
+
+
+def test_logged_pyfunc_model_separates(tracked_run):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    folder, uri, _ = tracked_run
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
+    model = mlflow.pyfunc.load_model(run.data.tags["fhmm_ppl.model_uri"])
+    mixture, _ = sf.read(folder / "artifacts" / "audio" / "mixture00" / "mixture.wav", dtype="float32")
+    out = model.predict(mixture)
+    assert sorted(out) == ["noise", "speech"] and out["speech"].shape == mixture.shape
+    expected, _ = sf.read(folder / "artifacts" / "audio" / "mixture00" / "speech_estimate.wav", dtype="float32")
+    np.testing.assert_allclose(out["speech"], expected, atol=1e-5)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_logging_to_a_real_mlflow_server_over_http(tmp_path):
+    import os
+    import time
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+        uri = f"http://127.0.0.1:{port}"
+        config = write_yaml(tmp_path / "http.yaml", {**TINY, "name": "over_http", "tracking": {"uri": uri},
+                                                      "evaluation": {"baselines": []}})
+        result = CliRunner().invoke(app, ["run", str(config)])
+        assert result.exit_code == 0, result.output
+        client = MlflowClient(uri)
+        run = client.search_runs([client.get_experiment_by_name("over_http").experiment_id])[0]
+        assert run.info.status == "FINISHED" and "fhmm.speech.sdr" in run.data.metrics
+        assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

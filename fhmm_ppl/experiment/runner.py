@@ -127,7 +127,12 @@ def _log_artifacts(mlflow, config, task, separator, outputs, workdir: Path) -> N
                                             rate, config.features.hop_length)), "plots")
     if separator.training_history:
         mlflow.log_artifact(str(plots.training_curves(workdir / "plots" / "training.png", separator.training_history)), "plots")
-    mlflow.log_artifacts(str(separator.save(workdir / "model")), "model")
+    saved = separator.save(workdir / "model")
+    mlflow.log_artifacts(str(saved), "model")
+    from fhmm_ppl.experiment.pyfunc import log_separator_model
+
+    uri = log_separator_model(saved)
+    mlflow.set_tag("fhmm_ppl.model_uri", uri)
 
 
 def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = None,
