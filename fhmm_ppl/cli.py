@@ -19,6 +19,9 @@ app = typer.Typer(
     help="Audio source separation with factorial HMMs as probabilistic programs.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: rendering it with rich costs ~0.5 s of imports on every --help.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
 
 

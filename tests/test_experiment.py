@@ -272,3 +272,22 @@ def test_logging_to_a_real_mlflow_server_over_http(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_mma_experiments_load_from_the_dataset_layout_or_say_what_to_download(tmp_path):
+    from fhmm_ppl.experiment.data import load_task
+
+    with pytest.raises(ConfigError, match=r"data: root 'data/mma' is not a folder; download the Massive Distributed"):
+        load_config("experiments/mma_two_talkers.yaml")
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mma" / "wearable01"
+    folder.mkdir(parents=True)
+    for talker in (1, 2):
+        sf.write(folder / f"wearable01_speech{talker:02d}.wav", (0.1 * rng.normal(size=(96000, 16))).astype(np.float32), 48000)
+    config = load_config("experiments/mma_two_talkers.yaml", [f"data.root={tmp_path / 'mma'}", "data.channel=3"])
+    task = load_task(config)
+    assert list(task.train) == ["talker01", "talker02"]
+    assert len(task.train["talker01"]) == 22400 and task.mixtures[0].shape == (9600,)  # 70 / 30 of 2 s at 16 kHz
+    np.testing.assert_allclose(task.mixtures[0], sum(task.references[0].values()), atol=1e-6)
+    with pytest.raises(ValueError, match="no recording for wearable01 speech03"):
+        load_task(load_config("experiments/mma_two_talkers.yaml", [f"data.root={tmp_path / 'mma'}", "data.talkers=[1, 3]"]))

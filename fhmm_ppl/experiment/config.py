@@ -39,7 +39,7 @@ class DataConfig(_Strict):
     at ``snr_db``.
     """
 
-    source: Literal["demo", "files"] = "demo"
+    source: Literal["demo", "files", "mma"] = "demo"
     task: Literal["speech_noise", "speech_chirp", "two_talkers"] = "speech_noise"
     noise: Literal["white", "pink", "brown", "hum", "babble"] = "pink"
     snr_db: float = 0.0
@@ -49,6 +49,26 @@ class DataConfig(_Strict):
     train: dict[str, list[str]] = Field(default_factory=dict)
     test: list[TestFileConfig] = Field(default_factory=list)
     test_clean: dict[str, list[str]] = Field(default_factory=dict)
+    root: Optional[str] = None
+    array: Literal["wearable", "tabletop"] = "wearable"
+    array_number: int = Field(1, ge=1, le=12)
+    talkers: list[int] = Field(default_factory=lambda: [1, 2])
+    train_fraction: float = Field(0.7, gt=0.1, lt=0.95)
+
+    @model_validator(mode="after")
+    def _mma_given(self) -> "DataConfig":
+        if self.source == "mma":
+            from fhmm_ppl.audio.mma import DOWNLOAD_HINT
+
+            if not self.root:
+                raise ValueError(f"root must name the dataset folder when source is 'mma'; {DOWNLOAD_HINT}")
+            if not Path(self.root).is_dir():
+                raise ValueError(f"root {self.root!r} is not a folder; {DOWNLOAD_HINT}")
+            if len(set(self.talkers)) < 2 or not all(1 <= t <= 10 for t in self.talkers):
+                raise ValueError(f"talkers needs at least two different talker numbers in 1-10, got {self.talkers}")
+            if self.array == "wearable" and self.array_number > 4:
+                raise ValueError(f"wearable arrays are numbered 1-4, got {self.array_number}")
+        return self
 
     @model_validator(mode="after")
     def _files_given(self) -> "DataConfig":

@@ -21,6 +21,8 @@ def load_task(config: ExperimentConfig) -> SeparationTask:
     data = config.data
     if data.source == "demo":
         return demo_task(data.task, data.noise, data.snr_db, config.seed, data.test_seconds)
+    if data.source == "mma":
+        return _mma_task(config)
     frame = config.features.n_fft
     train = {name: _read_all(patterns, data.sample_rate, data.channel, frame) for name, patterns in data.train.items()}
     task = SeparationTask("files", data.sample_rate, train)
@@ -42,6 +44,25 @@ def load_task(config: ExperimentConfig) -> SeparationTask:
         refs = {names[0]: target, **{k: (clean[k][:n] * gain).astype(np.float32) for k in names[1:]}}
         task.mixtures.append(np.sum(list(refs.values()), axis=0).astype(np.float32))
         task.references.append(refs)
+    return task
+
+
+def _mma_task(config: ExperimentConfig) -> SeparationTask:
+    """Talkers' solo recordings at one array: the first part trains, the rest is mixed and scored."""
+    from fhmm_ppl.audio import mma
+
+    data = config.data
+    recordings = mma.list_recordings(data.root)
+    channel = data.channel if isinstance(data.channel, int) else 0
+    solo = {f"talker{t:02d}": mma.load_channel(mma.find(recordings, data.array, data.array_number, "speech", t),
+                                               channel, data.sample_rate) for t in data.talkers}
+    n = min(len(v) for v in solo.values())
+    split = int(n * data.train_fraction)
+    task = SeparationTask(f"mma_{data.array}{data.array_number:02d}", data.sample_rate,
+                          {name: v[:split] for name, v in solo.items()})
+    refs = {name: v[split:n] for name, v in solo.items()}
+    task.mixtures.append(np.sum(list(refs.values()), axis=0).astype(np.float32))
+    task.references.append(refs)
     return task
 
 
