@@ -230,14 +230,19 @@ def ui(
     port: int = typer.Option(5000, help="Port on 127.0.0.1."),
 ) -> None:
     """Open the MLflow UI on 127.0.0.1 over the project's tracking store."""
-    import subprocess
+    import os
 
-    from fhmm_ppl.experiment.tracking import tracking_uri
+    from fhmm_ppl.experiment.tracking import artifact_root, tracking_uri
 
     uri = tracking_uri()
-    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
-    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                    "--port", str(port)], check=False)
+    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]
+    if uri.startswith("sqlite:"):
+        args += ["--default-artifact-root", artifact_root()]
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execv(sys.executable, args)  # become the server: Ctrl-C and signals reach it directly
 
 
 if __name__ == "__main__":  # pragma: no cover

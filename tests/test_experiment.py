@@ -86,7 +86,8 @@ def test_run_tracks_params_metrics_artifacts(tracked_run):
     assert len(run.data.tags["data_fingerprint"]) == 16 and run.data.tags["jax_backend"] == "cpu"
     wave, rate = sf.read(folder / "artifacts" / "audio" / "mixture00" / "speech_estimate.wav")
     assert rate == 16000 and len(wave) == 16000 and np.all(np.isfinite(wave))
-    for name in ("config.yaml", "model/separator.json", "plots/spectrograms_mixture00.png", "plots/training.png"):
+    for name in ("config.yaml", "model/separator.json", "plots/spectrograms_mixture00.png", "plots/training.png",
+                 "plots/masks_mixture00.png", "plots/states_mixture00.png"):
         assert (folder / "artifacts" / name).exists(), name
 
 
@@ -291,3 +292,32 @@ def test_mma_experiments_load_from_the_dataset_layout_or_say_what_to_download(tm
     np.testing.assert_allclose(task.mixtures[0], sum(task.references[0].values()), atol=1e-6)
     with pytest.raises(ValueError, match="no recording for wearable01 speech03"):
         load_task(load_config("experiments/mma_two_talkers.yaml", [f"data.root={tmp_path / 'mma'}", "data.talkers=[1, 3]"]))
+
+
+@pytest.mark.slow
+def test_ui_serves_the_project_store(tmp_path):
+    import os
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'ui.db'}", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "fhmm_ppl.cli", "ui", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    pytest.fail("fhmm-ppl ui did not start")
+                time.sleep(0.5)
+        assert body.strip() == b"OK"
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and any workers it started
+        proc.wait(timeout=30)
+    assert f"http://127.0.0.1:{port}" in proc.stdout.read()

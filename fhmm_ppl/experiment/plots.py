@@ -62,3 +62,20 @@ def training_curves(path: Path, history: Mapping[str, np.ndarray]) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def state_posteriors(path: Path, marginals: Mapping[str, np.ndarray], sample_rate: int, hop: int) -> Path:
+    """Posterior state probabilities ``(T, N_k)`` of each source's chain, with the Viterbi-like argmax path."""
+    plt, (fig, axes) = _figure(len(marginals))
+    for ax, (name, probs) in zip(axes[:, 0], marginals.items()):
+        seconds = probs.shape[0] * hop / sample_rate
+        ax.imshow(probs.T, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="Greys",
+                  extent=(0, seconds, -0.5, probs.shape[1] - 0.5), interpolation="nearest")
+        ax.plot((np.arange(probs.shape[0]) + 0.5) * hop / sample_rate, probs.argmax(axis=1), ",", color="tab:red")
+        ax.set_title(f"{name}: posterior over states (red: most probable state)", fontsize=9)
+        ax.set_ylabel("state")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -95,8 +95,9 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
             for k, name in enumerate(names):
                 for metric in METRICS:
                     collected.setdefault(method, {}).setdefault(name, {}).setdefault(metric, []).append(float(report[metric][k]))
+        spec = stft(mixture, stft_config)
         outputs.append({"mixture": mixture, "references": references, "estimates": estimates["fhmm"],
-                        "gains": separator.gains(stft(mixture, stft_config))})
+                        "gains": separator.gains(spec), "states": separator.state_posteriors(spec)})
     scores = {m: {n: {k: float(np.mean(v)) for k, v in per.items()} for n, per in src.items()} for m, src in collected.items()}
     return scores, outputs
 
@@ -125,6 +126,8 @@ def _log_artifacts(mlflow, config, task, separator, outputs, workdir: Path) -> N
                                                    config.features.n_fft, config.features.hop_length)), "plots")
         mlflow.log_artifact(str(plots.masks(plot_dir / f"masks_mixture{index:02d}.png", out["gains"], list(out["estimates"]),
                                             rate, config.features.hop_length)), "plots")
+        mlflow.log_artifact(str(plots.state_posteriors(plot_dir / f"states_mixture{index:02d}.png", out["states"], rate,
+                                                       config.features.hop_length)), "plots")
     if separator.training_history:
         mlflow.log_artifact(str(plots.training_curves(workdir / "plots" / "training.png", separator.training_history)), "plots")
     saved = separator.save(workdir / "model")

@@ -135,6 +135,30 @@ class Separator:
             gains = (np.arange(gains.shape[0])[:, None, None] == winner[None]).astype(np.float32)
         return gains
 
+    def state_posteriors(self, mixture_stft: np.ndarray) -> dict[str, np.ndarray]:
+        """Each source's posterior state marginals ``{name: (T, N_k)}`` on a mixture STFT ``(T, F)``."""
+        import jax.numpy as jnp
+
+        from fhmm_ppl import hmm
+        from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik, logmax_log_lik
+
+        models = list(self.models.values())
+        log_init = [jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models]
+        log_trans = [jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models]
+        if self.options.emission == "logmax":
+            log_mag = jnp.asarray(np.log(np.abs(mixture_stft) + LOG_FLOOR), jnp.float32)
+            log_lik = logmax_log_lik(log_mag, [jnp.asarray(m.emission["means"]) for m in models],
+                                     [jnp.asarray(m.emission["variances"]) for m in models])
+        else:
+            power = jnp.asarray(np.abs(mixture_stft) ** 2, jnp.float32)
+            log_lik = complex_gaussian_log_lik(power, [jnp.asarray(m.emission["psd"]) for m in models])
+        plan = hmm.plan_inference(log_lik.shape[1:], log_lik.shape[0], method=self.options.inference)
+        if plan.method == "exact":
+            marginals = hmm.posteriors(log_init, log_trans, log_lik).marginals
+        else:
+            marginals = hmm.structured_mean_field(log_init, log_trans, log_lik).marginals
+        return {name: np.asarray(m) for name, m in zip(self.names, marginals)}
+
     def separate(self, mixture: np.ndarray) -> dict[str, np.ndarray]:
         """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``."""
         mixture = np.asarray(mixture, dtype=np.float32)
