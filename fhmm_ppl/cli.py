@@ -239,8 +239,9 @@ def ui(
     sys.stdout.flush()
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1"]
-    if uri.startswith("sqlite:"):
-        args += ["--default-artifact-root", artifact_root()]
+    root = artifact_root(uri)
+    if root:
+        args += ["--default-artifact-root", root]
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, args)  # become the server: Ctrl-C and signals reach it directly
 

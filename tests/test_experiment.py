@@ -64,7 +64,7 @@ def tracked_run(tmp_path_factory):
 
         client = MlflowClient(uri)
         run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
-        client.download_artifacts(run.info.run_id, "", str(folder / "artifacts"))
+        client.download_artifacts(run.info.run_id, "", str(folder / "dl"))
     return folder, uri, result
 
 
@@ -84,19 +84,21 @@ def test_run_tracks_params_metrics_artifacts(tracked_run):
     assert metrics["irm.mean.sdr"] > metrics["mixture.mean.sdr"]
     assert len(client.get_metric_history(run.info.run_id, "train.speech.objective")) >= 1
     assert len(run.data.tags["data_fingerprint"]) == 16 and run.data.tags["jax_backend"] == "cpu"
-    wave, rate = sf.read(folder / "artifacts" / "audio" / "mixture00" / "speech_estimate.wav")
+    # Artifacts live beside the SQLite database, not in the working directory.
+    assert run.info.artifact_uri.startswith((folder / "artifacts").as_uri())
+    wave, rate = sf.read(folder / "dl" / "audio" / "mixture00" / "speech_estimate.wav")
     assert rate == 16000 and len(wave) == 16000 and np.all(np.isfinite(wave))
     for name in ("config.yaml", "model/separator.json", "plots/spectrograms_mixture00.png", "plots/training.png",
                  "plots/masks_mixture00.png", "plots/states_mixture00.png"):
-        assert (folder / "artifacts" / name).exists(), name
+        assert (folder / "dl" / name).exists(), name
 
 
 def test_separate_command_uses_the_logged_model(tracked_run, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     folder, uri, _ = tracked_run
-    mixture = folder / "artifacts" / "audio" / "mixture00" / "mixture.wav"
-    result = CliRunner().invoke(app, ["separate", str(folder / "artifacts" / "model"), str(mixture), "-o", str(tmp_path / "a")])
+    mixture = folder / "dl" / "audio" / "mixture00" / "mixture.wav"
+    result = CliRunner().invoke(app, ["separate", str(folder / "dl" / "model"), str(mixture), "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["mixture_noise.wav", "mixture_speech.wav"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -219,10 +221,10 @@ def test_logged_pyfunc_model_separates(tracked_run):
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
     model = mlflow.pyfunc.load_model(run.data.tags["fhmm_ppl.model_uri"])
-    mixture, _ = sf.read(folder / "artifacts" / "audio" / "mixture00" / "mixture.wav", dtype="float32")
+    mixture, _ = sf.read(folder / "dl" / "audio" / "mixture00" / "mixture.wav", dtype="float32")
     out = model.predict(mixture)
     assert sorted(out) == ["noise", "speech"] and out["speech"].shape == mixture.shape
-    expected, _ = sf.read(folder / "artifacts" / "audio" / "mixture00" / "speech_estimate.wav", dtype="float32")
+    expected, _ = sf.read(folder / "dl" / "audio" / "mixture00" / "speech_estimate.wav", dtype="float32")
     np.testing.assert_allclose(out["speech"], expected, atol=1e-5)
 
 

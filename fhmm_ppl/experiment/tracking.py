@@ -23,9 +23,17 @@ def tracking_uri(explicit: Optional[str] = None) -> str:
     return f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
 
 
-def artifact_root() -> str:
-    """Where new experiments keep artifacts in the default local store."""
-    return (Path("mlruns") / "artifacts").resolve().as_uri()
+def artifact_root(uri: str) -> Optional[str]:
+    """Where new experiments keep artifacts for a SQLite store: ``artifacts/`` beside the database file.
+
+    None for other stores (a tracking server decides for itself).
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///"):])
+    if not database.is_absolute():
+        database = database.resolve()
+    return (database.parent / "artifacts").as_uri()
 
 
 def experiment_id(client, name: str, uri: str) -> str:
@@ -33,5 +41,4 @@ def experiment_id(client, name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = artifact_root() if uri.startswith("sqlite:") else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=artifact_root(uri))
