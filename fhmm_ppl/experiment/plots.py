@@ -17,6 +17,14 @@ def _figure(n_rows: int, height: float = 2.2):
     return plt, plt.subplots(n_rows, 1, figsize=(9, height * n_rows), squeeze=False)
 
 
+def _save(plt, fig, axes, path: Path, xlabel: str) -> Path:
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def spectrograms(path: Path, signals: Mapping[str, np.ndarray], sample_rate: int, n_fft: int = 512, hop: int = 128) -> Path:
     """Log-power spectrograms of several signals, one row each (mixture, references, estimates)."""
     from fhmm_ppl.audio.features import STFTConfig, stft
@@ -29,11 +37,7 @@ def spectrograms(path: Path, signals: Mapping[str, np.ndarray], sample_rate: int
                   extent=(0, len(signal) / sample_rate, 0, sample_rate / 2000))
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("kHz")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, path, "time (s)")
 
 
 def masks(path: Path, gains: np.ndarray, names: list[str], sample_rate: int, hop: int) -> Path:
@@ -44,11 +48,7 @@ def masks(path: Path, gains: np.ndarray, names: list[str], sample_rate: int, hop
                   extent=(0, gain.shape[0] * hop / sample_rate, 0, sample_rate / 2000))
         ax.set_title(f"mask: {name}", fontsize=9)
         ax.set_ylabel("kHz")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, path, "time (s)")
 
 
 def training_curves(path: Path, history: Mapping[str, np.ndarray]) -> Path:
@@ -57,11 +57,7 @@ def training_curves(path: Path, history: Mapping[str, np.ndarray]) -> Path:
     for ax, (name, values) in zip(axes[:, 0], history.items()):
         ax.plot(np.arange(len(values)), values, marker=".")
         ax.set_title(f"{name}: training objective (log posterior)", fontsize=9)
-    axes[-1, 0].set_xlabel("iteration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, path, "iteration")
 
 
 def state_posteriors(path: Path, marginals: Mapping[str, np.ndarray], sample_rate: int, hop: int) -> Path:
@@ -74,8 +70,4 @@ def state_posteriors(path: Path, marginals: Mapping[str, np.ndarray], sample_rat
         ax.plot((np.arange(probs.shape[0]) + 0.5) * hop / sample_rate, probs.argmax(axis=1), ",", color="tab:red")
         ax.set_title(f"{name}: posterior over states (red: most probable state)", fontsize=9)
         ax.set_ylabel("state")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, path, "time (s)")
