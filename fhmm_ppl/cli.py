@@ -211,18 +211,44 @@ def separate(
 
 
 def _model_folder(model: str) -> Path:
+    """A separator folder from a path, a run id, a ``runs:/`` or ``models:/`` URI.
+
+    For a run id the run's logged MLflow pyfunc model is used (the same model
+    ``mlflow.pyfunc.load_model`` serves), falling back to its ``model/`` folder.
+    """
     if Path(model).is_dir():
-        return Path(model)
+        if (Path(model) / "separator.json").exists():
+            return Path(model)
+        found = sorted(Path(model).rglob("separator.json"))
+        if found:
+            return found[0].parent
+        raise ValueError(f"{model}: not a saved separator (no separator.json inside)")
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from fhmm_ppl.experiment.tracking import tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
-    uri = model if model.startswith("runs:/") else f"runs:/{model}/model"
-    try:
-        return Path(mlflow.artifacts.download_artifacts(uri))
-    except Exception as err:
-        raise ValueError(f"{model}: not a separator folder, and MLflow could not fetch {uri} ({err})") from None
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    candidates = [model] if model.startswith(("runs:/", "models:/")) else []
+    if not candidates:
+        try:
+            tag = MlflowClient(uri).get_run(model).data.tags.get("fhmm_ppl.model_uri")
+        except Exception:
+            tag = None
+        candidates = [c for c in (tag, f"runs:/{model}/model") if c]
+    errors = []
+    for candidate in candidates:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(candidate))
+        except Exception as err:
+            errors.append(f"{candidate}: {err}")
+            continue
+        found = sorted(local.rglob("separator.json"))
+        if found:
+            return found[0].parent
+        errors.append(f"{candidate}: no separator inside")
+    raise ValueError(f"{model}: not a separator folder, and MLflow could not fetch it ({'; '.join(errors)})")
 
 
 @app.command()
