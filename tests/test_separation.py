@@ -124,3 +124,21 @@ def test_three_sources_with_exact_and_mean_field_inference():
         sep = fit_separator(train, RATE, n_states=4, max_iter=10, inference=inference)
         est = sep.separate(refs.sum(0))
         assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 15), inference
+
+
+def test_separate_in_a_fresh_process(trained, tmp_path):
+    # Regression: a fresh interpreter imports the inference modules lazily; none may be first imported
+    # inside a jitted function (module-level code would then run under the tracer).
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    sep, refs = trained
+    folder = sep.save(tmp_path / "model")
+    sf.write(tmp_path / "mix.wav", refs.sum(0), RATE, subtype="FLOAT")
+    out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "separate", str(folder), str(tmp_path / "mix.wav"),
+                          "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wave, _ = sf.read(tmp_path / "out" / "mix_tones.wav")
+    np.testing.assert_allclose(wave, sep.separate(refs.sum(0))["tones"], atol=1e-5)

@@ -20,6 +20,7 @@ All functions are pure and jit-compatible; parameters are tuples of K arrays.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -28,7 +29,7 @@ from jax import Array
 from jax.scipy.special import log_ndtr
 
 COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
-LOG_2PI = float(jnp.log(2 * jnp.pi))
+LOG_2PI = math.log(2 * math.pi)
 
 
 def joint_sum(per_chain: Sequence[Array]) -> Array:

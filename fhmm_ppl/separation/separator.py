@@ -219,6 +219,11 @@ def _wiener_gains_impl(log_init, log_trans, psd, power, exact):
 def _jit_gains():
     import jax
 
+    # Import everything the traced function needs now: a module imported for the
+    # first time inside a trace would run its top-level code under the tracer.
+    import fhmm_ppl.hmm  # noqa: F401
+    import fhmm_ppl.hmm.emissions  # noqa: F401
+
     return jax.jit(_wiener_gains_impl, static_argnames=("exact",))
 
 
