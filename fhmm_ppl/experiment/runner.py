@@ -83,7 +83,8 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
     outputs = []
     for index, (mixture, references) in enumerate(progress(list(zip(task.mixtures, task.references)), "separating")):
         refs = np.stack([references[n] for n in names])
-        estimates = {"fhmm": separator.separate(mixture), "mixture": {n: mixture for n in names}}
+        fhmm, gains = separator.separate(mixture, return_gains=True)
+        estimates = {"fhmm": fhmm, "mixture": {n: mixture for n in names}}
         if nmf is not None:
             estimates["nmf"] = nmf.separate(mixture)
         for kind in ("irm", "ibm"):
@@ -95,9 +96,8 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
             for k, name in enumerate(names):
                 for metric in METRICS:
                     collected.setdefault(method, {}).setdefault(name, {}).setdefault(metric, []).append(float(report[metric][k]))
-        spec = stft(mixture, stft_config)
-        outputs.append({"mixture": mixture, "references": references, "estimates": estimates["fhmm"],
-                        "gains": separator.gains(spec), "states": separator.state_posteriors(spec)})
+        outputs.append({"mixture": mixture, "references": references, "estimates": fhmm, "gains": gains,
+                        "states": separator.state_posteriors(stft(mixture, stft_config))})
     scores = {m: {n: {k: float(np.mean(v)) for k, v in per.items()} for n, per in src.items()} for m, src in collected.items()}
     return scores, outputs
 

@@ -8,8 +8,6 @@ tensors, so everything is computed in chunks of frames.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
@@ -25,7 +23,7 @@ def _chunk_log_lik(frames, params):
     return logmax_log_lik(frames, means, variances)
 
 
-@partial(jax.jit, static_argnames=())
+@jax.jit
 def _masks(joint, log_mag, means, variances):
     n_frames, n_bins = log_mag.shape
     pad = (-n_frames) % MASK_CHUNK

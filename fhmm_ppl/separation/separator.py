@@ -60,7 +60,6 @@ class SeparatorOptions:
     hop_length: int = 128
     seed: int = 0
     priors: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n_states < 1:
@@ -159,8 +158,11 @@ class Separator:
             marginals = hmm.structured_mean_field(log_init, log_trans, log_lik).marginals
         return {name: np.asarray(m) for name, m in zip(self.names, marginals)}
 
-    def separate(self, mixture: np.ndarray) -> dict[str, np.ndarray]:
-        """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``."""
+    def separate(self, mixture: np.ndarray, *, return_gains: bool = False):
+        """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``.
+
+        With ``return_gains`` also return the masks ``(K, T, F)`` that produced them.
+        """
         mixture = np.asarray(mixture, dtype=np.float32)
         if mixture.ndim != 1:
             raise ValueError(f"mixture must be mono (n_samples,), got shape {mixture.shape}")
@@ -170,8 +172,9 @@ class Separator:
             raise ValueError(f"mixture has {mixture.shape[0]} samples, fewer than one frame ({self.options.n_fft})")
         spec = stft(mixture, self.options.stft)
         gains = self.gains(spec)
-        return {name: istft(gains[k] * spec, self.options.stft, length=mixture.shape[0])
-                for k, name in enumerate(self.names)}
+        estimates = {name: istft(gains[k] * spec, self.options.stft, length=mixture.shape[0])
+                     for k, name in enumerate(self.names)}
+        return (estimates, gains) if return_gains else estimates
 
     def save(self, folder: Union[str, Path]) -> Path:
         """Write ``separator.json`` and ``params.npz`` into ``folder``."""
@@ -258,6 +261,7 @@ def load(folder: Union[str, Path]) -> Separator:
 def _spec(opts: SeparatorOptions):
     """The one-chain model spec each source HMM is trained with."""
     from fhmm_ppl.models import FHMMSpec, make_family, make_prior
+    from fhmm_ppl.models.priors import DirichletPrior
 
     built = {}
     for role, entry in opts.priors.items():
@@ -265,14 +269,8 @@ def _spec(opts: SeparatorOptions):
             raise ValueError(f"prior for {role!r} must be a mapping with a 'name' (and optional 'params')")
         built[role] = make_prior(entry["name"], **dict(entry.get("params") or {}))
     markov = {k: built.pop(k) for k in ("initial", "transition") if k in built}
-    return FHMMSpec((opts.n_states,), make_family(opts.emission), initial_prior=markov.get("initial", _default("initial")),
-                    transition_prior=markov.get("transition", _default("transition")), emission_priors=built)
-
-
-def _default(role: str):
-    from fhmm_ppl.models.priors import DirichletPrior
-
-    return DirichletPrior()
+    return FHMMSpec((opts.n_states,), make_family(opts.emission), initial_prior=markov.get("initial", DirichletPrior()),
+                    transition_prior=markov.get("transition", DirichletPrior()), emission_priors=built)
 
 
 def fit_separator(
