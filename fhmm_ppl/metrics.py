@@ -1,4 +1,9 @@
-"""Separation metrics: BSS-Eval v3 SDR/SIR/SAR, SI-SDR, SNR, RMS, and improvements.
+"""Evaluation metrics: separation (BSS-Eval v3 SDR/SIR/SAR, SI-SDR, SNR, RMS, and
+improvements) and classification (accuracy, balanced accuracy, precision/recall/F1,
+confusion matrix).
+
+Classification metrics are scikit-learn's, gathered into one report with every
+class listed (also classes never predicted, scored 0 rather than warned about).
 
 Why our own BSS-Eval: ``mir_eval.separation`` (the reference) is deprecated
 since 0.8 and announced for removal, ``fast_bss_eval`` 0.1.4 fails under NumPy
@@ -214,3 +219,39 @@ def separation_report(references: np.ndarray, estimates: np.ndarray, mixture: np
     report["si_sdr_improvement"] = report["si_sdr"] - si_sdr(references, as_mixture)
     report["snr_improvement"] = report["snr"] - snr(references, as_mixture)
     return report
+
+
+def classification_report(y_true, y_pred, labels) -> dict:
+    """Accuracy, balanced accuracy, per-class and macro precision/recall/F1, and the confusion matrix.
+
+    Args:
+        y_true, y_pred: ``(R,)`` true and predicted labels of R recordings.
+        labels: every class, in the order rows and columns of the confusion matrix use.
+
+    Returns:
+        dict with floats ``accuracy, balanced_accuracy, precision_macro, recall_macro,
+        f1_macro``; ``per_class``: ``{label: {precision, recall, f1, support}}``;
+        ``confusion``: ``(C, C)`` int counts, rows true, columns predicted; ``labels``.
+    """
+    from sklearn import metrics as skm
+
+    labels = list(labels)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:
+        raise ValueError(f"y_true and y_pred must be equal-length non-empty 1-D, got {y_true.shape} and {y_pred.shape}")
+    unknown = (set(y_true.tolist()) | set(y_pred.tolist())) - set(labels)
+    if unknown:
+        raise ValueError(f"labels {sorted(map(str, unknown))} are not among the classes {labels}")
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    macro = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "precision_macro": float(macro[0]),
+        "recall_macro": float(macro[1]),
+        "f1_macro": float(macro[2]),
+        "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for label, p, r, f, s in zip(labels, precision, recall, f1, support)},
+        "confusion": skm.confusion_matrix(y_true, y_pred, labels=labels),
+        "labels": labels,
+    }

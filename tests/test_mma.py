@@ -2,38 +2,12 @@
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from fhmm_ppl.audio import mma
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mma")
-    rng = np.random.default_rng(0)
-    n = 2400  # 50 ms at 48 kHz keeps the 363 files small
-
-    def write(path, channels):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, (0.1 * rng.normal(size=(n, channels))).astype(np.float32), 48000, subtype="PCM_16")
-
-    for array, (numbers, channels) in mma.ARRAYS.items():
-        for x in numbers:
-            folder = root / f"{array}{x:02d}"
-            for y in range(1, 11):
-                write(folder / f"{array}{x:02d}_chirp{y:02d}.wav", channels)
-                write(folder / f"{array}{x:02d}_speech{y:02d}.wav", channels)
-            write(folder / f"{array}{x:02d}_mix.wav", channels)
-            write(folder / f"{array}{x:02d}_noise.wav", channels)
-    write(root / "sources" / "chirp.wav", 1)
-    for y in range(1, 11):
-        write(root / "sources" / f"speech{y:02d}.wav", 1)
-    (root / "README.txt").write_text("not audio")
-    return root
-
-
-def test_lists_all_363_files_with_their_labels(tree):
-    recs = mma.list_recordings(tree, require_complete=True)
+def test_lists_all_363_files_with_their_labels(mma_tree):
+    recs = mma.list_recordings(mma_tree, require_complete=True)
     assert len(recs) == 363
     kinds = {k: sum(r.kind == k for r in recs) for k in ("speech", "chirp", "mix", "noise")}
     assert kinds == {"speech": 170, "chirp": 161, "mix": 16, "noise": 16}
@@ -52,8 +26,8 @@ def test_names_are_parsed_strictly():
     assert mma.parse_name("wearable03_speech1.wav") is None
 
 
-def test_tasks_use_solo_recordings_as_references(tree):
-    recs = mma.list_recordings(tree)
+def test_tasks_use_solo_recordings_as_references(mma_tree):
+    recs = mma.list_recordings(mma_tree)
     task = mma.two_talker_task(recs, "wearable", 2, (1, 4), channel=5)
     assert list(task.references) == ["talker01", "talker04"]
     assert task.mixture.shape == (800,)  # 2400 samples at 48 kHz -> 16 kHz
@@ -62,7 +36,7 @@ def test_tasks_use_solo_recordings_as_references(tree):
     assert len(mix.references) == 10 and mix.mixture.shape == (800,)
 
 
-def test_missing_or_incomplete_folders_say_what_to_download(tree, tmp_path):
+def test_missing_or_incomplete_folders_say_what_to_download(mma_tree, tmp_path):
     with pytest.raises(ValueError, match="no such folder; download the Massive Distributed Microphone Array"):
         mma.list_recordings(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="holds no dataset files"):
@@ -70,7 +44,7 @@ def test_missing_or_incomplete_folders_say_what_to_download(tree, tmp_path):
     partial = tmp_path / "partial"
     (partial / "wearable01").mkdir(parents=True)
     for name in ("wearable01_mix.wav", "wearable01_speech01.wav"):
-        (partial / "wearable01" / name).write_bytes((tree / "wearable01" / name).read_bytes())
+        (partial / "wearable01" / name).write_bytes((mma_tree / "wearable01" / name).read_bytes())
     with pytest.raises(ValueError, match="incomplete, missing sources/chirp.wav"):
         mma.list_recordings(partial, require_complete=True)
     with pytest.raises(ValueError, match="no recording for wearable01 speech05"):

@@ -26,6 +26,7 @@ def read_audio(
     sample_rate: Optional[int] = None,
     channel: Channel = "mean",
     min_samples: int = 1,
+    max_seconds: Optional[float] = None,
 ) -> tuple[np.ndarray, int]:
     """Read a recording as mono float32.
 
@@ -34,6 +35,7 @@ def read_audio(
         sample_rate: resample to this rate (Hz); None keeps the file's rate.
         channel: ``"mean"`` down-mixes all channels, an int picks one (0-based).
         min_samples: fewest samples acceptable after resampling (e.g. one STFT frame).
+        max_seconds: read only this much from the start of the file (None: all of it).
 
     Returns:
         ``(signal (n_samples,) float32, sample_rate)``.
@@ -49,7 +51,9 @@ def read_audio(
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, not an audio file")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            frames = -1 if max_seconds is None else max(1, int(round(max_seconds * handle.samplerate)))
+            data, rate = handle.read(frames, dtype="float32", always_2d=True), handle.samplerate
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{path}: unreadable or corrupt audio ({reason})") from None

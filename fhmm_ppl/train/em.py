@@ -125,7 +125,7 @@ def fit_em(
         bar = tqdm(total=max_iter, desc="EM", unit="it")
     for iteration in range(max_iter):
         total, init_counts, trans_counts, stats = _e_step(params, spec.family, batch, lengths)
-        value = float(total + log_prior(params, spec, dim))
+        value = float(total + _log_prior(params, spec, dim))
         objective.append(value)
         log_lik.append(float(total))
         if callback is not None:
@@ -161,6 +161,12 @@ def fit_em(
     return EMResult(params, np.array(objective), np.array(log_lik), converged, decreases, restarts)
 
 
+@partial(jax.jit, static_argnames=("spec", "dim"))
+def _log_prior(params: FHMMParams, spec: FHMMSpec, dim: int):
+    return log_prior(params, spec, dim)
+
+
+@partial(jax.jit, static_argnames=("spec",))
 def _m_step(params: FHMMParams, spec: FHMMSpec, init_counts, trans_counts, stats) -> FHMMParams:
     init = map_update(spec.initial_prior, "initial", counts=init_counts)
     trans = map_update(spec.transition_prior, "transition", counts=trans_counts)
