@@ -102,7 +102,7 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
 
         from fhmm_ppl.experiment.runner import run_experiment, run_sweep, sweep_table
 
-        progress = lambda items, desc: tqdm(items, desc=desc, unit="mixture")
+        progress = lambda items, desc: tqdm(items, desc=desc, leave=False)
         if cfg.sweep:
             result = run_sweep(cfg, progress=progress, on_status=lambda line: typer.echo(line))
         else:
@@ -111,11 +111,16 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
         _fail(err, debug)
         return
     if cfg.sweep:
-        typer.echo("\n" + sweep_table(result.children))
+        typer.echo("\n" + sweep_table(result.children, cfg.task))
         typer.echo(f"\nsweep parent run {result.run_id} with {len(result.children)} child runs in experiment "
                    f"{result.experiment_id} ({result.tracking_uri})")
+    elif cfg.task == "classification":
+        from fhmm_ppl.experiment.classify import report_markdown
+
+        typer.echo("\n" + report_markdown(result.scores, result.scores["counts"], result.scores["n_tested"]))
     else:
         _print_summary(result.scores)
+    if not cfg.sweep:
         typer.echo(f"\nrun {result.run_id} in experiment {result.experiment_id} ({result.tracking_uri})")
     typer.echo("open it with: fhmm-ppl ui   (or: fhmm-ppl compare)")
 
@@ -165,15 +170,20 @@ def compare(
     except Exception as err:
         _fail(err, debug)
         return
-    columns = [("FHMM SDRi", "fhmm.mean.sdr_improvement"), ("FHMM SDR", "fhmm.mean.sdr"),
-               ("NMF SDRi", "nmf.mean.sdr_improvement"), ("IRM SDRi", "irm.mean.sdr_improvement")]
-    typer.echo(f"{'run':<9} {'name':<34} {'status':<9} {'states':>6} {'emission':<17}" + "".join(f" {c:>10}" for c, _ in columns))
+    from fhmm_ppl.experiment.runner import HEADLINE
+
+    columns = [c for task in ("separation", "classification") for c in HEADLINE[task]
+               if any(c[1] in r.data.metrics for r in runs)]
+    typer.echo(f"{'run':<9} {'name':<34} {'status':<9} {'task':<14} {'states':>6} {'emission':<17}"
+               + "".join(f" {c:>11}" for c, _ in columns))
     for r in runs:
         p, m = r.data.params, r.data.metrics
         name = (r.info.run_name or "")[:34]
-        values = "".join(f" {m[k]:10.2f}" if k in m else f" {'-':>10}" for _, k in columns)
-        typer.echo(f"{r.info.run_id[:8]:<9} {name:<34} {r.info.status:<9} {p.get('model.n_states', '-'):>6} "
-                   f"{p.get('model.emission', '-'):<17}{values}")
+        task = r.data.tags.get("fhmm_ppl.task", "separation")
+        emission = p.get("model.emission", "-") + (f"/{p['model.covariance_type']}" if p.get("model.emission") == "gaussian" else "")
+        values = "".join(f" {m[k]:11.3f}" if k in m else f" {'-':>11}" for _, k in columns)
+        typer.echo(f"{r.info.run_id[:8]:<9} {name:<34} {r.info.status:<9} {task:<14} {p.get('model.n_states', '-'):>6} "
+                   f"{emission:<17}{values}")
 
 
 def _print_summary(scores: dict) -> None:

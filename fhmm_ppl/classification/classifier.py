@@ -31,6 +31,8 @@ class ClassifierOptions:
         n_states: states per label's HMM; covariance_type: ``diag``, ``full``, ``tied`` or ``spherical``.
         trainer: ``"em"`` or ``"svi"``; max_iter: EM iterations or SVI steps.
         class_priors: add the log training label frequency to each score.
+        priors: role -> ``{"name": registered prior, "params": {...}}`` (``initial``,
+            ``transition``, ``means``, ``covars``), as for separation.
         seed: k-means initialisation and SVI seed.
     """
 
@@ -44,6 +46,7 @@ class ClassifierOptions:
     trainer: Literal["em", "svi"] = "em"
     max_iter: int = 30
     class_priors: bool = False
+    priors: dict = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,7 +129,7 @@ def fit_classifier(sequences: Sequence[np.ndarray], labels: Sequence[str],
     """
     from fhmm_ppl.audio.features import Normalizer
     from fhmm_ppl.models.families import make_family
-    from fhmm_ppl.models.fhmm import FHMMSpec
+    from fhmm_ppl.models.fhmm import make_spec
     from fhmm_ppl.train.em import fit_em, initial_params
     from fhmm_ppl.train.svi import fit_svi
 
@@ -136,7 +139,7 @@ def fit_classifier(sequences: Sequence[np.ndarray], labels: Sequence[str],
     classes = sorted(set(labels))
     normalizer = Normalizer(options.scaler).fit(np.concatenate(list(sequences), axis=0))
     scaled = [normalizer.transform(s) for s in sequences]
-    spec = FHMMSpec((options.n_states,), make_family("gaussian", covariance_type=options.covariance_type))
+    spec = make_spec((options.n_states,), make_family("gaussian", covariance_type=options.covariance_type), options.priors)
     models, history = {}, {}
     for label in progress(classes, "training class models"):
         mine = [s for s, y in zip(scaled, labels) if y == label]

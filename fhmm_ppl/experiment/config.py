@@ -34,9 +34,11 @@ class DataConfig(_Strict):
     """Where the audio comes from.
 
     ``demo``: the built-in demo task (no download). ``files``: the user's own
-    recordings: training files (paths or globs) per source, and test mixtures
-    either as files with references, or made from clean test files per source
-    at ``snr_db``.
+    recordings: for separation, training files (paths or globs) per source,
+    and test mixtures either as files with references, or made from clean test
+    files per source at ``snr_db``; for classification, files per class
+    (``classes``). ``mma``: the microphone-array dataset under ``root``.
+    ``max_seconds`` reads at most that much of each classification recording.
     """
 
     source: Literal["demo", "files", "mma"] = "demo"
@@ -47,6 +49,8 @@ class DataConfig(_Strict):
     sample_rate: int = Field(16000, ge=4000, le=96000)
     channel: Union[int, Literal["mean"]] = "mean"
     train: dict[str, list[str]] = Field(default_factory=dict)
+    classes: dict[str, list[str]] = Field(default_factory=dict)
+    max_seconds: Optional[float] = Field(None, gt=0)
     test: list[TestFileConfig] = Field(default_factory=list)
     test_clean: dict[str, list[str]] = Field(default_factory=dict)
     root: Optional[str] = None
@@ -71,16 +75,13 @@ class DataConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _files_given(self) -> "DataConfig":
+    def _files_exist(self) -> "DataConfig":
         if self.source == "files":
-            if len(self.train) < 2:
-                raise ValueError("data.train needs training files for at least two sources when data.source is 'files'")
-            if not self.test and not self.test_clean:
-                raise ValueError("data.test (mixtures with references) or data.test_clean (clean files per source) is needed")
-            for name, patterns in [*self.train.items(), *self.test_clean.items()]:
-                for pattern in patterns:
-                    if not glob.glob(pattern):
-                        raise ValueError(f"no file matches {pattern!r} (source {name!r})")
+            for kind, entries in (("source", self.train), ("source", self.test_clean), ("class", self.classes)):
+                for name, patterns in entries.items():
+                    for pattern in patterns:
+                        if not glob.glob(pattern):
+                            raise ValueError(f"no file matches {pattern!r} ({kind} {name!r})")
             for item in self.test:
                 for path in [item.mixture, *item.references.values()]:
                     if not Path(path).exists():
@@ -101,15 +102,17 @@ class PriorConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """The source models.
+    """The source (or class) models.
 
-    ``priors`` maps a role (``initial``, ``transition``, ``psd``; ``means`` and
+    ``emission``: ``complex_gaussian`` or ``logmax`` for separation, ``gaussian``
+    (with ``covariance_type``) for classification. ``priors`` maps a role (``initial``, ``transition``, ``psd``; ``means`` and
     ``covars`` for log-max) to a registered prior; ``plugins`` are Python files
     imported first, so the priors they register can be named here.
     """
 
-    emission: Literal["complex_gaussian", "logmax"] = "complex_gaussian"
+    emission: Literal["complex_gaussian", "logmax", "gaussian"] = "complex_gaussian"
     n_states: int = Field(32, ge=1, le=256)
+    covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
     priors: dict[str, PriorConfig] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)
 
@@ -119,6 +122,8 @@ class ModelConfig(_Strict):
 
         load_plugins(self.plugins)
         roles = {"initial", "transition"} | ({"psd"} if self.emission == "complex_gaussian" else {"means", "covars"})
+        if self.emission != "gaussian" and self.covariance_type != "diag":
+            raise ValueError(f"covariance_type applies to the gaussian emission only, not {self.emission}")
         for role, prior in self.priors.items():
             if role not in roles:
                 raise ValueError(f"no prior role {role!r} for the {self.emission} emission; roles: {', '.join(sorted(roles))}")
@@ -143,6 +148,25 @@ class EvaluationConfig(_Strict):
     nmf_components: int = Field(32, ge=1, le=512)
 
 
+class ClassificationConfig(_Strict):
+    """Classifying recordings: features, scaling, decision rule and evaluation split.
+
+    ``split: cv`` tests every recording once over ``n_splits`` folds;
+    ``holdout`` tests about ``test_fraction`` of them once. Splits are
+    stratified by label and, with ``grouped``, keep each group (room, array,
+    session) on one side.
+    """
+
+    features: Literal["mfcc", "log_mel"] = "mfcc"
+    n_features: int = Field(40, ge=1, le=128)
+    scaler: Literal["minmax", "standard", "none"] = "minmax"
+    class_priors: bool = False
+    split: Literal["cv", "holdout"] = "cv"
+    grouped: bool = True
+    n_splits: int = Field(4, ge=2, le=20)
+    test_fraction: float = Field(0.25, gt=0.05, lt=0.9)
+
+
 class TrackingConfig(_Strict):
     experiment: Optional[str] = None
     run_name: Optional[str] = None
@@ -153,6 +177,7 @@ class ExperimentConfig(_Strict):
     """A whole experiment: what to separate, how to model and train, what to report."""
 
     name: str = "experiment"
+    task: Literal["separation", "classification"] = "separation"
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
@@ -160,8 +185,41 @@ class ExperimentConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        """Classification models default to Gaussian emissions and 4 states."""
+        if isinstance(raw, dict) and raw.get("task") == "classification":
+            model = raw.get("model")
+            model = dict(model) if isinstance(model, dict) else ({} if model is None else model)
+            if isinstance(model, dict):
+                model.setdefault("emission", "gaussian")
+                model.setdefault("n_states", 4)
+                raw = {**raw, "model": model}
+        return raw
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "ExperimentConfig":
+        if self.task == "classification":
+            if self.model.emission != "gaussian":
+                raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
+            if self.data.source == "files" and len(self.data.classes) < 2:
+                raise ValueError("data.classes (files per class label, at least two classes) is needed for classification on files")
+            return self
+        if self.model.emission == "gaussian":
+            raise ValueError("the gaussian emission is for classification; separation uses complex_gaussian or logmax")
+        if self.data.classes:
+            raise ValueError("data.classes is for classification; separation trains on data.train")
+        if self.data.source == "files":
+            if len(self.data.train) < 2:
+                raise ValueError("data.train needs training files for at least two sources when data.source is 'files'")
+            if not self.data.test and not self.data.test_clean:
+                raise ValueError("data.test (mixtures with references) or data.test_clean (clean files per source) is needed")
+        return self
 
     @field_validator("sweep")
     @classmethod
@@ -237,6 +295,8 @@ def _one_line(error: ValidationError) -> str:
         hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else f"; valid keys: {', '.join(valid)}"
         return f"unknown key {dotted!r}{hint}"
     message = first["msg"].removeprefix("Value error, ")
+    if not loc and first["type"] == "value_error":
+        return message
     return f"{dotted}: {message}" + (f" (got {first['input']!r})" if first["type"] != "value_error" and not isinstance(first.get("input"), dict) else "")
 
 

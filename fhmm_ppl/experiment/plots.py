@@ -71,3 +71,58 @@ def state_posteriors(path: Path, marginals: Mapping[str, np.ndarray], sample_rat
         ax.set_title(f"{name}: posterior over states (red: most probable state)", fontsize=9)
         ax.set_ylabel("state")
     return _save(plt, fig, axes, path, "time (s)")
+
+
+def confusion_matrix(path: Path, confusion: np.ndarray, labels: list[str]) -> Path:
+    """The confusion matrix ``(C, C)`` (rows true, columns predicted): counts, shaded by row share (recall)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(confusion)
+    share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.9 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{confusion[i, j]}\n{100 * share[i, j]:.0f}%", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=30)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def feature_statistics(path: Path, raw: np.ndarray, scaled: np.ndarray, scaler: str) -> Path:
+    """Per-dimension median and 5-95 % range of training frames ``(M, D)``, before and after scaling."""
+    plt, (fig, axes) = _figure(2, height=2.4)
+    for ax, frames, title in zip(axes[:, 0], (raw, scaled), ("before scaling", f"after scaling ({scaler})")):
+        dims = np.arange(frames.shape[1])
+        low, mid, high = np.percentile(frames, [5, 50, 95], axis=0)
+        ax.fill_between(dims, low, high, alpha=0.3, step="mid", label="5-95 %")
+        ax.plot(dims, mid, drawstyle="steps-mid", label="median")
+        ax.set_title(f"training features {title}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+    return _save(plt, fig, axes, path, "feature dimension")
+
+
+def log_likelihoods(path: Path, per_frame: np.ndarray, y_true: np.ndarray, labels: list[str]) -> Path:
+    """Histograms of each class model's per-frame log-likelihood ``(M, C)`` over test recordings, by true class."""
+    plt, (fig, axes) = _figure(len(labels), height=1.8)
+    finite = per_frame[np.isfinite(per_frame)]
+    bins = np.linspace(np.percentile(finite, 1), np.percentile(finite, 100), 40) if finite.size else 10
+    for ax, column, model in zip(axes[:, 0], per_frame.T, labels):
+        for label in labels:
+            values = column[np.asarray(y_true) == label]
+            if values.size:
+                ax.hist(values, bins=bins, alpha=0.5, label=f"true {label}")
+        ax.set_title(f"log-likelihood per frame under the {model!r} model", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    return _save(plt, fig, axes, path, "log-likelihood per frame (nats)")

@@ -30,13 +30,16 @@ class RunResult:
 
     Attributes:
         run_id, experiment_id, tracking_uri: where the run lives in MLflow.
-        scores: ``{method: {source: {metric: value}}}`` averaged over test mixtures.
+        scores: separation: ``{method: {source: {metric: value}}}`` averaged over
+            test mixtures; classification: the classification report.
+        metrics: every final metric logged, by its MLflow name.
     """
 
     run_id: str
     experiment_id: str
     tracking_uri: str
     scores: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
 
 
 def _git_commit() -> str:
@@ -138,10 +141,39 @@ def _log_artifacts(mlflow, config, task, separator, outputs, workdir: Path) -> N
     mlflow.set_tag("fhmm_ppl.model_uri", uri)
 
 
+def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: Path) -> tuple[dict, dict]:
+    """Train, separate, score and log a separation experiment; returns (scores, flat final metrics)."""
+    from fhmm_ppl.experiment.data import fingerprint, load_task
+    from fhmm_ppl.separation import fit_separator
+
+    task = load_task(config)
+    mlflow.set_tags(_tags(fingerprint(task)))
+    on_status(f"training {len(task.train)} source models ({config.model.n_states} states each, {config.training.method})")
+    separator = fit_separator(
+        task.train, task.sample_rate, n_states=config.model.n_states, emission=config.model.emission,
+        trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
+        mask=config.inference.mask, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
+        seed=config.seed, progress=True,
+        priors={role: {"name": p.name, "params": dict(p.params)} for role, p in config.model.priors.items()},
+    )
+    for name, values in separator.training_history.items():
+        for step, value in enumerate(np.asarray(values)):
+            mlflow.log_metric(f"train.{name}.objective", float(value), step=step)
+    scores, outputs = _score_all(task, separator, config, progress)
+    flat = {}
+    for method, per_source in scores.items():
+        for name, metrics in per_source.items():
+            flat.update({f"{method}.{name}.{k}": v for k, v in metrics.items()})
+        flat.update({f"{method}.mean.{k}": float(np.mean([m[k] for m in per_source.values()])) for k in METRICS})
+    mlflow.log_metrics(flat)
+    _log_artifacts(mlflow, config, task, separator, outputs, workdir)
+    return scores, flat
+
+
 def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = None,
                    on_status: Callable[[str], None] = lambda message: None, nested: bool = False,
                    run_name: Optional[str] = None) -> RunResult:
-    """Run one separation experiment and track it in MLflow.
+    """Run one experiment (separation or classification) and track it in MLflow.
 
     Args:
         config: a validated experiment.
@@ -156,10 +188,8 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from fhmm_ppl.experiment.data import fingerprint, load_task
     from fhmm_ppl.experiment.tracking import experiment_id, tracking_uri
     from fhmm_ppl.runtime import enable_compilation_cache
-    from fhmm_ppl.separation import fit_separator
 
     progress = progress or (lambda items, description: items)
     enable_compilation_cache()
@@ -172,31 +202,18 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
         on_status(f"MLflow run {run_id} (experiment {config.tracking.experiment or config.name!r}) at {uri}")
         try:
             mlflow.log_params(config.flat())
-            task = load_task(config)
-            mlflow.set_tags(_tags(fingerprint(task)))
-            on_status(f"training {len(task.train)} source models ({config.model.n_states} states each, {config.training.method})")
-            separator = fit_separator(
-                task.train, task.sample_rate, n_states=config.model.n_states, emission=config.model.emission,
-                trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
-                mask=config.inference.mask, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
-                seed=config.seed, progress=True,
-                priors={role: {"name": p.name, "params": dict(p.params)} for role, p in config.model.priors.items()},
-            )
-            for name, values in separator.training_history.items():
-                for step, value in enumerate(np.asarray(values)):
-                    mlflow.log_metric(f"train.{name}.objective", float(value), step=step)
-            scores, outputs = _score_all(task, separator, config, progress)
-            for method, per_source in scores.items():
-                for name, metrics in per_source.items():
-                    mlflow.log_metrics({f"{method}.{name}.{k}": v for k, v in metrics.items()})
-                means = {k: float(np.mean([m[k] for m in per_source.values()])) for k in METRICS}
-                mlflow.log_metrics({f"{method}.mean.{k}": v for k, v in means.items()})
+            mlflow.set_tag("fhmm_ppl.task", config.task)
             with tempfile.TemporaryDirectory() as tmp:
-                _log_artifacts(mlflow, config, task, separator, outputs, Path(tmp))
+                if config.task == "classification":
+                    from fhmm_ppl.experiment.classify import run_classification
+
+                    scores, flat = run_classification(config, mlflow, progress, on_status, Path(tmp), _tags)
+                else:
+                    scores, flat = _separation(config, mlflow, progress, on_status, Path(tmp))
         except BaseException:
             mlflow.log_text(traceback.format_exc(), "error.txt")
             raise
-    return RunResult(run_id, exp_id, uri, scores)
+    return RunResult(run_id, exp_id, uri, scores, flat)
 
 
 @dataclass
@@ -209,18 +226,25 @@ class SweepResult:
     children: list = field(default_factory=list)
 
 
-def sweep_table(children: list) -> str:
-    """A Markdown table of every grid point's mean FHMM metrics (and NMF / IRM when present)."""
+#: Columns of the sweep table (and ``fhmm-ppl compare``) per task: (heading, MLflow metric).
+HEADLINE = {
+    "separation": [("FHMM SDRi", "fhmm.mean.sdr_improvement"), ("FHMM SDR", "fhmm.mean.sdr"),
+                   ("FHMM SI-SDR", "fhmm.mean.si_sdr"), ("NMF SDRi", "nmf.mean.sdr_improvement"),
+                   ("IRM SDRi", "irm.mean.sdr_improvement")],
+    "classification": [("accuracy", "accuracy"), ("bal. acc.", "balanced_accuracy"), ("F1 macro", "f1_macro"),
+                       ("prec. macro", "precision_macro"), ("rec. macro", "recall_macro")],
+}
+
+
+def sweep_table(children: list, task: str = "separation") -> str:
+    """A Markdown table of every grid point's headline metrics for its task."""
     keys = list(children[0][0]) if children else []
-    lines = ["| " + " | ".join(keys + ["FHMM SDR", "FHMM SDRi", "FHMM SI-SDR", "NMF SDRi", "IRM SDRi", "run"]) + " |",
-             "|" + "---|" * (len(keys) + 6)]
+    columns = HEADLINE[task]
+    lines = ["| " + " | ".join(keys + [c for c, _ in columns] + ["run"]) + " |", "|" + "---|" * (len(keys) + len(columns) + 1)]
     for overrides, result in children:
-        mean = lambda method, metric: (np.mean([m[metric] for m in result.scores[method].values()])
-                                       if method in result.scores else float("nan"))
-        cells = [str(overrides[k]) for k in keys] + [f"{mean('fhmm', 'sdr'):.2f}", f"{mean('fhmm', 'sdr_improvement'):.2f}",
-                                                      f"{mean('fhmm', 'si_sdr'):.2f}", f"{mean('nmf', 'sdr_improvement'):.2f}",
-                                                      f"{mean('irm', 'sdr_improvement'):.2f}", result.run_id[:8]]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [str(overrides[k]) for k in keys] + [f"{result.metrics.get(m, float('nan')):.3f}" if task == "classification"
+                                                      else f"{result.metrics.get(m, float('nan')):.2f}" for _, m in columns]
+        lines.append("| " + " | ".join(cells + [result.run_id[:8]]) + " |")
     return "\n".join(lines)
 
 
@@ -241,6 +265,7 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
     with mlflow.start_run(experiment_id=exp_id, run_name=config.tracking.run_name or f"{config.name} sweep") as parent:
         on_status(f"sweep over {len(variants)} variants: parent run {parent.info.run_id}")
         mlflow.set_tag("fhmm_ppl.sweep", "parent")
+        mlflow.set_tag("fhmm_ppl.task", config.task)
         mlflow.log_params({f"sweep.{k}": json.dumps(v) for k, v in config.sweep.items()})
         result = SweepResult(parent.info.run_id, exp_id, uri)
         try:
@@ -249,10 +274,12 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
                 on_status(f"[{index + 1}/{len(variants)}] {name}")
                 result.children.append((overrides, run_experiment(child, progress=progress, on_status=on_status,
                                                                   nested=True, run_name=name)))
-            table = sweep_table(result.children)
+            table = sweep_table(result.children, config.task)
             mlflow.log_text(table, "sweep.md")
-            best = max(np.mean([m["sdr_improvement"] for m in r.scores["fhmm"].values()]) for _, r in result.children)
-            mlflow.log_metric("best.fhmm.mean.sdr_improvement", float(best))
+            key = HEADLINE[config.task][0][1]
+            best_overrides, best = max(result.children, key=lambda child: child[1].metrics.get(key, -np.inf))
+            mlflow.log_metric(f"best.{key}", float(best.metrics.get(key, np.nan)))
+            mlflow.set_tag("fhmm_ppl.best", ", ".join(f"{k}={v}" for k, v in best_overrides.items()))
         except BaseException:
             mlflow.log_text(traceback.format_exc(), "error.txt")
             raise

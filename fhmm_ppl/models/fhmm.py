@@ -86,6 +86,24 @@ class FHMMSpec:
         return len(self.n_states)
 
 
+def make_spec(n_states: tuple[int, ...], family: Any, priors: Optional[Mapping[str, Any]] = None) -> FHMMSpec:
+    """A spec from priors given by role as ``{"name": registered prior, "params": {...}}``.
+
+    Roles ``initial`` and ``transition`` set the Markov priors; the others are
+    the family's emission roles (``psd``; ``means``, ``covars``).
+    """
+    from fhmm_ppl.models.priors import make_prior
+
+    built = {}
+    for role, entry in (priors or {}).items():
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            raise ValueError(f"prior for {role!r} must be a mapping with a 'name' (and optional 'params')")
+        built[role] = make_prior(entry["name"], **dict(entry.get("params") or {}))
+    markov = {k: built.pop(k) for k in ("initial", "transition") if k in built}
+    return FHMMSpec(tuple(n_states), family, initial_prior=markov.get("initial", DirichletPrior()),
+                    transition_prior=markov.get("transition", DirichletPrior()), emission_priors=built)
+
+
 def sample_params(spec: FHMMSpec, dim: int) -> FHMMParams:
     """NumPyro sample sites for every parameter (call inside a model)."""
     init, trans = [], []

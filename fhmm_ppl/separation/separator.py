@@ -260,17 +260,10 @@ def load(folder: Union[str, Path]) -> Separator:
 
 def _spec(opts: SeparatorOptions):
     """The one-chain model spec each source HMM is trained with."""
-    from fhmm_ppl.models import FHMMSpec, make_family, make_prior
-    from fhmm_ppl.models.priors import DirichletPrior
+    from fhmm_ppl.models import make_family
+    from fhmm_ppl.models.fhmm import make_spec
 
-    built = {}
-    for role, entry in opts.priors.items():
-        if not isinstance(entry, Mapping) or "name" not in entry:
-            raise ValueError(f"prior for {role!r} must be a mapping with a 'name' (and optional 'params')")
-        built[role] = make_prior(entry["name"], **dict(entry.get("params") or {}))
-    markov = {k: built.pop(k) for k in ("initial", "transition") if k in built}
-    return FHMMSpec((opts.n_states,), make_family(opts.emission), initial_prior=markov.get("initial", DirichletPrior()),
-                    transition_prior=markov.get("transition", DirichletPrior()), emission_priors=built)
+    return make_spec((opts.n_states,), make_family(opts.emission), opts.priors)
 
 
 def fit_separator(
