@@ -136,3 +136,11 @@ def test_dataset_recordings_are_labelled_from_their_file_names(mma_tree):
     assert len(set(data.groups)) == 17 and all(s.shape == (800,) for s in data.signals)
     with pytest.raises(ValueError, match="no such folder; download"):
         mma_recordings(str(mma_tree / "absent"))
+
+
+def test_svi_trained_class_models_separate_plain_classes():
+    rng = np.random.default_rng(6)
+    seqs, labels = _sequences(rng, {"low": 0.0, "high": 6.0}, per_class=3)
+    model = fit_classifier(seqs, labels, ClassifierOptions(n_states=2, trainer="svi", max_iter=60, scaler="standard"))
+    assert model.predict(seqs).tolist() == labels
+    assert all(h[-1] > h[0] for h in model.history.values())  # minus the loss rose: the log posterior improved
