@@ -90,6 +90,24 @@ def test_impossible_data_give_minus_infinity_not_nan(rng):
     assert float(hmm.log_marginal(log_init, log_trans, log_lik)) == -np.inf
 
 
+def test_unlikely_jumps_stay_finite_where_float32_products_underflow():
+    # Sticky chains (switching probability 1e-12, the training floor) and data that jump twice to
+    # states the prediction gives ~1e-24: deferring normalisation by one frame multiplied two such
+    # factors (1e-48, below float32's range) and returned -inf for data with a finite likelihood.
+    n = 3
+    trans = np.full((n, n), 1e-12) + np.eye(n) * (1 - (n - 1) * 1e-12)
+    init = np.array([1 - 2e-12, 1e-12, 1e-12])
+    log_init, log_trans = [jnp.log(jnp.asarray(init, jnp.float32))] * 2, [jnp.log(jnp.asarray(trans, jnp.float32))] * 2
+    log_lik = np.full((4, n, n), -1e4, np.float32)
+    for t, state in enumerate([0, 2, 1, 1]):
+        log_lik[t, state, state] = 0.0
+    expected = brute_force(log_init, log_trans, log_lik)[0]
+    got = float(hmm.log_marginal(log_init, log_trans, jnp.asarray(log_lik)))
+    assert np.isfinite(expected) and got == pytest.approx(expected, rel=1e-5)
+    post = hmm.posteriors(log_init, log_trans, jnp.asarray(log_lik))
+    assert float(post.log_marginal) == pytest.approx(expected, rel=1e-5)
+
+
 def test_bad_shapes_are_rejected_with_clear_messages(rng):
     log_init, log_trans, log_lik = random_problem(rng, (2, 3), 4)
     with pytest.raises(ValueError, match=r"log_lik must have shape \(T, 2, 3\)"):

@@ -106,6 +106,27 @@ def test_logmax_separator_separates_disjoint_spectra(tmp_path):
     np.testing.assert_allclose(loaded.separate(refs.sum(0))["tones"], est["tones"], atol=1e-5)
 
 
+def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(tmp_path):
+    from fhmm_ppl.audio.features import stft
+    from fhmm_ppl.separation.separator import mel_to_bins
+
+    rng = np.random.default_rng(1)
+    sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=6,
+                        emission="log_mel", n_mels=32, max_iter=15)
+    assert sep.models["tones"].emission["means"].shape == (6, 32)  # states model mel bands, not STFT bins
+    refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
+    est, gains = sep.separate(refs.sum(0), return_gains=True)
+    assert gains.shape == (2,) + stft(refs[0], sep.options.stft).shape
+    np.testing.assert_allclose(gains.sum(0), 1.0, atol=1e-5)
+    assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 12)
+    loaded = load(sep.save(tmp_path / "mel"))
+    np.testing.assert_allclose(loaded.separate(refs.sum(0))["noise"], est["noise"], atol=1e-5)
+    one_band = np.zeros((1, 1, 32), np.float32)
+    one_band[..., 5] = 1.0
+    spread = mel_to_bins(one_band, RATE, sep.options.n_fft)[0, 0]
+    assert spread.max() <= 1.0 and spread.min() >= 0.0 and 0 < np.count_nonzero(spread > 1e-3) < spread.size // 4
+
+
 def mid_noise(rng, seconds):
     """Noise band-limited to 1.2-2 kHz."""
     n = int(seconds * RATE)

@@ -90,8 +90,11 @@ class DataConfig(_Strict):
 
 
 class FeatureConfig(_Strict):
+    """STFT frames (and mel bands for the ``log_mel`` separator)."""
+
     n_fft: int = Field(512, ge=64, le=8192)
     hop_length: int = Field(128, ge=16, le=4096)
+    n_mels: int = Field(64, ge=8, le=256)
 
 
 class PriorConfig(_Strict):
@@ -104,13 +107,13 @@ class PriorConfig(_Strict):
 class ModelConfig(_Strict):
     """The source (or class) models.
 
-    ``emission``: ``complex_gaussian`` or ``logmax`` for separation, ``gaussian``
+    ``emission``: ``complex_gaussian``, ``logmax`` or ``log_mel`` for separation, ``gaussian``
     (with ``covariance_type``) for classification. ``priors`` maps a role (``initial``, ``transition``, ``psd``; ``means`` and
     ``covars`` for log-max) to a registered prior; ``plugins`` are Python files
     imported first, so the priors they register can be named here.
     """
 
-    emission: Literal["complex_gaussian", "logmax", "gaussian"] = "complex_gaussian"
+    emission: Literal["complex_gaussian", "logmax", "log_mel", "gaussian"] = "complex_gaussian"
     n_states: int = Field(32, ge=1, le=256)
     covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
     priors: dict[str, PriorConfig] = Field(default_factory=dict)

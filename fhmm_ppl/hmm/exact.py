@@ -159,20 +159,22 @@ def _log_marginal(log_init, log_trans, log_lik, length, unroll):
     lik, shift = _scaled_likelihoods(log_lik)
     first_trans_t = trans[0].T
 
-    # The carry is the *unnormalised* filtered message and the reciprocal of
-    # its total: dividing is folded into the next frame's likelihood product,
-    # which saves one pass over the message per frame.
-    def step(carry, lik_t):
-        unnorm, inv_total = carry
-        unnorm = propagate_forward(unnorm, trans, first_trans_t=first_trans_t) * (lik_t * inv_total)
+    # The carry is the filtered message, normalised every frame *before* it is
+    # propagated: propagating an unnormalised message whose total is tiny lets
+    # products of small transition probabilities underflow to zero in float32
+    # (deferring the division to the next frame turned likely data into -inf).
+    # A plain division (no guard in the loop) is the fastest; a zero total means
+    # impossible data, and the NaNs it leaves behind are mapped to -inf below.
+    def step(alpha, lik_t):
+        unnorm = propagate_forward(alpha, trans, first_trans_t=first_trans_t) * lik_t
         total = unnorm.sum()
-        return (unnorm, jnp.where(total > 0, 1.0 / total, 0.0)), total
+        return unnorm / total, total
 
     first = prior * lik[0]
     first_total = first.sum()
-    carry = (first, jnp.where(first_total > 0, 1.0 / first_total, 0.0))
-    _, totals = lax.scan(step, carry, lik[1:], unroll=unroll)
-    return jnp.log(first_total) + jnp.log(totals).sum() + shift.sum()
+    _, totals = lax.scan(step, first / first_total, lik[1:], unroll=unroll)
+    impossible = (first_total <= 0) | jnp.any(totals <= 0)
+    return jnp.where(impossible, -jnp.inf, jnp.log(first_total) + jnp.log(totals).sum() + shift.sum())
 
 
 def log_marginal(

@@ -25,7 +25,9 @@ import numpy as np
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 
 MASKS = ("wiener", "binary")
-EMISSIONS = ("complex_gaussian", "logmax")
+EMISSIONS = ("complex_gaussian", "logmax", "log_mel")
+#: Emissions whose source models are Gaussian states combined by the log-max rule.
+LOGMAX_EMISSIONS = ("logmax", "log_mel")
 FORMAT_VERSION = 2
 #: Added to magnitudes before the log for the log-max model (silence stays finite).
 LOG_FLOOR = 1e-5
@@ -37,13 +39,15 @@ class SeparatorOptions:
 
     Attributes:
         n_states: states per source HMM.
-        emission: ``"complex_gaussian"`` (Itakura-Saito, Wiener gains) or ``"logmax"``
-            (MIXMAX on log-magnitudes, dominance masks).
+        emission: ``"complex_gaussian"`` (Itakura-Saito, Wiener gains), ``"logmax"``
+            (Gaussian states on log-magnitude spectra combined by the MIXMAX rule,
+            dominance masks) or ``"log_mel"`` (the same on log-mel magnitudes: fewer
+            dimensions; band masks spread back to STFT bins through the mel filters).
         trainer: ``"em"`` or ``"svi"``.
         max_iter: EM iterations (SVI steps are ``10 * max_iter``).
         inference: ``"auto"``, ``"exact"`` or ``"mean_field"``.
         mask: ``"wiener"`` (soft) or ``"binary"``.
-        n_fft, hop_length: STFT settings.
+        n_fft, hop_length: STFT settings; n_mels: mel bands for ``log_mel``.
         seed: seeds the k-means initialisation.
         priors: role -> ``{"name": registered prior, "params": {...}}``; roles are
             ``initial``, ``transition`` and the emission's parameters (``psd``;
@@ -58,6 +62,7 @@ class SeparatorOptions:
     mask: str = "wiener"
     n_fft: int = 512
     hop_length: int = 128
+    n_mels: int = 64
     seed: int = 0
     priors: dict = field(default_factory=dict)
 
@@ -76,6 +81,40 @@ class SeparatorOptions:
     @property
     def stft(self) -> STFTConfig:
         return STFTConfig(self.n_fft, self.hop_length)
+
+    @property
+    def family(self) -> str:
+        """The emission family the source HMMs are trained with."""
+        return "logmax" if self.emission in LOGMAX_EMISSIONS else self.emission
+
+
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Mel filterbank ``(n_mels, F)`` (librosa, Slaney-normalised triangles)."""
+    import librosa
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+
+
+def model_frames(mixture_stft: np.ndarray, opts: SeparatorOptions, sample_rate: int) -> np.ndarray:
+    """What the source HMMs model, from an STFT ``(T, F)``: power ``(T, F)`` for the complex
+    Gaussian, log-magnitude ``(T, F)`` for log-max, log mel magnitude ``(T, n_mels)`` for log-mel."""
+    magnitude = np.abs(mixture_stft)
+    if opts.emission == "complex_gaussian":
+        return (magnitude**2).astype(np.float32)
+    if opts.emission == "logmax":
+        return np.log(magnitude + LOG_FLOOR).astype(np.float32)
+    mel_power = (magnitude**2) @ mel_filters(sample_rate, opts.n_fft, opts.n_mels).T
+    return (0.5 * np.log(mel_power + LOG_FLOOR**2)).astype(np.float32)
+
+
+def mel_to_bins(band_masks: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
+    """Spread band masks ``(K, T, n_mels)`` to STFT bins ``(K, T, F)``: each bin takes the
+    filter-weighted average of the bands covering it (a convex combination, so masks that
+    sum to one over sources still do)."""
+    filters = mel_filters(sample_rate, n_fft, band_masks.shape[-1]).astype(np.float64)
+    filters = filters + 1e-12  # bins no filter covers (DC) average all bands instead of dividing by zero
+    weights = filters / filters.sum(axis=0, keepdims=True)  # (n_mels, F), columns sum to one
+    return (band_masks @ weights).astype(np.float32)
 
 
 @dataclass
@@ -117,15 +156,17 @@ class Separator:
         log_trans = tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in self.models.values())
         n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
         n_frames = mixture_stft.shape[0]
-        if self.options.emission == "logmax":
+        frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
+        if self.options.emission in LOGMAX_EMISSIONS:
             from fhmm_ppl.separation.logmax import logmax_masks
 
             means = tuple(jnp.asarray(m.emission["means"], jnp.float32) for m in self.models.values())
             variances = tuple(jnp.asarray(m.emission["variances"], jnp.float32) for m in self.models.values())
-            log_mag = jnp.asarray(np.log(np.abs(mixture_stft) + LOG_FLOOR), jnp.float32)
-            gains = np.asarray(logmax_masks(log_init, log_trans, means, variances, log_mag))
+            gains = np.asarray(logmax_masks(log_init, log_trans, means, variances, frames))
+            if self.options.emission == "log_mel":
+                gains = mel_to_bins(gains, self.sample_rate, self.options.n_fft)
         else:
-            power = jnp.asarray(np.abs(mixture_stft) ** 2, jnp.float32)
+            power = frames
             psd = tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in self.models.values())
             plan = hmm.plan_inference(n_states, n_frames, method=self.options.inference)
             gains = np.asarray(_wiener_gains(log_init, log_trans, psd, power, plan.method == "exact"))
@@ -144,13 +185,12 @@ class Separator:
         models = list(self.models.values())
         log_init = [jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models]
         log_trans = [jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models]
-        if self.options.emission == "logmax":
-            log_mag = jnp.asarray(np.log(np.abs(mixture_stft) + LOG_FLOOR), jnp.float32)
-            log_lik = logmax_log_lik(log_mag, [jnp.asarray(m.emission["means"]) for m in models],
+        frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
+        if self.options.emission in LOGMAX_EMISSIONS:
+            log_lik = logmax_log_lik(frames, [jnp.asarray(m.emission["means"]) for m in models],
                                      [jnp.asarray(m.emission["variances"]) for m in models])
         else:
-            power = jnp.asarray(np.abs(mixture_stft) ** 2, jnp.float32)
-            log_lik = complex_gaussian_log_lik(power, [jnp.asarray(m.emission["psd"]) for m in models])
+            log_lik = complex_gaussian_log_lik(frames, [jnp.asarray(m.emission["psd"]) for m in models])
         plan = hmm.plan_inference(log_lik.shape[1:], log_lik.shape[0], method=self.options.inference)
         if plan.method == "exact":
             marginals = hmm.posteriors(log_init, log_trans, log_lik).marginals
@@ -263,13 +303,13 @@ def _spec(opts: SeparatorOptions):
     from fhmm_ppl.models import make_family
     from fhmm_ppl.models.fhmm import make_spec
 
-    return make_spec((opts.n_states,), make_family(opts.emission), opts.priors)
+    return make_spec((opts.n_states,), make_family(opts.family), opts.priors)
 
 
 def fit_separator(
     sources: Mapping[str, np.ndarray], sample_rate: int, *, progress: bool = False, **options
 ) -> Separator:
-    """Train one HMM per named source on its solo audio (complex-Gaussian or log-max emissions).
+    """Train one HMM per named source on its solo audio (complex-Gaussian, log-max or log-mel emissions).
 
     Args:
         sources: ``{name: (n_samples,)}`` training audio per source (mono, ``sample_rate``).
@@ -293,11 +333,7 @@ def fit_separator(
             raise ValueError(f"source {name!r}: need mono audio of at least {opts.n_fft} samples, got shape {audio.shape}")
         if not np.any(audio):
             raise ValueError(f"source {name!r}: training audio is silent")
-        magnitude = np.abs(stft(audio, opts.stft))
-        if opts.emission == "logmax":
-            frames = np.log(magnitude + LOG_FLOOR).astype(np.float32)
-        else:
-            frames = (magnitude**2).astype(np.float32)
+        frames = model_frames(stft(audio, opts.stft), opts, sample_rate)
         init = initial_params(spec, [frames], seed=opts.seed)
         if opts.trainer == "em":
             result = fit_em([frames], spec, init=init, max_iter=opts.max_iter, progress=progress)
@@ -306,7 +342,7 @@ def fit_separator(
             result = fit_svi([frames], spec, init=init, n_steps=10 * opts.max_iter, progress=progress)
             history[name] = -result.losses
         params = result.params
-        if opts.emission == "logmax":
+        if opts.emission in LOGMAX_EMISSIONS:
             emission = {"means": np.asarray(params.emission.means[0]), "variances": np.asarray(params.emission.covars[0])}
         else:
             emission = {"psd": np.asarray(params.emission.psd[0])}
