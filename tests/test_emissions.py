@@ -85,3 +85,25 @@ def test_logmax_dominance_is_a_distribution(rng):
     dom = emissions.logmax_dominance(log_pdf, log_cdf)
     assert dom.shape == (2, 4, 2, 3, 3)
     np.testing.assert_allclose(dom.sum(0), 1.0, atol=1e-6)
+
+
+def test_complex_gaussian_mean_field_bound_is_below_the_exact_expectation_and_tight_at_point_masses(rng):
+    import jax
+
+    from fhmm_ppl.hmm.variational import dense_expected_log_lik
+
+    n_states, n_frames, n_bins = (3, 4, 2), 20, 6
+    psd = tuple(jnp.asarray(rng.gamma(1.0, 1.0, size=(n, n_bins)) + 0.05, jnp.float32) for n in n_states)
+    power = jnp.asarray(rng.gamma(1.0, 2.0, size=(n_frames, n_bins)), jnp.float32)
+    dense = emissions.complex_gaussian_log_lik(power, psd)
+    spread = tuple(jnp.asarray(rng.dirichlet(np.ones(n), size=n_frames), jnp.float32) for n in n_states)
+    points = tuple(jax.nn.one_hot(rng.integers(0, n, size=n_frames), n) for n in n_states)
+    for k in range(3):
+        bound = emissions.complex_gaussian_expected_log_lik((power, psd), spread, k)
+        exact = dense_expected_log_lik(dense, spread, k)
+        assert bound.shape == (n_frames, n_states[k])
+        assert np.all(np.asarray(bound) <= np.asarray(exact) + 1e-3)
+        assert float(jnp.mean(exact - bound)) > 0.1  # a real bound, not the exact value by accident
+        at = np.asarray(points[k]) > 0.5
+        tight = emissions.complex_gaussian_expected_log_lik((power, psd), points, k)
+        np.testing.assert_allclose(np.asarray(tight)[at], np.asarray(dense_expected_log_lik(dense, points, k))[at], rtol=1e-5)

@@ -147,6 +147,32 @@ def test_three_sources_with_exact_and_mean_field_inference():
         assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 15), inference
 
 
+def band_noise(rng, seconds, low, high):
+    """Noise band-limited to ``low``-``high`` Hz."""
+    n = int(seconds * RATE)
+    spec = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / RATE)
+    spec[(freqs < low) | (freqs > high)] = 0
+    sig = np.fft.irfft(spec, n) * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * np.arange(n) / RATE))
+    return (0.3 * sig / sig.std()).astype(np.float32)
+
+
+def test_five_sources_by_mean_field_linear_in_the_number_of_sources():
+    rng = np.random.default_rng(3)
+    bands = {"b1": (100, 500), "b2": (900, 1300), "b3": (1700, 2100), "b4": (2500, 2900), "b5": (3300, 3700)}
+    train = {name: band_noise(rng, 3, *band) for name, band in bands.items()}
+    refs = np.stack([band_noise(rng, 2, *band) for band in bands.values()])
+    sep = fit_separator(train, RATE, n_states=3, max_iter=5, inference="mean_field")
+    est = sep.separate(refs.sum(0))
+    assert np.all(bss_eval(refs, np.stack([est[n] for n in bands])).sdr > 10)
+    states = sep.state_posteriors(np.fft.rfft(np.zeros((4, 512)), axis=1))
+    assert set(states) == set(bands) and all(np.allclose(m.sum(1), 1, atol=1e-4) for m in states.values())
+    logmax = fit_separator(dict(list(train.items())[:2]), RATE, n_states=2, max_iter=2, emission="logmax",
+                           inference="mean_field")
+    with pytest.raises(ValueError, match="needs exact inference"):
+        logmax.separate(refs[:2].sum(0))
+
+
 def test_separate_in_a_fresh_process(trained, tmp_path):
     # Regression: a fresh interpreter imports the inference modules lazily; none may be first imported
     # inside a jitted function (module-level code would then run under the tracer).

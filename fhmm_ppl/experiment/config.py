@@ -39,6 +39,9 @@ class DataConfig(_Strict):
     files per source at ``snr_db``; for classification, files per class
     (``classes``). ``mma``: the microphone-array dataset under ``root``.
     ``max_seconds`` reads at most that much of each classification recording.
+    ``mma_task``: ``two_talkers`` sums the solo recordings of ``talkers``;
+    ``real_mix`` separates the recorded ten-talker mix (references: the ten
+    solo recordings at the same array).
     """
 
     source: Literal["demo", "files", "mma"] = "demo"
@@ -57,6 +60,7 @@ class DataConfig(_Strict):
     array: Literal["wearable", "tabletop"] = "wearable"
     array_number: int = Field(1, ge=1, le=12)
     talkers: list[int] = Field(default_factory=lambda: [1, 2])
+    mma_task: Literal["two_talkers", "real_mix"] = "two_talkers"
     train_fraction: float = Field(0.7, gt=0.1, lt=0.95)
 
     @model_validator(mode="after")

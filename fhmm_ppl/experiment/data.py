@@ -48,20 +48,25 @@ def load_task(config: ExperimentConfig) -> SeparationTask:
 
 
 def _mma_task(config: ExperimentConfig) -> SeparationTask:
-    """Talkers' solo recordings at one array: the first part trains, the rest is mixed and scored."""
+    """Talkers' solo recordings at one array: the first part of each trains its HMM, the rest is
+    scored: summed (``two_talkers``), or the same stretch of the recorded ten-talker mix (``real_mix``)."""
     from fhmm_ppl.audio import mma
 
     data = config.data
     recordings = mma.list_recordings(data.root)
     channel = data.channel if isinstance(data.channel, int) else 0
+    talkers = range(1, mma.N_TALKERS + 1) if data.mma_task == "real_mix" else data.talkers
     solo = {f"talker{t:02d}": mma.load_channel(mma.find(recordings, data.array, data.array_number, "speech", t),
-                                               channel, data.sample_rate) for t in data.talkers}
-    n = min(len(v) for v in solo.values())
+                                               channel, data.sample_rate) for t in talkers}
+    mix = None
+    if data.mma_task == "real_mix":
+        mix = mma.load_channel(mma.find(recordings, data.array, data.array_number, "mix"), channel, data.sample_rate)
+    n = min([len(v) for v in solo.values()] + ([len(mix)] if mix is not None else []))
     split = int(n * data.train_fraction)
-    task = SeparationTask(f"mma_{data.array}{data.array_number:02d}", data.sample_rate,
+    task = SeparationTask(f"mma_{data.array}{data.array_number:02d}_{data.mma_task}", data.sample_rate,
                           {name: v[:split] for name, v in solo.items()})
     refs = {name: v[split:n] for name, v in solo.items()}
-    task.mixtures.append(np.sum(list(refs.values()), axis=0).astype(np.float32))
+    task.mixtures.append(mix[split:n] if mix is not None else np.sum(list(refs.values()), axis=0).astype(np.float32))
     task.references.append(refs)
     return task
 

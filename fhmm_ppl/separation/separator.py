@@ -26,6 +26,8 @@ from fhmm_ppl.audio.features import STFTConfig, istft, stft
 
 MASKS = ("wiener", "binary")
 EMISSIONS = ("complex_gaussian", "logmax", "log_mel")
+#: Coordinate-ascent sweeps of structured mean field (complex-Gaussian separator, many sources).
+MEAN_FIELD_SWEEPS = 20
 #: Emissions whose source models are Gaussian states combined by the log-max rule.
 LOGMAX_EMISSIONS = ("logmax", "log_mel")
 FORMAT_VERSION = 2
@@ -157,6 +159,7 @@ class Separator:
         n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
         n_frames = mixture_stft.shape[0]
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
+        plan = self._plan(n_states, n_frames)
         if self.options.emission in LOGMAX_EMISSIONS:
             from fhmm_ppl.separation.logmax import logmax_masks
 
@@ -168,34 +171,49 @@ class Separator:
         else:
             power = frames
             psd = tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in self.models.values())
-            plan = hmm.plan_inference(n_states, n_frames, method=self.options.inference)
-            gains = np.asarray(_wiener_gains(log_init, log_trans, psd, power, plan.method == "exact"))
+            if plan.method == "exact":
+                gains = np.asarray(_wiener_gains(log_init, log_trans, psd, power))
+            else:
+                gains = np.asarray(_jitted("mean_field")(log_init, log_trans, psd, power))
         if self.options.mask == "binary":
             winner = np.argmax(gains, axis=0)
             gains = (np.arange(gains.shape[0])[:, None, None] == winner[None]).astype(np.float32)
         return gains
+
+    def _plan(self, n_states: tuple, n_frames: int):
+        """Exact or mean-field inference for this mixture (log-max masks need exact inference)."""
+        from fhmm_ppl import hmm
+
+        plan = hmm.plan_inference(n_states, n_frames, method=self.options.inference)
+        if plan.method != "exact" and self.options.emission in LOGMAX_EMISSIONS:
+            raise ValueError(f"the {self.options.emission} separator needs exact inference, which is too large here "
+                             f"({plan.reason}); use emission='complex_gaussian', whose mean field is linear in the "
+                             "number of sources")
+        return plan
 
     def state_posteriors(self, mixture_stft: np.ndarray) -> dict[str, np.ndarray]:
         """Each source's posterior state marginals ``{name: (T, N_k)}`` on a mixture STFT ``(T, F)``."""
         import jax.numpy as jnp
 
         from fhmm_ppl import hmm
-        from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik, logmax_log_lik
+        from fhmm_ppl.hmm.emissions import complex_gaussian_expected_log_lik, complex_gaussian_log_lik, logmax_log_lik
 
         models = list(self.models.values())
         log_init = [jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models]
         log_trans = [jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models]
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
-        if self.options.emission in LOGMAX_EMISSIONS:
+        plan = self._plan(tuple(int(m.init.shape[0]) for m in models), frames.shape[0])
+        if plan.method != "exact":
+            psd = tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in models)
+            marginals = hmm.structured_mean_field(log_init, log_trans, expected_log_lik=complex_gaussian_expected_log_lik,
+                                                  data=(frames, psd), n_iter=MEAN_FIELD_SWEEPS).marginals
+        elif self.options.emission in LOGMAX_EMISSIONS:
             log_lik = logmax_log_lik(frames, [jnp.asarray(m.emission["means"]) for m in models],
                                      [jnp.asarray(m.emission["variances"]) for m in models])
-        else:
-            log_lik = complex_gaussian_log_lik(frames, [jnp.asarray(m.emission["psd"]) for m in models])
-        plan = hmm.plan_inference(log_lik.shape[1:], log_lik.shape[0], method=self.options.inference)
-        if plan.method == "exact":
             marginals = hmm.posteriors(log_init, log_trans, log_lik).marginals
         else:
-            marginals = hmm.structured_mean_field(log_init, log_trans, log_lik).marginals
+            log_lik = complex_gaussian_log_lik(frames, [jnp.asarray(m.emission["psd"]) for m in models])
+            marginals = hmm.posteriors(log_init, log_trans, log_lik).marginals
         return {name: np.asarray(m) for name, m in zip(self.names, marginals)}
 
     def separate(self, mixture: np.ndarray, *, return_gains: bool = False):
@@ -238,20 +256,27 @@ class Separator:
         return folder
 
 
-def _joint_posterior_impl(log_init, log_trans, psd, power, exact):
-    """Posterior over joint states ``(T, prod N)`` (exact, or the product of mean-field marginals)."""
+def _joint_posterior_impl(log_init, log_trans, psd, power):
+    """Exact posterior over joint states ``(T, prod N)``."""
     from fhmm_ppl import hmm
     from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik
 
-    n_frames = power.shape[0]
     log_lik = complex_gaussian_log_lik(power, psd)
-    if exact:
-        return hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(n_frames, -1)
-    result = hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=20)
-    joint = result.marginals[0]
-    for marg in result.marginals[1:]:
-        joint = (joint[..., None] * marg[:, None, :]).reshape(n_frames, -1)
-    return joint
+    return hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(power.shape[0], -1)
+
+
+def _mean_field_gains_impl(log_init, log_trans, psd, power):
+    """Gains ``(K, T, F)`` from structured mean field, linear in the number of sources K:
+    ``E_q[V_k] / sum_j E_q[V_j]`` under the per-chain marginals."""
+    import jax.numpy as jnp
+
+    from fhmm_ppl import hmm
+    from fhmm_ppl.hmm.emissions import complex_gaussian_expected_log_lik
+
+    result = hmm.structured_mean_field(log_init, log_trans, expected_log_lik=complex_gaussian_expected_log_lik,
+                                       data=(power, psd), n_iter=MEAN_FIELD_SWEEPS)
+    expected = jnp.stack([m @ v for m, v in zip(result.marginals, psd)])  # (K, T, F)
+    return expected / jnp.sum(expected, axis=0, keepdims=True)
 
 
 def _gains_from_joint_impl(joint, psd):
@@ -287,17 +312,15 @@ def _jitted(name: str):
         import fhmm_ppl.hmm  # noqa: F401
         import fhmm_ppl.hmm.emissions  # noqa: F401
 
-        if name == "joint":
-            _JITTED[name] = jax.jit(_joint_posterior_impl, static_argnames=("exact",))
-        else:
-            _JITTED[name] = jax.jit(_gains_from_joint_impl)
+        impl = {"joint": _joint_posterior_impl, "gains": _gains_from_joint_impl, "mean_field": _mean_field_gains_impl}
+        _JITTED[name] = jax.jit(impl[name])
     return _JITTED[name]
 
 
-def _wiener_gains(log_init, log_trans, psd, power, exact):
-    """Wiener gains ``(K, T, F)``: two compiled steps, as XLA-CPU runs the final product about
-    twice as fast when it is not fused into the same program as the smoother."""
-    joint = _jitted("joint")(log_init, log_trans, psd, power, exact=exact)
+def _wiener_gains(log_init, log_trans, psd, power):
+    """Exact posterior-weighted Wiener gains ``(K, T, F)``: two compiled steps, as XLA-CPU runs the
+    final product about twice as fast when it is not fused into the same program as the smoother."""
+    joint = _jitted("joint")(log_init, log_trans, psd, power)
     return _jitted("gains")(joint, psd)
 
 
