@@ -85,6 +85,15 @@ def test_logmax_dominance_is_a_distribution(rng):
     dom = emissions.logmax_dominance(log_pdf, log_cdf)
     assert dom.shape == (2, 4, 2, 3, 3)
     np.testing.assert_allclose(dom.sum(0), 1.0, atol=1e-6)
+    y = np.asarray(rng.normal(size=(4, 3)))
+    log_pdf, log_cdf = emissions.logmax_terms(jnp.asarray(y), means, variances)
+    dom = np.asarray(emissions.logmax_dominance(log_pdf, log_cdf))
+    m0, m1 = np.asarray(means[0]), np.asarray(means[1])
+    for i in range(2):
+        for j in range(3):  # P(source 1 is the max | y) = p_1 Phi_2 / (p_1 Phi_2 + p_2 Phi_1)
+            one = norm.pdf(y, m0[i]) * norm.cdf(y, m1[j])
+            two = norm.pdf(y, m1[j]) * norm.cdf(y, m0[i])
+            np.testing.assert_allclose(dom[0, :, i, j], one / (one + two), rtol=1e-4, atol=1e-6)
 
 
 def test_complex_gaussian_mean_field_bound_is_below_the_exact_expectation_and_tight_at_point_masses(rng):

@@ -189,6 +189,12 @@ def logmax_log_lik(log_spec: Array, means: Sequence[Array], variances: Sequence[
         frames (``hmm.posteriors_chunked``) for large problems.
     """
     log_pdf, log_cdf = logmax_terms(log_spec, means, variances)
+    if len(means) == 2:
+        # sum_f [log Phi_1 + log p_2 + softplus(a_1 - a_2)], a_k = log p_k - log Phi_k: the per-chain sums
+        # are taken once per chain; only the softplus needs every joint state, in one fused reduction.
+        a1, a2 = log_pdf[0] - log_cdf[0], log_pdf[1] - log_cdf[1]
+        joint = jnp.sum(jax.nn.softplus(a1[:, :, None, :] - a2[:, None, :, :]), axis=-1)
+        return log_cdf[0].sum(-1)[:, :, None] + log_pdf[1].sum(-1)[:, None, :] + joint
     return logmax_combine(log_pdf, log_cdf).sum(axis=-1)
 
 
@@ -219,6 +225,8 @@ def logmax_combine(log_pdf: Sequence[Array], log_cdf: Sequence[Array]) -> Array:
     dominance = [moved(p - c, k) for k, (p, c) in enumerate(zip(log_pdf, log_cdf))]
     if n_chains == 1:
         return log_pdf[0]
+    if n_chains == 2:  # log(e^a + e^b) = b + softplus(a - b): one fused elementwise pass, nothing stacked
+        return all_cdf + dominance[1] + jax.nn.softplus(dominance[0] - dominance[1])
     stacked = jnp.stack(jnp.broadcast_arrays(*dominance), axis=0)
     return all_cdf + jax.scipy.special.logsumexp(stacked, axis=0)
 
@@ -231,6 +239,9 @@ def logmax_dominance(log_pdf: Sequence[Array], log_cdf: Sequence[Array]) -> Arra
     """
     n_chains = len(log_pdf)
     dominance = [_place_chain(p - c, k, n_chains) for k, (p, c) in enumerate(zip(log_pdf, log_cdf))]
+    if n_chains == 2:  # a two-way softmax is a sigmoid
+        first = jax.nn.sigmoid(dominance[0] - dominance[1])
+        return jnp.stack([first, 1.0 - first])
     stacked = jnp.stack(jnp.broadcast_arrays(*dominance), axis=0)
     return jax.nn.softmax(stacked, axis=0)
 

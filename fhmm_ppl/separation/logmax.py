@@ -8,6 +8,8 @@ tensors, so everything is computed in chunks of frames.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -16,11 +18,8 @@ from fhmm_ppl.hmm.emissions import logmax_dominance, logmax_log_lik, logmax_term
 
 #: Frames per chunk for the (T, prod(N), F) dominance tensors.
 MASK_CHUNK = 16
-
-
-def _chunk_log_lik(frames, params):
-    means, variances = params
-    return logmax_log_lik(frames, means, variances)
+#: Memory budget of one chunk of per-bin log-max terms when making log-likelihoods.
+LOG_LIK_BYTES = 512 * 2**20
 
 
 @jax.jit
@@ -33,6 +32,12 @@ def _masks(joint, log_mag, means, variances):
     def one(args):
         post, chunk = args
         log_pdf, log_cdf = logmax_terms(chunk, means, variances)
+        if len(means) == 2:  # source 1 dominates with probability sigmoid(a_1 - a_2); source 2 takes the rest
+            a = [p - c for p, c in zip(log_pdf, log_cdf)]
+            first = jax.nn.sigmoid(a[0][:, :, None, :] - a[1][:, None, :, :])
+            weights = post.reshape(first.shape[:3])[..., None]
+            mask = jnp.sum(weights * first, axis=(1, 2))  # one fused pass: nothing (C, N1, N2, F) is stored
+            return jnp.stack([mask, jnp.sum(post, axis=1, keepdims=True) - mask])
         dom = logmax_dominance(log_pdf, log_cdf)  # (K, C, N_1, ..., N_K, F)
         dom = dom.reshape(dom.shape[0], MASK_CHUNK, -1, n_bins)
         return jnp.einsum("cp,kcpf->kcf", post, dom)
@@ -50,7 +55,23 @@ def logmax_masks(log_init, log_trans, means, variances, log_mag):
     Returns:
         masks summing to one over sources at every bin.
     """
-    post = hmm.posteriors_chunked(log_init, log_trans, _chunk_log_lik, log_mag, (tuple(means), tuple(variances)),
-                                  joint=True, chunk_size=MASK_CHUNK * 4)
-    joint = post.joint.reshape(log_mag.shape[0], -1)
+    log_lik = _log_lik(log_mag, tuple(means), tuple(variances))
+    joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(log_mag.shape[0], -1)
     return _masks(joint, log_mag, tuple(means), tuple(variances))
+
+
+_log_lik_chunk = jax.jit(logmax_log_lik)
+
+
+def _log_lik(log_mag, means, variances):
+    """``(T, N_1, ..., N_K)`` log-max log-likelihoods, made chunk by chunk of frames so that the
+    per-bin ``(frames, prod N, F)`` terms stay within ``LOG_LIK_BYTES``. The loop is in Python:
+    XLA-CPU ran the same fused reduction several times slower inside a ``lax.map``."""
+    n_frames, n_bins = log_mag.shape
+    n_joint = math.prod(int(m.shape[0]) for m in means)
+    largest = max(16, LOG_LIK_BYTES // (4 * n_joint * n_bins * (len(means) + 1)))
+    chunk = -(-n_frames // -(-n_frames // largest))  # equal chunks, as few as fit the budget
+    pad = (-n_frames) % chunk
+    frames = jnp.pad(log_mag, ((0, pad), (0, 0)))
+    parts = [_log_lik_chunk(frames[i: i + chunk], means, variances) for i in range(0, n_frames + pad, chunk)]
+    return jnp.concatenate(parts)[:n_frames]
