@@ -147,6 +147,20 @@ def test_three_sources_with_exact_and_mean_field_inference():
         assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 15), inference
 
 
+def test_several_initialisations_keep_the_best_objective():
+    rng = np.random.default_rng(4)
+    train = {"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}
+    single = [fit_separator(train, RATE, n_states=5, max_iter=6, seed=seed) for seed in (7, 8)]
+    both = fit_separator(train, RATE, n_states=5, max_iter=6, seed=7, n_init=2)
+    for name in train:
+        finals = [s.training_history[name][-1] for s in single]
+        assert both.training_history[name][-1] == pytest.approx(max(finals))
+        winner = single[int(np.argmax(finals))]
+        np.testing.assert_allclose(both.models[name].emission["psd"], winner.models[name].emission["psd"], rtol=1e-5)
+    with pytest.raises(ValueError, match="n_init must be at least 1"):
+        fit_separator(train, RATE, n_init=0)
+
+
 def band_noise(rng, seconds, low, high):
     """Noise band-limited to ``low``-``high`` Hz."""
     n = int(seconds * RATE)

@@ -141,8 +141,11 @@ class ModelConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
+    """How the source models are trained; ``n_init`` runs per source keep the best objective."""
+
     method: Literal["em", "svi"] = "em"
     max_iter: int = Field(30, ge=1, le=10000)
+    n_init: int = Field(1, ge=1, le=20)
 
 
 class InferenceConfig(_Strict):

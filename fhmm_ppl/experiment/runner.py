@@ -153,7 +153,7 @@ def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: 
         task.train, task.sample_rate, n_states=config.model.n_states, emission=config.model.emission,
         trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
         mask=config.inference.mask, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
-        n_mels=config.features.n_mels, seed=config.seed, progress=True,
+        n_mels=config.features.n_mels, seed=config.seed, n_init=config.training.n_init, progress=True,
         priors={role: {"name": p.name, "params": dict(p.params)} for role, p in config.model.priors.items()},
     )
     for name, values in separator.training_history.items():

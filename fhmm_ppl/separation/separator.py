@@ -51,6 +51,8 @@ class SeparatorOptions:
         mask: ``"wiener"`` (soft) or ``"binary"``.
         n_fft, hop_length: STFT settings; n_mels: mel bands for ``log_mel``.
         seed: seeds the k-means initialisation.
+        n_init: training runs per source from seeds ``seed, seed + 1, ...``; the run with the
+            highest final objective (log posterior) is kept (EM finds local optima).
         priors: role -> ``{"name": registered prior, "params": {...}}``; roles are
             ``initial``, ``transition`` and the emission's parameters (``psd``;
             ``means`` and ``covars`` for log-max).
@@ -66,11 +68,14 @@ class SeparatorOptions:
     hop_length: int = 128
     n_mels: int = 64
     seed: int = 0
+    n_init: int = 1
     priors: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n_states < 1:
             raise ValueError(f"n_states must be at least 1, got {self.n_states}")
+        if self.n_init < 1:
+            raise ValueError(f"n_init must be at least 1, got {self.n_init}")
         if self.emission not in EMISSIONS:
             raise ValueError(f"emission must be one of {', '.join(EMISSIONS)}, got {self.emission!r}")
         if self.trainer not in ("em", "svi"):
@@ -378,13 +383,18 @@ def fit_separator(
         if not np.any(audio):
             raise ValueError(f"source {name!r}: training audio is silent")
         frames = model_frames(stft(audio, opts.stft), opts, sample_rate)
-        init = initial_params(spec, [frames], seed=opts.seed)
-        if opts.trainer == "em":
-            result = fit_em([frames], spec, init=init, max_iter=opts.max_iter, progress=progress)
-            history[name] = result.objective
-        else:
-            result = fit_svi([frames], spec, init=init, n_steps=10 * opts.max_iter, progress=progress)
-            history[name] = -result.losses
+        best = None
+        for seed in range(opts.seed, opts.seed + opts.n_init):
+            init = initial_params(spec, [frames], seed=seed)
+            if opts.trainer == "em":
+                result = fit_em([frames], spec, init=init, max_iter=opts.max_iter, seed=seed, progress=progress)
+                objective = np.asarray(result.objective)
+            else:
+                result = fit_svi([frames], spec, init=init, n_steps=10 * opts.max_iter, seed=seed, progress=progress)
+                objective = -np.asarray(result.losses)
+            if best is None or objective[-1] > best[1][-1]:
+                best = (result, objective)
+        result, history[name] = best
         params = result.params
         if opts.emission in LOGMAX_EMISSIONS:
             emission = {"means": np.asarray(params.emission.means[0]), "variances": np.asarray(params.emission.covars[0])}
