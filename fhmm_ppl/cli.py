@@ -88,8 +88,6 @@ def run(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Run an experiment end to end and track it in MLflow."""
-    from fhmm_ppl.experiment.config import load_config
-
     _run(config, set_ or [], debug)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fhmm_ppl.classification import (ClassifierOptions, HMMClassifier, demo_recordings, evaluate, fit_classifier,
+from fhmm_ppl.classification import (ClassifierOptions, demo_recordings, evaluate, fit_classifier,
                                      make_splits, mma_recordings)
 from fhmm_ppl.metrics import classification_report
 

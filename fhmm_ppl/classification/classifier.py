@@ -11,13 +11,12 @@ adding the log class prior (the training label frequencies).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Literal, Sequence
 
 import jax
 import numpy as np
 
-from fhmm_ppl.hmm import log_marginal
+from fhmm_ppl.models.fhmm import sequence_log_marginals
 
 
 @dataclass(frozen=True)
@@ -68,13 +67,8 @@ def features(signal: np.ndarray, sample_rate: int, options: ClassifierOptions = 
     return log_mel(signal, sample_rate, config, n_mels=options.n_features)
 
 
-@partial(jax.jit, static_argnames=("family",))
-def _sequence_log_marginals(params, family, batch, lengths):
-    """``(B,)`` log p(sequence | HMM) for a padded batch ``(B, T, D)``."""
-    def one(obs, length):
-        return log_marginal(params.log_init, params.log_trans, family.log_lik(obs, params.emission), length)
-
-    return jax.vmap(one)(batch, lengths)
+#: ``(B,)`` log p(sequence | HMM) for a padded batch ``(B, T, D)``, compiled once per shape.
+_sequence_log_marginals = jax.jit(sequence_log_marginals, static_argnames=("family",))
 
 
 @dataclass

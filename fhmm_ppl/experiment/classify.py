@@ -12,7 +12,6 @@ step metrics ``fold.accuracy`` and ``train.fold<k>.<label>.objective``.
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +45,8 @@ def options_from(config: ExperimentConfig):
         features=c.features, n_features=c.n_features, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
         scaler=c.scaler, n_states=config.model.n_states, covariance_type=config.model.covariance_type,
         trainer=config.training.method, max_iter=config.training.max_iter, class_priors=c.class_priors, seed=config.seed,
-        priors={role: {"name": p.name, "params": dict(p.params)} for role, p in config.model.priors.items()},
+        priors=config.model.prior_specs(),
     )
-
-
-def _fingerprint(recordings) -> str:
-    digest = hashlib.sha256()
-    for name, label, signal in zip(recordings.names, recordings.labels, recordings.signals):
-        digest.update(f"{name}|{label}".encode())
-        digest.update(np.ascontiguousarray(signal).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def imbalance_line(counts: dict) -> str:
@@ -95,13 +86,15 @@ def run_classification(config: ExperimentConfig, mlflow, progress, on_status, wo
     """
     from fhmm_ppl.classification import evaluate, features, make_splits
     from fhmm_ppl.experiment import plots
+    from fhmm_ppl.experiment.data import fingerprint_arrays
     from fhmm_ppl.metrics import classification_report
 
     recordings = load_recordings(config, progress)
     counts = recordings.counts()
     if len(counts) < 2:
         raise ValueError(f"classification needs at least two classes, found {list(counts)}")
-    mlflow.set_tags(tags(_fingerprint(recordings)))
+    mlflow.set_tags(tags(fingerprint_arrays(
+        (f"{name}|{label}", signal) for name, label, signal in zip(recordings.names, recordings.labels, recordings.signals))))
     mlflow.log_params({"data.n_recordings": len(recordings.signals), "data.n_groups": len(set(recordings.groups)),
                        **{f"data.count.{label}": n for label, n in counts.items()}})
     on_status(imbalance_line(counts))

@@ -123,6 +123,10 @@ class ModelConfig(_Strict):
     priors: dict[str, PriorConfig] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)
 
+    def prior_specs(self) -> dict[str, dict]:
+        """The priors as ``{role: {"name": ..., "params": {...}}}`` (what the model builders take)."""
+        return {role: {"name": p.name, "params": dict(p.params)} for role, p in self.priors.items()}
+
     @model_validator(mode="after")
     def _priors_exist(self) -> "ModelConfig":
         from fhmm_ppl.experiment.plugins import load_plugins

@@ -71,14 +71,18 @@ def _mma_task(config: ExperimentConfig) -> SeparationTask:
     return task
 
 
-def fingerprint(task: SeparationTask) -> str:
-    """A short hash of every training and test array (identifies the data a run saw)."""
+def fingerprint_arrays(items) -> str:
+    """A short hash of ``(name, array)`` pairs, in order (identifies the data a run saw)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name in sorted(task.train):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(task.train[name]).tobytes())
-    for mixture in task.mixtures:
-        digest.update(np.ascontiguousarray(mixture).tobytes())
+    for name, array in items:
+        digest.update(str(name).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
+
+
+def fingerprint(task: SeparationTask) -> str:
+    """A short hash of every training and test array of a separation task."""
+    return fingerprint_arrays([(name, task.train[name]) for name in sorted(task.train)]
+                              + [("", mixture) for mixture in task.mixtures])

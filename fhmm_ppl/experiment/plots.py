@@ -8,12 +8,17 @@ from typing import Mapping
 import numpy as np
 
 
-def _figure(n_rows: int, height: float = 2.2):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figure(n_rows: int, height: float = 2.2):
+    plt = _pyplot()
     return plt, plt.subplots(n_rows, 1, figsize=(9, height * n_rows), squeeze=False)
 
 
@@ -75,11 +80,7 @@ def state_posteriors(path: Path, marginals: Mapping[str, np.ndarray], sample_rat
 
 def confusion_matrix(path: Path, confusion: np.ndarray, labels: list[str]) -> Path:
     """The confusion matrix ``(C, C)`` (rows true, columns predicted): counts, shaded by row share (recall)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     confusion = np.asarray(confusion)
     share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.9 * len(labels)

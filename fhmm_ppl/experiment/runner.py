@@ -154,7 +154,7 @@ def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: 
         trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
         mask=config.inference.mask, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
         n_mels=config.features.n_mels, seed=config.seed, n_init=config.training.n_init, progress=True,
-        priors={role: {"name": p.name, "params": dict(p.params)} for role, p in config.model.priors.items()},
+        priors=config.model.prior_specs(),
     )
     for name, values in separator.training_history.items():
         for step, value in enumerate(np.asarray(values)):

@@ -225,8 +225,6 @@ def logmax_combine(log_pdf: Sequence[Array], log_cdf: Sequence[Array]) -> Array:
     dominance = [moved(p - c, k) for k, (p, c) in enumerate(zip(log_pdf, log_cdf))]
     if n_chains == 1:
         return log_pdf[0]
-    if n_chains == 2:  # log(e^a + e^b) = b + softplus(a - b): one fused elementwise pass, nothing stacked
-        return all_cdf + dominance[1] + jax.nn.softplus(dominance[0] - dominance[1])
     stacked = jnp.stack(jnp.broadcast_arrays(*dominance), axis=0)
     return all_cdf + jax.scipy.special.logsumexp(stacked, axis=0)
 

@@ -114,15 +114,16 @@ def sample_params(spec: FHMMSpec, dim: int) -> FHMMParams:
     return FHMMParams(tuple(init), tuple(trans), emission)
 
 
-def batch_log_marginal(params: FHMMParams, family: Any, observations: Array, lengths: Optional[Array] = None) -> Array:
-    """Sum of log marginals over a padded batch.
+def sequence_log_marginals(params: FHMMParams, family: Any, observations: Array,
+                           lengths: Optional[Array] = None) -> Array:
+    """Log marginal of each sequence of a padded batch.
 
     Args:
         observations: ``(B, T, D)`` (padding after each sequence's length).
         lengths: ``(B,)`` ints, or None when no sequence is padded.
 
     Returns:
-        ``()`` float.
+        ``(B,)`` floats.
     """
     log_init, log_trans = params.log_init, params.log_trans
 
@@ -130,8 +131,13 @@ def batch_log_marginal(params: FHMMParams, family: Any, observations: Array, len
         return log_marginal(log_init, log_trans, family.log_lik(obs, params.emission), length)
 
     if lengths is None:
-        return jax.vmap(lambda o: one(o, None))(observations).sum()
-    return jax.vmap(one)(observations, lengths).sum()
+        return jax.vmap(lambda o: one(o, None))(observations)
+    return jax.vmap(one)(observations, lengths)
+
+
+def batch_log_marginal(params: FHMMParams, family: Any, observations: Array, lengths: Optional[Array] = None) -> Array:
+    """Sum of ``sequence_log_marginals`` over a padded batch: ``()`` float."""
+    return sequence_log_marginals(params, family, observations, lengths).sum()
 
 
 def fhmm_model(observations: Optional[Array] = None, lengths: Optional[Array] = None, *, spec: FHMMSpec, dim: Optional[int] = None):

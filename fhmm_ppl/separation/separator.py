@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
@@ -95,11 +96,14 @@ class SeparatorOptions:
         return "logmax" if self.emission in LOGMAX_EMISSIONS else self.emission
 
 
+@lru_cache(maxsize=8)
 def mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Mel filterbank ``(n_mels, F)`` (librosa, Slaney-normalised triangles)."""
+    """Mel filterbank ``(n_mels, F)`` (librosa, Slaney-normalised triangles); cached, read-only."""
     import librosa
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+    filters = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+    filters.flags.writeable = False
+    return filters
 
 
 def model_frames(mixture_stft: np.ndarray, opts: SeparatorOptions, sample_rate: int) -> np.ndarray:
@@ -157,8 +161,6 @@ class Separator:
         """Per-source masks ``(K, T, F)`` for a mixture STFT ``(T, F)``."""
         import jax.numpy as jnp
 
-        from fhmm_ppl import hmm
-
         log_init = tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in self.models.values())
         log_trans = tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in self.models.values())
         n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
@@ -174,12 +176,11 @@ class Separator:
             if self.options.emission == "log_mel":
                 gains = mel_to_bins(gains, self.sample_rate, self.options.n_fft)
         else:
-            power = frames
             psd = tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in self.models.values())
             if plan.method == "exact":
-                gains = np.asarray(_wiener_gains(log_init, log_trans, psd, power))
+                gains = np.asarray(_wiener_gains(log_init, log_trans, psd, frames))
             else:
-                gains = np.asarray(_jitted("mean_field")(log_init, log_trans, psd, power))
+                gains = np.asarray(_jitted("mean_field")(log_init, log_trans, psd, frames))
         if self.options.mask == "binary":
             winner = np.argmax(gains, axis=0)
             gains = (np.arange(gains.shape[0])[:, None, None] == winner[None]).astype(np.float32)
