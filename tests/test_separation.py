@@ -95,6 +95,27 @@ def test_baselines_and_oracle_bracket_the_problem(trained):
     assert np.all(bss_eval(refs, np.stack(list(est.values()))).sdr > 10)
 
 
+def test_state_oracle_masks_match_inference_where_states_are_plain(trained):
+    """With disjoint spectra the mixture reveals every source's states, so masks from the states found
+    in the clean sources equal the masks inferred from the mixture; both separate cleanly."""
+    from fhmm_ppl.audio.features import stft
+    from fhmm_ppl.separation.baselines import apply_masks
+
+    sep, refs = trained
+    mixture = refs.sum(0)
+    spec = stft(mixture, sep.options.stft)
+    oracle = sep.state_oracle_gains(spec, [stft(r, sep.options.stft) for r in refs])
+    inferred = sep.gains(spec)
+    assert oracle.shape == inferred.shape
+    np.testing.assert_allclose(oracle.sum(0), 1.0, atol=1e-5)
+    assert np.mean(np.abs(oracle - inferred)) < 0.01
+    assert np.all(bss_eval(refs, apply_masks(mixture, oracle, sep.options.stft)).sdr > 20)
+    with pytest.raises(ValueError, match="one source STFT per source"):
+        sep.state_oracle_gains(spec, [spec])
+    with pytest.raises(ValueError, match="differs from the mixture"):
+        sep.state_oracle_gains(spec, [spec, spec[:-1]])
+
+
 def test_logmax_separator_separates_disjoint_spectra(tmp_path):
     rng = np.random.default_rng(1)
     sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=6,
@@ -104,6 +125,11 @@ def test_logmax_separator_separates_disjoint_spectra(tmp_path):
     assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 15)
     loaded = load(sep.save(tmp_path / "lm"))
     np.testing.assert_allclose(loaded.separate(refs.sum(0))["tones"], est["tones"], atol=1e-5)
+    from fhmm_ppl.audio.features import stft
+
+    spec = stft(refs.sum(0), sep.options.stft)
+    oracle = sep.state_oracle_gains(spec, [stft(r, sep.options.stft) for r in refs])
+    assert np.mean(np.abs(oracle - sep.gains(spec))) < 0.02
 
 
 def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(tmp_path):

@@ -23,7 +23,12 @@ LOG_LIK_BYTES = 512 * 2**20
 
 
 @jax.jit
-def _masks(joint, log_mag, means, variances):
+def masks_from_joint(joint, log_mag, means, variances):
+    """Dominance masks ``(K, T, F)`` from a posterior over joint states ``joint (T, prod N)``.
+
+    Args:
+        log_mag: ``(T, F)`` log-magnitudes; means, variances: K arrays ``(N_k, F)``.
+    """
     n_frames, n_bins = log_mag.shape
     pad = (-n_frames) % MASK_CHUNK
     joint = jnp.pad(joint, ((0, pad), (0, 0))).reshape(-1, MASK_CHUNK, joint.shape[1])
@@ -55,18 +60,19 @@ def logmax_masks(log_init, log_trans, means, variances, log_mag):
     Returns:
         masks summing to one over sources at every bin.
     """
-    log_lik = _log_lik(log_mag, tuple(means), tuple(variances))
+    log_lik = logmax_log_lik_chunked(log_mag, tuple(means), tuple(variances))
     joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(log_mag.shape[0], -1)
-    return _masks(joint, log_mag, tuple(means), tuple(variances))
+    return masks_from_joint(joint, log_mag, tuple(means), tuple(variances))
 
 
 _log_lik_chunk = jax.jit(logmax_log_lik)
 
 
-def _log_lik(log_mag, means, variances):
-    """``(T, N_1, ..., N_K)`` log-max log-likelihoods, made chunk by chunk of frames so that the
+def logmax_log_lik_chunked(log_mag, means, variances):
+    """``(T, N_1, ..., N_K)`` log-max log-likelihoods of ``log_mag (T, F)``, made chunk by chunk of frames so that the
     per-bin ``(frames, prod N, F)`` terms stay within ``LOG_LIK_BYTES``. The loop is in Python:
     XLA-CPU ran the same fused reduction several times slower inside a ``lax.map``."""
+    means, variances = tuple(means), tuple(variances)
     n_frames, n_bins = log_mag.shape
     n_joint = math.prod(int(m.shape[0]) for m in means)
     largest = max(16, LOG_LIK_BYTES // (4 * n_joint * n_bins * (len(means) + 1)))

@@ -161,26 +161,97 @@ class Separator:
         """Per-source masks ``(K, T, F)`` for a mixture STFT ``(T, F)``."""
         import jax.numpy as jnp
 
-        log_init = tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in self.models.values())
-        log_trans = tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in self.models.values())
+        log_init, log_trans = self._chains()
         n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
-        n_frames = mixture_stft.shape[0]
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
-        plan = self._plan(n_states, n_frames)
+        plan = self._plan(n_states, mixture_stft.shape[0])
         if self.options.emission in LOGMAX_EMISSIONS:
-            from fhmm_ppl.separation.logmax import logmax_masks
+            from fhmm_ppl import hmm
+            from fhmm_ppl.separation.logmax import logmax_log_lik_chunked
 
-            means = tuple(jnp.asarray(m.emission["means"], jnp.float32) for m in self.models.values())
-            variances = tuple(jnp.asarray(m.emission["variances"], jnp.float32) for m in self.models.values())
-            gains = np.asarray(logmax_masks(log_init, log_trans, means, variances, frames))
-            if self.options.emission == "log_mel":
-                gains = mel_to_bins(gains, self.sample_rate, self.options.n_fft)
+            means, variances = self._emission("means"), self._emission("variances")
+            log_lik = logmax_log_lik_chunked(frames, means, variances)
+            joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(frames.shape[0], -1)
+        elif plan.method == "exact":
+            # The joint posterior and the Wiener product are two compiled steps: XLA-CPU ran the
+            # product about twice as slowly fused into the smoother's program.
+            joint = _jitted("joint")(log_init, log_trans, self._emission("psd"), frames)
         else:
-            psd = tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in self.models.values())
-            if plan.method == "exact":
-                gains = np.asarray(_wiener_gains(log_init, log_trans, psd, frames))
+            return self._finish(np.asarray(_jitted("mean_field")(log_init, log_trans, self._emission("psd"), frames)))
+        return self._finish(self._masks_from_joint(joint, frames))
+
+    def state_oracle_gains(self, mixture_stft: np.ndarray, source_stfts) -> np.ndarray:
+        """Masks ``(K, T, F)`` made as ``gains`` makes them, but from the states each source model finds
+        in that source's own clean STFT instead of the states inferred from the mixture.
+
+        A diagnostic that needs the true sources, like the oracle masks: the posterior over joint states
+        is replaced by the product of each source's state posteriors on its clean STFT, so the result
+        is what these source models could reach if inference on the mixture found every source's
+        states; the gap between it and ``gains`` is what the mixture likelihood loses.
+
+        Args:
+            mixture_stft: ``(T, F)``.
+            source_stfts: K arrays ``(T, F)``, the sources' STFTs in ``self.names`` order.
+
+        Returns:
+            ``(K, T, F)`` masks, post-processed as ``options.mask`` says.
+        """
+        import jax.numpy as jnp
+
+        from fhmm_ppl import hmm
+        from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik, logmax_log_lik
+
+        if len(source_stfts) != len(self.models):
+            raise ValueError(f"need one source STFT per source ({len(self.models)}), got {len(source_stfts)}")
+        for name, spec in zip(self.names, source_stfts):
+            if np.shape(spec) != np.shape(mixture_stft):
+                raise ValueError(f"source {name!r}: STFT shape {np.shape(spec)} differs from the mixture's "
+                                 f"{np.shape(mixture_stft)}")
+        n_frames = mixture_stft.shape[0]
+        plan = self._plan(tuple(int(m.init.shape[0]) for m in self.models.values()), n_frames)
+        if plan.method != "exact":
+            raise ValueError(f"state oracle masks need the joint state space, which is too large here ({plan.reason})")
+        joint = jnp.ones((n_frames, 1), jnp.float32)
+        for model, spec in zip(self.models.values(), source_stfts):
+            own = jnp.asarray(model_frames(np.asarray(spec), self.options, self.sample_rate))
+            if self.options.emission in LOGMAX_EMISSIONS:
+                params = [jnp.asarray(model.emission["means"])], [jnp.asarray(model.emission["variances"])]
+                log_lik = logmax_log_lik(own, *params)
             else:
-                gains = np.asarray(_jitted("mean_field")(log_init, log_trans, psd, frames))
+                log_lik = complex_gaussian_log_lik(own, [jnp.asarray(model.emission["psd"])])
+            marginal = hmm.posteriors([jnp.log(jnp.asarray(model.init, jnp.float32))],
+                                      [jnp.log(jnp.asarray(model.trans, jnp.float32))], log_lik).marginals[0]
+            joint = (joint[:, :, None] * marginal[:, None, :]).reshape(n_frames, -1)
+        frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
+        return self._finish(self._masks_from_joint(joint, frames))
+
+    def _chains(self):
+        """Log initial and transition probabilities, K-tuples of ``(N_k,)`` and ``(N_k, N_k)`` float32."""
+        import jax.numpy as jnp
+
+        models = self.models.values()
+        return (tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models),
+                tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models))
+
+    def _emission(self, key: str) -> tuple:
+        """One emission parameter of every source, a K-tuple of float32 arrays ``(N_k, D)``."""
+        import jax.numpy as jnp
+
+        return tuple(jnp.asarray(m.emission[key], jnp.float32) for m in self.models.values())
+
+    def _masks_from_joint(self, joint, frames) -> np.ndarray:
+        """Masks ``(K, T, F)`` from a posterior over joint states ``(T, prod N)`` and the mixture's model frames."""
+        if self.options.emission in LOGMAX_EMISSIONS:
+            from fhmm_ppl.separation.logmax import masks_from_joint
+
+            masks = np.asarray(masks_from_joint(joint, frames, self._emission("means"), self._emission("variances")))
+            if self.options.emission == "log_mel":
+                masks = mel_to_bins(masks, self.sample_rate, self.options.n_fft)
+            return masks
+        return np.asarray(_jitted("gains")(joint, self._emission("psd")))
+
+    def _finish(self, gains: np.ndarray) -> np.ndarray:
+        """Soft masks as they are, or binary masks keeping the dominant source per bin."""
         if self.options.mask == "binary":
             winner = np.argmax(gains, axis=0)
             gains = (np.arange(gains.shape[0])[:, None, None] == winner[None]).astype(np.float32)
@@ -202,23 +273,21 @@ class Separator:
         import jax.numpy as jnp
 
         from fhmm_ppl import hmm
-        from fhmm_ppl.hmm.emissions import complex_gaussian_expected_log_lik, complex_gaussian_log_lik, logmax_log_lik
+        from fhmm_ppl.hmm.emissions import complex_gaussian_expected_log_lik, complex_gaussian_log_lik
 
-        models = list(self.models.values())
-        log_init = [jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models]
-        log_trans = [jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models]
+        log_init, log_trans = self._chains()
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
-        plan = self._plan(tuple(int(m.init.shape[0]) for m in models), frames.shape[0])
+        plan = self._plan(tuple(int(m.init.shape[0]) for m in self.models.values()), frames.shape[0])
         if plan.method != "exact":
-            psd = tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in models)
             marginals = hmm.structured_mean_field(log_init, log_trans, expected_log_lik=complex_gaussian_expected_log_lik,
-                                                  data=(frames, psd), n_iter=MEAN_FIELD_SWEEPS).marginals
-        elif self.options.emission in LOGMAX_EMISSIONS:
-            log_lik = logmax_log_lik(frames, [jnp.asarray(m.emission["means"]) for m in models],
-                                     [jnp.asarray(m.emission["variances"]) for m in models])
-            marginals = hmm.posteriors(log_init, log_trans, log_lik).marginals
+                                                  data=(frames, self._emission("psd")), n_iter=MEAN_FIELD_SWEEPS).marginals
         else:
-            log_lik = complex_gaussian_log_lik(frames, [jnp.asarray(m.emission["psd"]) for m in models])
+            if self.options.emission in LOGMAX_EMISSIONS:
+                from fhmm_ppl.separation.logmax import logmax_log_lik_chunked
+
+                log_lik = logmax_log_lik_chunked(frames, self._emission("means"), self._emission("variances"))
+            else:
+                log_lik = complex_gaussian_log_lik(frames, self._emission("psd"))
             marginals = hmm.posteriors(log_init, log_trans, log_lik).marginals
         return {name: np.asarray(m) for name, m in zip(self.names, marginals)}
 
@@ -321,13 +390,6 @@ def _jitted(name: str):
         impl = {"joint": _joint_posterior_impl, "gains": _gains_from_joint_impl, "mean_field": _mean_field_gains_impl}
         _JITTED[name] = jax.jit(impl[name])
     return _JITTED[name]
-
-
-def _wiener_gains(log_init, log_trans, psd, power):
-    """Exact posterior-weighted Wiener gains ``(K, T, F)``: two compiled steps, as XLA-CPU runs the
-    final product about twice as fast when it is not fused into the same program as the smoother."""
-    joint = _jitted("joint")(log_init, log_trans, psd, power)
-    return _jitted("gains")(joint, psd)
 
 
 def load(folder: Union[str, Path]) -> Separator:
