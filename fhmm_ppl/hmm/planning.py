@@ -11,7 +11,7 @@ users of NILMTK's Kronecker-product FHMM do (its issues #67, #963).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 #: Multiply-adds per second assumed for the exact forward-backward on a CPU core
 #: (measured on the 2-core development machine: about 1e10 for K = 2, N = 32).
