@@ -5,7 +5,9 @@ Prints ratios measured in this process (never absolute claims):
 1. the factored forward pass (``fhmm_ppl.hmm.log_marginal``) against dynamax's
    ``hmm_filter`` and hmmlearn's scaled forward pass on the same problem
    written as a dense joint-state HMM (K = 2, N in {16, 32, 64}, T = 2000);
-2. how the forward pass scales with T (time per frame should be flat);
+2. where one frame's time goes at N = 32 (an empty scan step, the two factored
+   products alone, the whole step) and how the forward pass scales with T
+   (time per frame should be flat);
 3. exact smoothing of K = 3, N = 32, T = 10^4 with chunked log-likelihoods:
    time and peak memory, against the 1.3 GB a stored-messages smoother needs;
 4. one EM iteration against hmmlearn (one chain, N = 32, 40-dim diagonal
@@ -85,6 +87,34 @@ def bench_forward(quick: bool) -> None:
         else:
             ref_cols = f"{'(skipped)':>12} {'':>11}"
         print(f"{n:4d} {n * n:6d} {ours * 1e3:12.2f} {dyn * 1e3:11.1f} {dyn / ours:9.0f}x {ref_cols}  |diff| = {check:.2e}")
+
+
+def bench_step_floor() -> None:
+    """What one frame of the K = 2, N = 32 forward pass costs, piece by piece, in XLA's scan on this CPU."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from fhmm_ppl.hmm import log_marginal
+
+    rng = np.random.default_rng(4)
+    n_frames, n = 2000, 32
+    log_init, log_trans, log_lik = random_fhmm(rng, (n, n), n_frames)
+    first_t, second = jnp.exp(log_trans[0]).T, jnp.exp(log_trans[1])
+    message = jnp.full((n, n), 1.0 / n**2, jnp.float32)
+    lik = jnp.exp(log_lik - log_lik.max())
+    bodies = {
+        "an empty step (carry + frame)": lambda a, l: (a + l, None),
+        "the two 32 x 32 products alone": lambda a, l: (first_t @ a @ second, None),
+        "products, likelihood, sum, division": lambda a, l: (lambda u: (u / u.sum(), u.sum()))(first_t @ a @ second * l),
+    }
+    print(f"\n## Where a frame's time goes (K = 2, N = {n}, T = {n_frames}; XLA scan on this CPU)")
+    for label, body in bodies.items():
+        run = jax.jit(lambda m, x, body=body: lax.scan(body, m, x))
+        seconds = timeit(lambda: run(message, lik), repeats=20)
+        print(f"{label:<38} {seconds / n_frames * 1e6:6.2f} us/frame")
+    seconds = timeit(lambda: log_marginal(log_init, log_trans, log_lik), repeats=20)
+    print(f"{'log_marginal (all of it)':<38} {seconds / n_frames * 1e6:6.2f} us/frame")
 
 
 def bench_scaling(quick: bool) -> None:
@@ -167,6 +197,7 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
     bench_big_smoothing(args.quick)  # first, so the peak-memory reading is its own
     bench_forward(args.quick)
+    bench_step_floor()
     bench_scaling(args.quick)
     bench_em(args.quick)
 
