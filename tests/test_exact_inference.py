@@ -38,8 +38,48 @@ def test_gradient_of_log_marginal_is_the_joint_posterior(rng):
     grad = jax.grad(lambda ll: hmm.log_marginal(log_init, log_trans, ll))(log_lik)
     joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint
     np.testing.assert_allclose(grad, joint, atol=1e-5)
+    post = hmm.posteriors(log_init, log_trans, log_lik, trans_counts=True)
     grads = jax.grad(lambda lt: hmm.log_marginal(log_init, lt, log_lik))(log_trans)
-    assert all(np.all(np.isfinite(g)) for g in grads)
+    for k, g in enumerate(grads):  # d log p / d log A_k = expected transition counts
+        np.testing.assert_allclose(g, post.trans_counts[k], atol=1e-5)
+    grads = jax.grad(lambda li: hmm.log_marginal(li, log_trans, log_lik))(log_init)
+    for k, g in enumerate(grads):  # d log p / d log pi_k = first-frame marginals
+        np.testing.assert_allclose(g, post.marginals[k][0], atol=1e-5)
+    # ... and both agree with finite differences of the log marginal itself.
+    step = 1e-2
+    for k, i, j in ((0, 1, 2), (1, 0, 1)):
+        bump = lambda d: tuple(lt.at[i, j].add(d) if m == k else lt for m, lt in enumerate(log_trans))
+        diff = (float(hmm.log_marginal(log_init, bump(step), log_lik)) - float(hmm.log_marginal(log_init, bump(-step), log_lik))) / (2 * step)
+        assert diff == pytest.approx(float(post.trans_counts[k][i, j]), abs=2e-3)
+
+
+def test_gradients_stay_finite_for_peaky_likelihoods():
+    """Both chains jump at every frame through transitions of probability 1e-13 to the only likely
+    joint state: the log marginal is finite, and so must its gradient be (autodiff through the scaled
+    recursion divided by squared frame totals of ~1e-26, which underflow: NaN)."""
+    def sticky(n, eps):
+        trans = np.full((n, n), eps)
+        np.fill_diagonal(trans, 1 - eps * (n - 1))
+        return jnp.log(jnp.asarray(trans, jnp.float32))
+
+    n_frames = 12
+    log_init = (jnp.log(jnp.full(3, 1 / 3)), jnp.log(jnp.full(2, 1 / 2)))
+    log_trans = (sticky(3, 1e-13), sticky(2, 1e-13))
+    log_lik = np.full((n_frames, 3, 2), -1e4, np.float32)
+    log_lik[np.arange(n_frames), np.arange(n_frames) % 3, np.arange(n_frames) % 2] = 0.0
+    log_lik = jnp.asarray(log_lik)
+    assert np.isfinite(float(hmm.log_marginal(log_init, log_trans, log_lik)))
+    grad = jax.grad(lambda ll: hmm.log_marginal(log_init, log_trans, ll))(log_lik)
+    np.testing.assert_allclose(grad, hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint, atol=1e-6)
+    assert float(grad.sum()) == pytest.approx(n_frames)
+    grads = jax.grad(lambda lt: hmm.log_marginal(log_init, lt, log_lik))(log_trans)
+    assert all(float(g.sum()) == pytest.approx(n_frames - 1) for g in grads)
+    # padded frames are unobserved: no gradient reaches their log-likelihoods, under vmap too
+    lengths = jnp.array([n_frames, 7])
+    batch = jnp.stack([log_lik, log_lik])
+    grad = jax.grad(lambda b: jax.vmap(lambda ll, n: hmm.log_marginal(log_init, log_trans, ll, n))(b, lengths).sum())(batch)
+    assert float(grad[0].sum()) == pytest.approx(n_frames) and float(grad[1].sum()) == pytest.approx(7)
+    assert float(jnp.abs(grad[1, 7:]).max()) == 0.0
 
 
 def test_padding_leaves_results_unchanged(rng):

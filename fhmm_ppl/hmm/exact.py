@@ -199,10 +199,44 @@ def log_marginal(
         ``()`` float: the log marginal. ``-inf`` if the data are impossible.
 
     Cost ``O(T * prod(N) * sum(N))`` time, ``O(prod(N))`` extra memory.
-    Differentiable in every argument (``jax.grad``), so it serves EM, SVI and MCMC.
+    Differentiable (reverse mode, ``jax.grad``) in the log probabilities, so it
+    serves SVI and MCMC. The gradient is not the autodiff of the scan: it is
+    what the maths says it is, computed by the scaled smoother (``posteriors``):
+    the joint posterior for ``log_lik``, expected transition counts for
+    ``log_trans`` and first-frame marginals for ``log_init``. Differentiating
+    through the scaled recursion divides by squared frame totals, which
+    underflow for peaky likelihoods (real STFT frames) and turned finite log
+    marginals into NaN gradients. Forward-mode (``jax.jvp``, Hessians) is not
+    supported.
     """
     _validate(log_init, log_trans, jnp.shape(log_lik))
-    return _log_marginal(tuple(log_init), tuple(log_trans), log_lik, length, unroll)
+    return _log_marginal_with_posterior_gradient(tuple(log_init), tuple(log_trans), log_lik, length, unroll)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _log_marginal_with_posterior_gradient(log_init, log_trans, log_lik, length, unroll):
+    return _log_marginal(log_init, log_trans, log_lik, length, unroll)
+
+
+def _log_marginal_fwd(log_init, log_trans, log_lik, length, unroll):
+    return _log_marginal(log_init, log_trans, log_lik, length, unroll), (log_init, log_trans, log_lik, length)
+
+
+def _log_marginal_bwd(unroll, residuals, cotangent):
+    """d log p(y) = E[first states] . d log_init + E[transition counts] . d log_trans + joint posterior . d log_lik."""
+    del unroll
+    log_init, log_trans, log_lik, length = residuals
+    post = posteriors(log_init, log_trans, log_lik, length, trans_counts=True, joint=True)
+    joint = post.joint
+    if length is not None:  # padded frames are unobserved: their log-likelihoods do not enter log p(y)
+        valid = jnp.arange(joint.shape[0]) < length
+        joint = jnp.where(valid.reshape((-1,) + (1,) * (joint.ndim - 1)), joint, 0.0)
+    d_init = tuple(cotangent * m[0] for m in post.marginals)
+    d_trans = tuple(cotangent * c for c in post.trans_counts)
+    return d_init, d_trans, cotangent * joint, None
+
+
+_log_marginal_with_posterior_gradient.defvjp(_log_marginal_fwd, _log_marginal_bwd)
 
 
 # --------------------------------------------------------------------------- smoothing
