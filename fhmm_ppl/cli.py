@@ -70,13 +70,13 @@ def validate(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Check an experiment file without running it."""
-    from fhmm_ppl.experiment.config import ConfigError, load_config
+    from fhmm_ppl.experiment.config import load_config
 
     try:
         cfg = load_config(config, set_ or [])
-    except ConfigError as err:
+        sweep_note = f"; sweep of {len(cfg.variants())} variants" if cfg.sweep else ""  # validates every point
+    except Exception as err:
         _fail(err, debug)
-    sweep_note = f"; sweep of {len(cfg.variants())} variants" if cfg.sweep else ""
     typer.echo(f"ok: {config} ({cfg.name}: {cfg.data.source} data, {cfg.model.emission}, "
                f"{cfg.model.n_states} states, {cfg.training.method}{sweep_note})")
 
@@ -136,10 +136,11 @@ def sweep(
         from fhmm_ppl.experiment.config import load_config
 
         try:
-            if not load_config(config, list(set_ or [])).sweep:
-                _fail(ValueError("no grid: give --grid key=v1,v2 or a sweep: section in the file"), debug)
+            has_grid = bool(load_config(config, list(set_ or [])).sweep)
         except Exception as err:
             _fail(err, debug)
+        if not has_grid:
+            _fail(ValueError("no grid: give --grid key=v1,v2 or a sweep: section in the file"), debug)
     _run(config, overrides, debug)
 
 
@@ -240,8 +241,10 @@ def _model_folder(model: str) -> Path:
     mlflow.set_tracking_uri(uri)
     candidates = [model] if model.startswith(("runs:/", "models:/")) else []
     if not candidates:
+        client = MlflowClient(uri)
+        model = _full_run_id(client, model)
         try:
-            tag = MlflowClient(uri).get_run(model).data.tags.get("fhmm_ppl.model_uri")
+            tag = client.get_run(model).data.tags.get("fhmm_ppl.model_uri")
         except Exception:
             tag = None
         candidates = [c for c in (tag, f"runs:/{model}/model") if c]
@@ -257,6 +260,17 @@ def _model_folder(model: str) -> Path:
             return found[0].parent
         errors.append(f"{candidate}: no separator inside")
     raise ValueError(f"{model}: not a separator folder, and MLflow could not fetch it ({'; '.join(errors)})")
+
+
+def _full_run_id(client, run_id: str) -> str:
+    """The run id that the short id ``compare`` prints (its first 8 characters) stands for."""
+    if len(run_id) >= 32 or not run_id or any(c not in "0123456789abcdef" for c in run_id):
+        return run_id
+    ids = [e.experiment_id for e in client.search_experiments()]
+    matches = [r.info.run_id for r in client.search_runs(ids, max_results=50000) if r.info.run_id.startswith(run_id)]
+    if len(matches) > 1:
+        raise ValueError(f"run id {run_id!r} is ambiguous: {', '.join(m[:12] for m in matches[:5])}...; give more characters")
+    return matches[0] if matches else run_id
 
 
 @app.command()

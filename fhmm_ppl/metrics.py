@@ -118,6 +118,8 @@ def bss_eval(references: np.ndarray, estimates: np.ndarray, filter_length: int =
     references, estimates = _validate_pair(references, estimates)
     n_src, n_samples = references.shape
     flen = filter_length
+    if n_samples < flen:
+        raise ValueError(f"BSS-Eval v3 needs at least {flen} samples (its distortion filter length), got {n_samples}")
     gram, cross = _delayed_gram(references, estimates, flen)
     # Projection of every estimate on all delayed references (interference + target).
     proj_all = _filter_references(references, _solve(gram, cross), flen)
@@ -163,15 +165,26 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray, zero_mean: bool = True) 
         zero_mean: subtract each signal's mean first (as the paper assumes).
 
     Returns:
-        ``(...)`` dB.
+        ``(...)`` dB; ``-inf`` for an estimate with no energy (it holds nothing of the target).
+
+    Raises:
+        ValueError: a reference with no energy (after removing its mean, with ``zero_mean``).
     """
     reference, estimate = _validate_single(reference, estimate)
+    # Without energy = all zeros, or (centred) all equal; tested on the raw samples, as centring a
+    # constant leaves rounding residue rather than exact zeros.
+    blank = (lambda x: np.all(x == x[..., :1], axis=-1)) if zero_mean else (lambda x: ~np.any(x, axis=-1))
+    if np.any(blank(reference)):
+        raise ValueError("reference is constant" + (" (zero after removing its mean)" if zero_mean else "")
+                         + "; SI-SDR is undefined for it")
+    silent = blank(estimate)
     if zero_mean:
         reference = reference - reference.mean(axis=-1, keepdims=True)
         estimate = estimate - estimate.mean(axis=-1, keepdims=True)
     alpha = np.sum(estimate * reference, axis=-1, keepdims=True) / np.sum(reference**2, axis=-1, keepdims=True)
     target = alpha * reference
-    return _ratio_db(target, target - estimate)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(silent, -np.inf, _ratio_db(target, target - estimate))
 
 
 def snr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:

@@ -47,6 +47,9 @@ def test_every_bad_input_names_the_file_and_the_problem(tmp_path, tone):
     sf.write(tmp_path / "silent.wav", np.zeros(1000, np.float32), 16000)
     with pytest.raises(ValueError, match="silent.wav: silent"):
         read_audio(tmp_path / "silent.wav")
+    sf.write(tmp_path / "dc.wav", np.full(1000, 1e-4, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match="dc.wav: silent \\(every sample has the same value"):
+        read_audio(tmp_path / "dc.wav")
     sf.write(tmp_path / "nan.wav", np.where(np.arange(1000) == 3, np.nan, 0.1).astype(np.float32), 16000, subtype="FLOAT")
     with pytest.raises(ValueError, match="nan.wav: contains NaN"):
         read_audio(tmp_path / "nan.wav")

@@ -136,6 +136,48 @@ def test_a_failing_run_is_marked_failed_with_its_traceback(tmp_path):
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["error.txt"]
 
 
+def test_config_errors_caught_before_a_run_starts(tmp_path):
+    good = write_yaml(tmp_path / "good.yaml", TINY)
+    for override, message in [
+        ("model.priors.psd={name: dirichlet}", "prior 'dirichlet' cannot be used for the psd role"),
+        ("data.snr_db=.nan", "data.snr_db: must be a finite number of dB"),
+        ("seed=-1", "seed: Input should be greater than or equal to 0"),
+        ("features.hop_length=1024", "hop_length \\(1024\\) must not exceed n_fft \\(512\\)"),
+        ("model.n_states=[3", "--set 'model.n_states=\\[3': the value is not valid YAML"),
+        ("=5", "is not a dotted key"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(good, [override])
+    with pytest.raises(ConfigError, match="mean_field is for the complex_gaussian emission; logmax needs exact"):
+        load_config(good, ["model.emission=logmax", "inference.method=mean_field"])
+    with pytest.raises(ConfigError, match="not a file"):
+        load_config(tmp_path)
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(tmp_path / "binary.yaml")
+    sf.write(tmp_path / "a.wav", np.sin(np.arange(8000) / 5).astype(np.float32), 16000)
+    files = {"source": "files", "train": {"a": [str(tmp_path / "a.wav")], "b": [str(tmp_path / "a.wav")]},
+             "test_clean": {"a": [str(tmp_path / "a.wav")], "c": [str(tmp_path / "a.wav")]}}
+    with pytest.raises(ConfigError, match=r"data.test_clean names \['a', 'c'\], but the training sources are \['a', 'b'\]"):
+        load_config(write_yaml(tmp_path / "names.yaml", {**TINY, "data": files}))
+    with pytest.raises(ConfigError, match="train.b lists no files"):
+        load_config(write_yaml(tmp_path / "empty.yaml", {**TINY, "data": {**files, "train": {**files["train"], "b": []}}}))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    good = write_yaml(tmp_path / "good.yaml", TINY)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.strip().endswith("not a file (give the experiment's YAML file)")
+    result = CliRunner().invoke(app, ["validate", str(good), "--set", "model.n_states=[3"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(app, ["sweep", str(good)])  # no grid: one error line, not two
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "error: no grid: give --grid key=v1,v2 or a sweep: section in the file"]
+    sweep = write_yaml(tmp_path / "sweep.yaml", {**TINY, "sweep": {"features.hop_length": [128, 1024]}})
+    result = CliRunner().invoke(app, ["validate", str(sweep)])  # every point is checked, not only the first
+    assert result.exit_code == 1 and "hop_length (1024) must not exceed n_fft (512)" in result.output
+
+
 def test_validate_as_a_real_subprocess(tmp_path):
     bad = write_yaml(tmp_path / "bad.yaml", {"model": {"n_sates": 3}})
     out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "validate", str(bad)], capture_output=True, text=True)
@@ -180,11 +222,11 @@ def test_a_user_prior_from_a_plugin_trains_with_svi_and_em_refuses_it(tmp_path):
     assert run.data.params["model.priors.psd.name"] == "test_plugin_lognormal"
     assert len(client.get_metric_history(run.info.run_id, "train.speech.objective")) == 20
 
+    # EM cannot honour the prior: refused when the file is read, before any run is created
     result = CliRunner().invoke(app, ["run", str(config), "--set", "training.method=em"])
     assert result.exit_code == 1
-    assert "has no closed-form MAP update, so EM cannot honour it; train with SVI" in result.output
-    failed = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id != run.info.run_id][0]
-    assert failed.info.status == "FAILED"
+    assert "prior 'test_plugin_lognormal' has no closed-form M-step, so EM cannot honour it; use training.method: svi" in result.output
+    assert [r.info.run_id for r in client.search_runs([run.info.experiment_id])] == [run.info.run_id]
 
 
 def test_shipped_custom_prior_experiment_validates():

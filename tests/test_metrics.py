@@ -60,6 +60,16 @@ def test_bss_eval_rejects_bad_input(rng):
         metrics.bss_eval(refs, np.stack([estimates[0], np.zeros(3000)]))
     with pytest.raises(ValueError, match="NaN"):
         metrics.bss_eval(refs, np.where(np.arange(3000) == 5, np.nan, estimates))
+    with pytest.raises(ValueError, match="needs at least 512 samples"):  # shorter than the distortion filter
+        metrics.bss_eval(refs[:, :100], estimates[:, :100])
+
+
+def test_si_sdr_of_silent_or_constant_signals(rng):
+    ref = rng.normal(size=2000)
+    assert metrics.si_sdr(ref, np.zeros(2000)) == -np.inf  # nothing of the target (was NaN)
+    assert list(metrics.si_sdr(np.stack([ref, ref]), np.stack([0.5 * ref, np.full(2000, 0.3)]))) == [np.inf, -np.inf]
+    with pytest.raises(ValueError, match="reference is constant"):  # a DC offset has no signal once centred
+        metrics.si_sdr(np.full(2000, 1e-9), ref)
 
 
 def test_si_sdr_snr_and_rms_closed_forms(rng):

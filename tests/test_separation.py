@@ -75,6 +75,21 @@ def test_bad_input_is_rejected(trained, tmp_path):
         load(tmp_path)
     with pytest.raises(ValueError, match="at least two sources"):
         fit_separator({"only": np.ones(4000)}, RATE)
+    noise = np.random.default_rng(0).normal(size=4000).astype(np.float32)
+    with pytest.raises(ValueError, match="sources must map each source's name to its training audio, got list"):
+        fit_separator([noise, noise], RATE)
+    with pytest.raises(ValueError, match="sample_rate must be a positive integer"):
+        fit_separator({"a": noise, "b": noise}, 0)
+    with pytest.raises(ValueError, match="source 'b': training audio contains NaN"):
+        fit_separator({"a": noise, "b": np.where(np.arange(4000) == 7, np.nan, noise)}, RATE)
+    folder = sep.save(tmp_path / "damaged")
+    (folder / "params.npz").unlink()
+    with pytest.raises(ValueError, match="damaged or incomplete saved separator"):
+        load(folder)
+    sep.save(folder)
+    (folder / "separator.json").write_text("{not json")
+    with pytest.raises(ValueError, match="damaged or incomplete saved separator \\(JSONDecodeError"):
+        load(folder)
 
 
 def test_baselines_and_oracle_bracket_the_problem(trained):

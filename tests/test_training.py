@@ -136,6 +136,32 @@ def test_prior_registry_errors_are_helpful():
         FHMMSpec((2,), make_family("gaussian"), emission_priors={"psd": make_prior("flat")})
 
 
+@pytest.mark.parametrize("family, role, name, fits", [
+    ("complex_gaussian", "psd", "inverse_gamma", True),
+    ("complex_gaussian", "psd", "dirichlet", False),  # a Dirichlet on PSDs crashed EM with a shape error
+    ("complex_gaussian", "psd", "normal", False),
+    ("complex_gaussian", "transition", "inverse_gamma", False),
+    ("complex_gaussian", "initial", "dirichlet", True),
+    ("gaussian", "means", "normal", True),
+    ("gaussian", "means", "dirichlet", False),
+    ("gaussian", "covars", "inverse_gamma", True),
+    ("gaussian", "covars", "inverse_wishart", False),
+])
+def test_a_prior_must_suit_its_role(family, role, name, fits):
+    from fhmm_ppl.models.fhmm import make_spec
+
+    build = lambda: make_spec((3,), make_family(family), {role: {"name": name}})
+    if fits:
+        build()
+    else:
+        with pytest.raises(ValueError, match=f"prior '{name}' cannot be used for the {role} role: its support is"):
+            build()
+    full = make_family("gaussian", covariance_type="full")
+    make_spec((3,), full, {"covars": {"name": "inverse_wishart"}})
+    with pytest.raises(ValueError, match="covars values are positive-definite matrices"):
+        make_spec((3,), full, {"covars": {"name": "inverse_gamma"}})
+
+
 @dataclass(frozen=True)
 class NoMapPrior:
     def distribution(self, shape):

@@ -3,7 +3,7 @@
 Reading goes through soundfile (WAV, FLAC, OGG, ...), resampling through
 librosa (soxr, a maintained high-quality resampler). Every problem a user can
 hit raises ``ValueError`` naming the file and the problem: missing, unreadable
-or corrupt, empty, shorter than one analysis frame, all zeros, NaN or inf, a
+or corrupt, empty, shorter than one analysis frame, all zeros (or constant), NaN or inf, a
 channel that does not exist. Clipping is a warning, not an error.
 """
 
@@ -74,6 +74,8 @@ def read_audio(
         warnings.warn(f"{path}: {100 * clipped:.2f}% of samples are at full scale (clipped)", UserWarning, stacklevel=2)
     if not np.any(signal):
         raise ValueError(f"{path}: silent (every sample is zero)")
+    if np.all(signal == signal[0]):
+        raise ValueError(f"{path}: silent (every sample has the same value, {signal[0]:.3g}: a constant offset, no sound)")
     if sample_rate is not None and sample_rate != rate:
         signal = resample(signal, rate, sample_rate)
         rate = sample_rate

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import math
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -78,14 +79,23 @@ class DataConfig(_Strict):
                 raise ValueError(f"wearable arrays are numbered 1-4, got {self.array_number}")
         return self
 
+    @field_validator("snr_db")
+    @classmethod
+    def _finite_snr(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number of dB, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _files_exist(self) -> "DataConfig":
         if self.source == "files":
-            for kind, entries in (("source", self.train), ("source", self.test_clean), ("class", self.classes)):
+            for kind, entries in (("train", self.train), ("test_clean", self.test_clean), ("classes", self.classes)):
                 for name, patterns in entries.items():
+                    if not patterns:
+                        raise ValueError(f"{kind}.{name} lists no files")
                     for pattern in patterns:
                         if not glob.glob(pattern):
-                            raise ValueError(f"no file matches {pattern!r} ({kind} {name!r})")
+                            raise ValueError(f"no file matches {pattern!r} ({kind}.{name})")
             for item in self.test:
                 for path in [item.mixture, *item.references.values()]:
                     if not Path(path).exists():
@@ -99,6 +109,13 @@ class FeatureConfig(_Strict):
     n_fft: int = Field(512, ge=64, le=8192)
     hop_length: int = Field(128, ge=16, le=4096)
     n_mels: int = Field(64, ge=8, le=256)
+
+    @model_validator(mode="after")
+    def _hop_within_frame(self) -> "FeatureConfig":
+        if self.hop_length > self.n_fft:
+            raise ValueError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft}): "
+                             "samples between frames would be lost")
+        return self
 
 
 class PriorConfig(_Strict):
@@ -138,9 +155,10 @@ class ModelConfig(_Strict):
         for role, prior in self.priors.items():
             if role not in roles:
                 raise ValueError(f"no prior role {role!r} for the {self.emission} emission; roles: {', '.join(sorted(roles))}")
-            from fhmm_ppl.models.priors import make_prior
+            from fhmm_ppl.models.priors import check_prior_role, make_prior
 
-            make_prior(prior.name, **prior.params)
+            built = make_prior(prior.name, **prior.params)
+            check_prior_role(built, role, self.covariance_type if self.emission == "gaussian" else None)
         return self
 
 
@@ -192,7 +210,7 @@ class ExperimentConfig(_Strict):
 
     name: str = "experiment"
     task: Literal["separation", "classification"] = "separation"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -218,6 +236,13 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _task_fits(self) -> "ExperimentConfig":
+        if self.training.method == "em":
+            from fhmm_ppl.models.priors import make_prior
+
+            for role, prior in self.model.priors.items():
+                if not hasattr(make_prior(prior.name, **prior.params), "map_update"):
+                    raise ValueError(f"model.priors.{role}: prior {prior.name!r} has no closed-form M-step, so EM "
+                                     "cannot honour it; use training.method: svi")
         if self.task == "classification":
             if self.model.emission != "gaussian":
                 raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
@@ -228,11 +253,20 @@ class ExperimentConfig(_Strict):
             raise ValueError("the gaussian emission is for classification; separation uses complex_gaussian or logmax")
         if self.data.classes:
             raise ValueError("data.classes is for classification; separation trains on data.train")
+        if self.model.emission in ("logmax", "log_mel") and self.inference.method == "mean_field":
+            raise ValueError(f"inference.method mean_field is for the complex_gaussian emission; {self.model.emission} "
+                             "needs exact inference (method: exact or auto)")
         if self.data.source == "files":
             if len(self.data.train) < 2:
                 raise ValueError("data.train needs training files for at least two sources when data.source is 'files'")
             if not self.data.test and not self.data.test_clean:
                 raise ValueError("data.test (mixtures with references) or data.test_clean (clean files per source) is needed")
+            sources = sorted(self.data.train)
+            named = [("data.test_clean", sorted(self.data.test_clean))] if self.data.test_clean else []
+            named += [(f"data.test[{i}].references", sorted(item.references)) for i, item in enumerate(self.data.test)]
+            for where, names in named:
+                if names != sources:
+                    raise ValueError(f"{where} names {names}, but the training sources are {sources}")
         return self
 
     @field_validator("sweep")
@@ -324,7 +358,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.n_states=64")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
-        parsed = yaml.safe_load(value)
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: {key.strip()!r} is not a dotted key, e.g. model.n_states=64")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err})") from None
         if parts[0] == "sweep" and len(parts) > 1:  # --set sweep.model.n_states=16,32
             if isinstance(parsed, str) and "," in parsed:
                 parsed = [yaml.safe_load(v) for v in parsed.split(",")]
@@ -356,8 +395,12 @@ def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such experiment file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (give the experiment's YAML file)")
     try:
         raw = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (an experiment is a YAML file)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

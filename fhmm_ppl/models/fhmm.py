@@ -92,13 +92,14 @@ def make_spec(n_states: tuple[int, ...], family: Any, priors: Optional[Mapping[s
     Roles ``initial`` and ``transition`` set the Markov priors; the others are
     the family's emission roles (``psd``; ``means``, ``covars``).
     """
-    from fhmm_ppl.models.priors import make_prior
+    from fhmm_ppl.models.priors import check_prior_role, make_prior
 
     built = {}
     for role, entry in (priors or {}).items():
         if not isinstance(entry, Mapping) or "name" not in entry:
             raise ValueError(f"prior for {role!r} must be a mapping with a 'name' (and optional 'params')")
         built[role] = make_prior(entry["name"], **dict(entry.get("params") or {}))
+        check_prior_role(built[role], role, getattr(family, "covariance_type", None))
     markov = {k: built.pop(k) for k in ("initial", "transition") if k in built}
     return FHMMSpec(tuple(n_states), family, initial_prior=markov.get("initial", DirichletPrior()),
                     transition_prior=markov.get("transition", DirichletPrior()), emission_priors=built)

@@ -99,6 +99,46 @@ def map_update(prior: Any, role: str, **stats: Array) -> Array:
     return update(**stats)
 
 
+#: What the values of each parameter role are; a prior's support must match.
+_ROLE_VALUES = {"initial": "simplex", "transition": "simplex", "psd": "positive", "means": "real"}
+#: For each kind of value: a value the support must contain, one it must not (None: anything goes), a wording.
+_SUPPORT_CHECKS = {
+    "simplex": (jnp.full((3, 3), 1 / 3), jnp.ones((3, 3)), "probability vectors"),
+    "positive": (jnp.ones((3, 3)), -jnp.ones((3, 3)), "positive"),
+    "real": (-jnp.ones((3, 3)), None, "real"),
+    "positive_definite": (jnp.broadcast_to(jnp.eye(3), (3, 3, 3)), -jnp.broadcast_to(jnp.eye(3), (3, 3, 3)),
+                          "positive-definite matrices"),
+}
+
+
+def check_prior_role(prior: Any, role: str, covariance_type: str | None = None) -> None:
+    """Raise ``ValueError`` unless ``prior``'s support suits the parameter ``role``.
+
+    Roles hold probability vectors (``initial``, ``transition``), positive scales
+    (``psd``; ``covars`` for diagonal and spherical covariances and log-max
+    variances), real values (``means``) or positive-definite matrices (``covars``
+    with ``covariance_type`` ``full`` or ``tied``). The check evaluates the
+    prior's ``distribution(shape).support`` on one value of the right kind and
+    one of the wrong kind, so it works for user-registered priors too.
+    """
+    if role == "covars":
+        kind = "positive_definite" if covariance_type in ("full", "tied") else "positive"
+    elif role in _ROLE_VALUES:
+        kind = _ROLE_VALUES[role]
+    else:
+        return  # a role this check does not know: the family validates it
+    inside, outside, wording = _SUPPORT_CHECKS[kind]
+    name = getattr(prior, "prior_name", type(prior).__name__)
+    try:
+        support = prior.distribution(tuple(inside.shape)).support
+        fits = bool(jnp.all(support(inside))) and (outside is None or not bool(jnp.all(support(outside))))
+    except Exception as err:  # a user prior that cannot describe a parameter of this shape
+        raise ValueError(f"prior {name!r} cannot be used for the {role} role ({type(err).__name__}: {err})") from None
+    if not fits:
+        raise ValueError(f"prior {name!r} cannot be used for the {role} role: its support is {support}, "
+                         f"but {role} values are {wording}")
+
+
 def _normalise_rows(weights: Array) -> Array:
     total = weights.sum(axis=-1, keepdims=True)
     uniform = jnp.full_like(weights, 1.0 / weights.shape[-1])

@@ -398,16 +398,21 @@ def load(folder: Union[str, Path]) -> Separator:
     meta_path = folder / "separator.json"
     if not meta_path.exists():
         raise ValueError(f"{folder}: not a saved separator (no separator.json)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: separator format {meta.get('format_version')} is not supported")
-    with np.load(folder / "params.npz") as data:
-        models = {}
-        for name in meta["sources"]:
-            prefix = f"{name}/emission/"
-            emission = {key[len(prefix):]: data[key] for key in data.files if key.startswith(prefix)}
-            models[name] = SourceModel(data[f"{name}/init"], data[f"{name}/trans"], emission)
-    return Separator(models, meta["sample_rate"], SeparatorOptions(**meta["options"]))
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"separator format {meta.get('format_version')} is not supported")
+        options = SeparatorOptions(**meta["options"])
+        with np.load(folder / "params.npz", allow_pickle=False) as data:
+            models = {}
+            for name in meta["sources"]:
+                prefix = f"{name}/emission/"
+                emission = {key[len(prefix):]: data[key] for key in data.files if key.startswith(prefix)}
+                models[name] = SourceModel(data[f"{name}/init"], data[f"{name}/trans"], emission)
+        return Separator(models, meta["sample_rate"], options)
+    except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+        detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise ValueError(f"{folder}: damaged or incomplete saved separator ({type(err).__name__}: {detail})") from None
 
 
 def _spec(opts: SeparatorOptions):
@@ -434,15 +439,23 @@ def fit_separator(
     """
     from fhmm_ppl.train import fit_em, fit_svi, initial_params
 
+    from collections.abc import Mapping as MappingABC
+
     opts = SeparatorOptions(**options)
+    if not isinstance(sources, MappingABC):
+        raise ValueError(f"sources must map each source's name to its training audio, got {type(sources).__name__}")
     if len(sources) < 2:
         raise ValueError(f"separation needs at least two sources, got {len(sources)}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
     spec = _spec(opts)
     models, history = {}, {}
     for name, audio in sources.items():
         audio = np.asarray(audio, np.float32)
         if audio.ndim != 1 or audio.shape[0] < opts.n_fft:
             raise ValueError(f"source {name!r}: need mono audio of at least {opts.n_fft} samples, got shape {audio.shape}")
+        if not np.all(np.isfinite(audio)):
+            raise ValueError(f"source {name!r}: training audio contains NaN or infinite samples")
         if not np.any(audio):
             raise ValueError(f"source {name!r}: training audio is silent")
         frames = model_frames(stft(audio, opts.stft), opts, sample_rate)
