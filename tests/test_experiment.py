@@ -107,6 +107,9 @@ def test_separate_command_uses_the_logged_model(tracked_run, tmp_path, monkeypat
     by_id = CliRunner().invoke(app, ["separate", run_id, str(mixture), "-o", str(tmp_path / "b")])
     assert by_id.exit_code == 0, by_id.output
     assert len(list((tmp_path / "b").iterdir())) == 2
+    short = CliRunner().invoke(app, ["separate", run_id[:8], str(mixture), "-o", str(tmp_path / "s")])  # as compare prints it
+    assert short.exit_code == 0, short.output
+    np.testing.assert_array_equal(sf.read(tmp_path / "s" / "mixture_speech.wav")[0], sf.read(tmp_path / "b" / "mixture_speech.wav")[0])
     model_uri = client.get_run(run_id).data.tags["fhmm_ppl.model_uri"]
     by_uri = CliRunner().invoke(app, ["separate", model_uri, str(mixture), "-o", str(tmp_path / "c")])
     assert by_uri.exit_code == 0, by_uri.output
