@@ -128,6 +128,18 @@ def mel_to_bins(band_masks: np.ndarray, sample_rate: int, n_fft: int) -> np.ndar
     return (band_masks @ weights).astype(np.float32)
 
 
+def as_float_audio(samples) -> np.ndarray:
+    """Samples as float32; integer PCM (``int16`` from ``scipy.io.wavfile``, ...) is scaled to [-1, 1) as
+    soundfile reads it, so a model trained on files read as floats sees the same levels."""
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        if info.min == 0:  # unsigned PCM (8-bit WAV) is centred on the middle of its range
+            return ((samples.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(np.float32)
+        return (samples / float(-info.min)).astype(np.float32)
+    return samples.astype(np.float32, copy=False)
+
+
 @dataclass
 class SourceModel:
     """One trained source HMM.
@@ -296,7 +308,7 @@ class Separator:
 
         With ``return_gains`` also return the masks ``(K, T, F)`` that produced them.
         """
-        mixture = np.asarray(mixture, dtype=np.float32)
+        mixture = as_float_audio(mixture)
         if mixture.ndim != 1:
             raise ValueError(f"mixture must be mono (n_samples,), got shape {mixture.shape}")
         if not np.all(np.isfinite(mixture)):
@@ -451,7 +463,7 @@ def fit_separator(
     spec = _spec(opts)
     models, history = {}, {}
     for name, audio in sources.items():
-        audio = np.asarray(audio, np.float32)
+        audio = as_float_audio(audio)
         if audio.ndim != 1 or audio.shape[0] < opts.n_fft:
             raise ValueError(f"source {name!r}: need mono audio of at least {opts.n_fft} samples, got shape {audio.shape}")
         if not np.all(np.isfinite(audio)):
