@@ -151,6 +151,12 @@ def compare(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Runs' key metrics side by side in the terminal."""
+    import os
+
+    # An interactive look-up: fail within seconds when a tracking server is unreachable (MLflow's
+    # defaults retry for minutes); the environment can still set its own values.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         from mlflow.tracking import MlflowClient
 
@@ -171,6 +177,12 @@ def compare(
         return
     from fhmm_ppl.experiment.runner import HEADLINE
 
+    if not runs:
+        from fhmm_ppl.experiment.tracking import tracking_uri
+
+        where = f"experiment {experiment!r}" if experiment else "any experiment"
+        typer.echo(f"no runs in {where} at {tracking_uri()}; start one with: fhmm-ppl run <experiment.yaml>")
+        return
     columns = [c for task in ("separation", "classification") for c in HEADLINE[task]
                if any(c[1] in r.data.metrics for r in runs)]
     typer.echo(f"{'run':<9} {'name':<34} {'status':<9} {'task':<14} {'states':>6} {'emission':<17}"
@@ -211,7 +223,16 @@ def separate(
 
         folder = _model_folder(model)
         separator = load(folder)
+        import soundfile as sf
+
         signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.n_fft)
+        try:
+            info = sf.info(str(mixture))
+            if info.samplerate != rate or info.channels > 1:
+                typer.echo(f"{mixture}: {info.channels} channel(s) at {info.samplerate} Hz read as mono at {rate} Hz "
+                           "(the separator's rate); the estimates are written at that rate", err=True)
+        except RuntimeError:
+            pass
         for name, wave in separator.separate(signal).items():
             path = write_audio(output / f"{mixture.stem}_{name}.wav", wave, rate)
             typer.echo(str(path))

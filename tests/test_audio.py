@@ -27,6 +27,9 @@ def test_channels_and_resampling(tmp_path, tone):
     sf.write(tmp_path / "s.wav", stereo, 16000, subtype="FLOAT")
     np.testing.assert_allclose(read_audio(tmp_path / "s.wav", channel=1)[0], -0.5 * tone, atol=1e-7)
     np.testing.assert_allclose(read_audio(tmp_path / "s.wav")[0], 0.25 * tone, atol=1e-7)
+    np.testing.assert_array_equal(read_audio(tmp_path / "s.wav", channel=None)[0], read_audio(tmp_path / "s.wav")[0])
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
+        read_audio(tmp_path / "s.wav", max_seconds=0)
     with pytest.raises(ValueError, match="has 2 channel\\(s\\); channel 5 does not exist"):
         read_audio(tmp_path / "s.wav", channel=5)
     down, rate = read_audio(tmp_path / "s.wav", sample_rate=8000, channel=0)

@@ -167,8 +167,11 @@ def test_config_errors_caught_before_a_run_starts(tmp_path):
         load_config(write_yaml(tmp_path / "empty.yaml", {**TINY, "data": {**files, "train": {**files["train"], "b": []}}}))
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     good = write_yaml(tmp_path / "good.yaml", TINY)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = CliRunner().invoke(app, ["compare"])
+    assert result.exit_code == 0 and "no runs in any experiment at sqlite:///" in result.output
     result = CliRunner().invoke(app, ["validate", str(tmp_path)])
     assert result.exit_code == 1 and result.output.strip().endswith("not a file (give the experiment's YAML file)")
     result = CliRunner().invoke(app, ["validate", str(good), "--set", "model.n_states=[3"])

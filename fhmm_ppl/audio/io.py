@@ -33,7 +33,7 @@ def read_audio(
     Args:
         path: audio file.
         sample_rate: resample to this rate (Hz); None keeps the file's rate.
-        channel: ``"mean"`` down-mixes all channels, an int picks one (0-based).
+        channel: ``"mean"`` (or None) down-mixes all channels, an int picks one (0-based).
         min_samples: fewest samples acceptable after resampling (e.g. one STFT frame).
         max_seconds: read only this much from the start of the file (None: all of it).
 
@@ -45,6 +45,8 @@ def read_audio(
     """
     import soundfile as sf
 
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive (or None for the whole file), got {max_seconds}")
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
@@ -61,7 +63,7 @@ def read_audio(
         raise ValueError(f"{path}: empty (0 samples)")
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{path}: contains NaN or infinite samples")
-    if channel == "mean":
+    if channel is None or channel == "mean":
         signal = data.mean(axis=1)
     elif isinstance(channel, int) and not isinstance(channel, bool):
         if not -data.shape[1] <= channel < data.shape[1]:
