@@ -65,3 +65,17 @@ def test_complex_gaussian_mean_field_is_linear_in_chains_and_bounds_the_exact_ev
     assert float(result.elbo) <= exact + 1e-3
     assert np.all(np.diff(np.asarray(result.elbo_history)) >= -1e-3 * abs(exact))
     assert all(np.allclose(m.sum(1), 1, atol=1e-5) for m in result.marginals)
+
+
+def test_mean_field_with_impossible_joint_states_stays_finite(rng):
+    """-inf log-likelihoods (impossible joint states) gave NaN through 0 * -inf in the expectations."""
+    for shape in [(3,), (3, 2), (2, 3, 2)]:
+        log_init, log_trans, log_lik = random_problem(rng, shape, 6)
+        log_lik = log_lik.at[3, 0].set(-jnp.inf)  # chain 0 cannot be in state 0 at frame 3
+        result = hmm.structured_mean_field(log_init, log_trans, log_lik)
+        exact = float(hmm.log_marginal(log_init, log_trans, log_lik))
+        assert np.isfinite(float(result.elbo)) and float(result.elbo) <= exact + 1e-4
+        assert float(result.marginals[0][3, 0]) == 0.0
+        assert all(np.all(np.isfinite(m)) for m in result.marginals)
+    with pytest.raises(ValueError, match="n_iter must be at least 1"):
+        hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=0)

@@ -204,3 +204,12 @@ def test_chunked_log_likelihoods_equal_the_dense_path(rng):
     assert float(chunked.log_marginal) == pytest.approx(float(dense.log_marginal), rel=1e-5)
     for a, b in zip(chunked.marginals, dense.marginals):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_arrays_instead_of_lists_and_nan_data_are_reported(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (3,), 4)
+    with pytest.raises(ValueError, match="log_init must be a list or tuple with one array per chain"):
+        hmm.log_marginal(log_init[0], log_trans, log_lik)
+    nan_lik = log_lik.at[2, 1].set(jnp.nan)
+    assert np.isnan(float(hmm.log_marginal(log_init, log_trans, nan_lik)))
+    assert np.isnan(float(hmm.posteriors(log_init, log_trans, nan_lik).log_marginal))  # was -inf, "impossible"

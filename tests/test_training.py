@@ -87,6 +87,14 @@ def test_unvisited_states_are_restarted_not_left_nan(rng):
     assert np.all(np.asarray(params.emission.covars[0]) >= 1e-3 - 1e-9)
 
 
+def test_one_frame_starts_from_the_variance_floor(rng):
+    """np.cov of a single frame divides by zero: the NaN covariances then read as 'bad data'."""
+    spec = FHMMSpec((1,), make_family("gaussian", covariance_type="diag"))
+    result = fit_em([rng.normal(size=(1, 3)).astype(np.float32)], spec, max_iter=3)
+    assert np.all(np.isfinite(result.objective))
+    np.testing.assert_allclose(result.params.emission.covars[0], 1e-3, rtol=1e-5)
+
+
 def test_em_refuses_a_prior_without_a_closed_form_update(rng):
     spec = FHMMSpec((2,), make_family("gaussian"), emission_priors={"means": NoMapPrior()})
     with pytest.raises(NotConjugateError, match="NoMapPrior.*SVI"):

@@ -71,6 +71,10 @@ class Posteriors(NamedTuple):
 
 
 def _validate(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik_shape: tuple[int, ...]) -> None:
+    for name, value in (("log_init", log_init), ("log_trans", log_trans)):
+        if hasattr(value, "ndim"):
+            raise ValueError(f"{name} must be a list or tuple with one array per chain, got one array of shape "
+                             f"{tuple(value.shape)} (for a single chain: [{name}])")
     if len(log_init) != len(log_trans):
         raise ValueError(
             f"log_init has {len(log_init)} chains but log_trans has {len(log_trans)}; give one of each per chain"
@@ -192,7 +196,10 @@ def log_marginal(
         log_trans: K arrays ``(N_k, N_k)``: log transition probabilities
             (rows: from, columns: to).
         log_lik: ``(T, N_1, ..., N_K)`` frame log-likelihoods of every joint state.
-        length: optional int scalar; frames ``t >= length`` are padding.
+        length: optional int scalar; frames ``t >= length`` are padding. They are
+            marginalised through the transitions, which leaves the value exact because
+            rows of ``exp(log_trans)`` are probabilities (they sum to one); the gradient
+            treats padded frames as absent.
         unroll: frames per scan iteration (a speed knob, not a result knob).
 
     Returns:
@@ -282,7 +289,9 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
             total = unnorm.sum()
             safe = jnp.where(total > 0, total, 1.0)
             alpha = unnorm / safe
-            return alpha, (alpha, safe, jnp.where(total > 0, jnp.log(safe), -jnp.inf))
+            # zero total: impossible data (-inf); NaN likelihoods stay NaN rather than pass for impossible
+            log_total = jnp.where(total > 0, jnp.log(safe), jnp.where(jnp.isnan(total), jnp.nan, -jnp.inf))
+            return alpha, (alpha, safe, log_total)
 
         alpha_end, (alphas, totals, log_totals) = lax.scan(inner, alpha_before, (lik, t_chunk))
         return alpha_end, alphas, lik, totals, log_totals + shift

@@ -47,6 +47,10 @@ class MeanFieldResult(NamedTuple):
     elbo_history: Array
 
 
+#: Floor for impossible joint states in mean field's dense expectations (finite in float32 sums).
+IMPOSSIBLE_LOG_LIK = -1e30
+
+
 def dense_expected_log_lik(log_lik: Array, marginals: Sequence[Array], k: int) -> Array:
     """``E_{q_{-k}}[log_lik_t(s) | s_k]`` for a dense tensor.
 
@@ -93,8 +97,9 @@ def _mean_field(log_init, log_trans, data, key, expected_log_lik, n_iter):
             log_h[k] = expected_log_lik(data, tuple(marginals), k)
             marginals[k], counts[k], log_z[k] = _single_chain(log_init[k], log_trans[k], log_h[k])
         # E_q[log p(y|s)] equals sum_t sum_i q_K(i) log h_K(i) right after chain K's update.
-        expected_ll = jnp.sum(marginals[-1] * log_h[-1])
-        entropy_terms = sum(jnp.sum(m * h) for m, h in zip(marginals, log_h))
+        weighted = lambda m, h: jnp.sum(jnp.where(m > 0, m * h, 0.0))  # 0 log 0 = 0
+        expected_ll = weighted(marginals[-1], log_h[-1])
+        entropy_terms = sum(weighted(m, h) for m, h in zip(marginals, log_h))
         elbo = expected_ll - entropy_terms + sum(log_z)
         return (tuple(marginals), tuple(counts), tuple(log_h), tuple(log_z)), elbo
 
@@ -140,5 +145,9 @@ def structured_mean_field(
         n_states = tuple(int(v.shape[0]) for v in log_init)
         if tuple(log_lik.shape[1:]) != n_states:
             raise ValueError(f"log_lik must have shape (T, {', '.join(map(str, n_states))}), got {log_lik.shape}")
-        expected_log_lik, data = _dense_expectation, log_lik
+        # Impossible joint states (log-likelihood -inf) get a finite floor: the expectations over other
+        # chains would otherwise meet 0 * -inf = NaN. Updated marginals give such states exactly zero mass.
+        expected_log_lik, data = _dense_expectation, jnp.maximum(log_lik, IMPOSSIBLE_LOG_LIK)
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1 sweep, got {n_iter}")
     return _mean_field(tuple(log_init), tuple(log_trans), data, key, expected_log_lik, n_iter)

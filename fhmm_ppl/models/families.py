@@ -107,7 +107,9 @@ class GaussianFamily:
     def initialise(self, frames: np.ndarray, n_states: int, seed: int) -> GaussianParams:
         centers, _ = kmeans_labels(frames, n_states, seed)
         dim = frames.shape[1]
-        cov = np.atleast_2d(np.cov(frames.T)) + self.min_covar * np.eye(dim)
+        # One frame has no spread (np.cov would divide by zero): start from the floor alone.
+        spread = np.atleast_2d(np.cov(frames.T)) if frames.shape[0] > 1 else np.zeros((dim, dim))
+        cov = spread + self.min_covar * np.eye(dim)
         covars = {
             "spherical": np.full(n_states, np.mean(np.diag(cov))),
             "diag": np.tile(np.diag(cov), (n_states, 1)),
