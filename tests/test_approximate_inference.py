@@ -49,6 +49,15 @@ def test_planner_estimates_before_allocating():
     assert hmm.plan_inference((64, 64), 1000, method="mean_field").method == "mean_field"
     with pytest.raises(ValueError, match="inference method"):
         hmm.plan_inference((2,), 10, method="magic")
+    # the estimate follows the chunk the smoother will really use: everything fits, so one chunk of T
+    # frames (about three (T, prod N) float32 tensors), not sqrt(T)
+    whole = hmm.plan_inference((32, 32), 10_000, chunked_log_lik=True)
+    assert hmm.choose_chunk_size(10_000, 1024) == 10_000 and whole.exact_bytes >= 3 * 10_000 * 1024 * 4
+    one_chain = hmm.plan_inference((64,), 10**9)  # mean field of one chain is exact inference
+    assert one_chain.method == "exact" and "one chain" in one_chain.reason
+    for n_states, n_frames in (((), 10), ((3, 0), 10), ((3,), 0)):
+        with pytest.raises(ValueError, match="at least one chain, one state per chain and one frame"):
+            hmm.plan_inference(n_states, n_frames)
 
 
 def test_complex_gaussian_mean_field_is_linear_in_chains_and_bounds_the_exact_evidence(rng):

@@ -7,14 +7,13 @@ rows from, columns to) and ``log_lik`` ``(T, N_1, ..., N_K)``.
 
 from fhmm_ppl.hmm.exact import (
     Posteriors,
-    choose_chunk_size,
     log_marginal,
     path_log_prob,
     posteriors,
     posteriors_chunked,
     viterbi,
 )
-from fhmm_ppl.hmm.planning import InferencePlan, plan_inference
+from fhmm_ppl.hmm.planning import InferencePlan, choose_chunk_size, plan_inference
 from fhmm_ppl.hmm.sampling import sample_posterior, sample_prior
 from fhmm_ppl.hmm.variational import MeanFieldResult, structured_mean_field
 

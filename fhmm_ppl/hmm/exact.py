@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
+from fhmm_ppl.hmm.planning import choose_chunk_size
 from fhmm_ppl.hmm._factored import (
     chain_marginals,
     joint_initial,
@@ -46,8 +47,6 @@ from fhmm_ppl.hmm._factored import (
     propagate_forward,
 )
 
-#: Default bound on the bytes one chunk of stored messages may take.
-DEFAULT_MESSAGE_BYTES = 256 * 2**20
 
 
 class Posteriors(NamedTuple):
@@ -93,20 +92,6 @@ def _validate(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik_sha
         raise ValueError(f"log_lik must have shape (T, {', '.join(map(str, n_states))}), got {log_lik_shape}")
     if log_lik_shape[0] < 1:
         raise ValueError("log_lik has no frames (T = 0)")
-
-
-def choose_chunk_size(n_frames: int, n_joint_states: int, max_bytes: int = DEFAULT_MESSAGE_BYTES) -> int:
-    """Frames per smoothing chunk so stored messages fit ``max_bytes`` (float32).
-
-    One chunk keeps about three ``(C, prod(N))`` tensors (log-likelihoods,
-    likelihoods, messages) alive; when the whole sequence fits, ``C = T``.
-    Otherwise ``C ~ sqrt(T)`` minimises boundary plus chunk storage.
-    """
-    per_frame = 3 * 4 * n_joint_states
-    if n_frames * per_frame <= max_bytes:
-        return n_frames
-    chunk = max(1, int(math.ceil(math.sqrt(n_frames))))
-    return max(1, min(chunk, max_bytes // per_frame))
 
 
 # --------------------------------------------------------------------------- shared steps

@@ -18,6 +18,24 @@ from typing import NamedTuple, Sequence
 ASSUMED_FLOPS = 1.0e10
 
 
+#: Default bound on the bytes one chunk of stored messages may take.
+DEFAULT_MESSAGE_BYTES = 256 * 2**20
+
+
+def choose_chunk_size(n_frames: int, n_joint_states: int, max_bytes: int = DEFAULT_MESSAGE_BYTES) -> int:
+    """Frames per smoothing chunk so stored messages fit ``max_bytes`` (float32).
+
+    One chunk keeps about three ``(C, prod(N))`` tensors (log-likelihoods,
+    likelihoods, messages) alive; when the whole sequence fits, ``C = T``.
+    Otherwise ``C ~ sqrt(T)`` minimises boundary plus chunk storage.
+    """
+    per_frame = 3 * 4 * n_joint_states
+    if n_frames * per_frame <= max_bytes:
+        return n_frames
+    chunk = max(1, int(math.ceil(math.sqrt(n_frames))))
+    return max(1, min(chunk, max_bytes // per_frame))
+
+
 class InferencePlan(NamedTuple):
     """Which inference to run, and why.
 
@@ -59,9 +77,14 @@ def plan_inference(
     """
     if method not in ("auto", "exact", "mean_field"):
         raise ValueError(f"inference method must be 'auto', 'exact' or 'mean_field', got {method!r}")
+    n_states = tuple(int(n) for n in n_states)
+    if not n_states or min(n_states) < 1 or n_frames < 1:
+        raise ValueError(f"need at least one chain, one state per chain and one frame; got n_states={n_states}, "
+                         f"n_frames={n_frames}")
     n_joint = math.prod(n_states)
-    chunk = max(1, int(math.ceil(math.sqrt(n_frames))))
-    messages = (n_frames // chunk + 3 * chunk) * n_joint * 4
+    chunk = choose_chunk_size(n_frames, n_joint)  # as exact smoothing will choose it
+    n_chunks = -(-n_frames // chunk)
+    messages = (n_chunks + 3 * chunk) * n_joint * 4  # chunk-boundary messages + one chunk's working set
     dense = 0 if chunked_log_lik else 2 * n_frames * n_joint * 4
     exact_bytes = messages + dense
     exact_seconds = 3.0 * n_frames * n_joint * sum(n_states) / ASSUMED_FLOPS
@@ -71,6 +94,9 @@ def plan_inference(
     )
     if method != "auto":
         return InferencePlan(method, f"{method} requested; {summary}", exact_bytes, exact_seconds)
+    if len(n_states) == 1:  # one chain: mean field would be the same computation
+        return InferencePlan("exact", f"{summary}: one chain, for which mean field is exact inference", exact_bytes,
+                             exact_seconds)
     if exact_bytes > max_bytes:
         return InferencePlan("mean_field", f"{summary}: over the {max_bytes / 2**20:.0f} MiB budget", exact_bytes, exact_seconds)
     if exact_seconds > max_seconds:
