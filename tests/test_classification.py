@@ -121,6 +121,8 @@ def test_class_priors_break_ties_towards_the_frequent_class():
     tied = np.zeros((2, 2))
     assert model.predict(None, tied).tolist() == ["common", "common"]
     assert model.log_prior == pytest.approx(np.log([0.75, 0.25]))
+    with pytest.warns(RuntimeWarning, match=r"recordings \[1\] have no finite score under any class model"):
+        assert model.predict(None, np.array([[0.0, -1.0], [-np.inf, np.nan]])).tolist() == ["common", model.labels[0]]
 
 
 def test_dataset_recordings_are_labelled_from_their_file_names(mma_tree):

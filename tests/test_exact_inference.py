@@ -213,3 +213,18 @@ def test_arrays_instead_of_lists_and_nan_data_are_reported(rng):
     nan_lik = log_lik.at[2, 1].set(jnp.nan)
     assert np.isnan(float(hmm.log_marginal(log_init, log_trans, nan_lik)))
     assert np.isnan(float(hmm.posteriors(log_init, log_trans, nan_lik).log_marginal))  # was -inf, "impossible"
+
+
+def test_lengths_and_chunk_sizes_are_checked(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (3, 2), 5)
+    with pytest.raises(ValueError, match="length must be one int per sequence"):
+        hmm.log_marginal(log_init, log_trans, log_lik, jnp.array([3, 4]))
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match="length must be between 0 and the 5 frames given"):
+            hmm.posteriors(log_init, log_trans, log_lik, bad)
+    with pytest.raises(ValueError, match="chunk_size must be a positive number of frames"):
+        hmm.viterbi(log_init, log_trans, log_lik, chunk_size=-2)
+    # traced lengths (vmap, jit) are not inspected
+    batch = jnp.stack([log_lik, log_lik])
+    values = jax.vmap(lambda ll, n: hmm.log_marginal(log_init, log_trans, ll, n))(batch, jnp.array([5, 2]))
+    assert float(values[0]) == pytest.approx(float(hmm.log_marginal(log_init, log_trans, log_lik)), abs=1e-5)

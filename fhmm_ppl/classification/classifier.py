@@ -105,7 +105,14 @@ class HMMClassifier:
         scores = self.scores(sequences) if scores is None else scores
         if self.options.class_priors:
             scores = scores + self.log_prior[None, :]
-        return np.asarray(self.labels, dtype=object)[np.argmax(scores, axis=1)]
+        hopeless = np.flatnonzero(~np.any(np.isfinite(scores), axis=1))
+        if hopeless.size:
+            import warnings
+
+            warnings.warn(f"recordings {hopeless.tolist()} have no finite score under any class model (features far "
+                          f"outside the training range, or NaN); they are labelled {self.labels[0]!r} by default",
+                          RuntimeWarning, stacklevel=2)
+        return np.asarray(self.labels, dtype=object)[np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)]
 
 
 def fit_classifier(sequences: Sequence[np.ndarray], labels: Sequence[str],

@@ -69,7 +69,16 @@ class Posteriors(NamedTuple):
 # --------------------------------------------------------------------------- validation
 
 
-def _validate(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik_shape: tuple[int, ...]) -> None:
+def _validate(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik_shape: tuple[int, ...],
+              length=None, chunk_size: Optional[int] = None) -> None:
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive number of frames (or None), got {chunk_size!r}")
+    if length is not None and not isinstance(length, jax.core.Tracer):  # traced lengths are the caller's care
+        if jnp.ndim(length) != 0:
+            raise ValueError(f"length must be one int per sequence, got shape {jnp.shape(length)}; "
+                             "for a batch, jax.vmap over sequences and lengths together")
+        if not 0 <= int(length) <= log_lik_shape[0]:
+            raise ValueError(f"length must be between 0 and the {log_lik_shape[0]} frames given, got {int(length)}")
     for name, value in (("log_init", log_init), ("log_trans", log_trans)):
         if hasattr(value, "ndim"):
             raise ValueError(f"{name} must be a list or tuple with one array per chain, got one array of shape "
@@ -201,7 +210,7 @@ def log_marginal(
     marginals into NaN gradients. Forward-mode (``jax.jvp``, Hessians) is not
     supported.
     """
-    _validate(log_init, log_trans, jnp.shape(log_lik))
+    _validate(log_init, log_trans, jnp.shape(log_lik), length)
     return _log_marginal_with_posterior_gradient(tuple(log_init), tuple(log_trans), log_lik, length, unroll)
 
 
@@ -384,7 +393,7 @@ def posteriors(
         ``Posteriors`` with per-chain marginals K x ``(T, N_k)``.
     """
     shape = tuple(jnp.shape(log_lik))
-    _validate(log_init, log_trans, shape)
+    _validate(log_init, log_trans, shape, length, chunk_size)
     n_joint = math.prod(shape[1:])
     chunk = chunk_size or choose_chunk_size(shape[0], n_joint)
     return _posteriors_jit(
@@ -423,7 +432,7 @@ def posteriors_chunked(
     """
     n_states = tuple(int(jnp.shape(v)[0]) for v in log_init)
     n_frames = int(jnp.shape(observations)[0])
-    _validate(log_init, log_trans, (n_frames,) + n_states)
+    _validate(log_init, log_trans, (n_frames,) + n_states, length, chunk_size)
     chunk = chunk_size or choose_chunk_size(n_frames, math.prod(n_states))
     return _posteriors_jit(
         tuple(log_init), tuple(log_trans), observations, params, length, chunk_log_lik, n_frames,
@@ -508,7 +517,7 @@ def viterbi(
         ``(T, K)`` int32 path, column k the state of chain k.
     """
     shape = tuple(jnp.shape(log_lik))
-    _validate(log_init, log_trans, shape)
+    _validate(log_init, log_trans, shape, length, chunk_size)
     chunk = chunk_size or choose_chunk_size(shape[0], math.prod(shape[1:]))
     return _viterbi(tuple(log_init), tuple(log_trans), log_lik, length, min(chunk, shape[0]))
 
