@@ -21,6 +21,11 @@ instead of ``O(T * prod(N))``; the time cost is one extra forward pass. The
 log-likelihoods themselves can also be produced per chunk (see
 ``posteriors_chunked``), so ``(T, prod(N))`` is never materialised.
 
+Impossible data (every joint path has probability zero) give a log marginal
+of ``-inf`` and zero gradients; ``viterbi`` and posterior sampling then return
+an arbitrary path, so check the log marginal first. NaN log-likelihoods give
+NaN, ``+inf`` ones are not supported.
+
 Variable-length sequences: frames at ``t >= length`` are treated as
 unobserved (log-likelihood 0), which leaves the log marginal exact; their
 posteriors are returned but meaningless, and they add no transition counts.
