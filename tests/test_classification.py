@@ -87,6 +87,15 @@ def test_grouped_splits_never_share_a_group_and_keep_every_class_in_training():
         make_splits(data.labels, data.groups, "cv", n_splits=5)
     with pytest.raises(ValueError, match="smallest class has 8 recordings, fewer than n_splits=10"):
         make_splits(data.labels, None, "cv", n_splits=10)
+    # a class with fewer recordings than folds is untested in some folds: no scikit-learn warning about it
+    import warnings
+
+    labels = ["a"] * 6 + ["b"] * 2
+    groups = ["g0", "g1", "g2", "g3", "g4", "g5", "g0", "g1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        splits = make_splits(labels, groups, "cv", n_splits=3)
+    assert len(splits) == 3 and all("b" in np.asarray(labels)[train] for train, _ in splits)
 
 
 def test_demo_recordings_are_deterministic_and_distinct_per_session():

@@ -8,6 +8,8 @@ prediction comes from a model whose scaler and HMMs never saw that recording.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence
 
@@ -46,7 +48,11 @@ def make_splits(labels: Sequence[str], groups: Optional[Sequence[str]] = None, m
         if n_groups < folds:
             raise ValueError(f"{n_groups} groups cannot make {folds} grouped folds; use fewer splits or grouped: false")
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        splits = list(splitter.split(index, labels, groups))
+        with warnings.catch_warnings():
+            # scikit-learn warns when a class has fewer members than folds; such a class is simply not
+            # tested in every fold, and a class missing from training is refused below, in our words
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            splits = list(splitter.split(index, labels, groups))
         splits = splits if method == "cv" else splits[:1]
     elif method == "cv":
         smallest = min(np.sum(labels == c) for c in set(labels.tolist()))
