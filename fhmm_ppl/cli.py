@@ -226,13 +226,10 @@ def separate(
         import soundfile as sf
 
         signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.n_fft)
-        try:
-            info = sf.info(str(mixture))
-            if info.samplerate != rate or info.channels > 1:
-                typer.echo(f"{mixture}: {info.channels} channel(s) at {info.samplerate} Hz read as mono at {rate} Hz "
-                           "(the separator's rate); the estimates are written at that rate", err=True)
-        except RuntimeError:
-            pass
+        info = sf.info(str(mixture))  # read_audio has checked the file
+        if info.samplerate != rate or info.channels > 1:
+            typer.echo(f"{mixture}: {info.channels} channel(s) at {info.samplerate} Hz read as mono at {rate} Hz "
+                       "(the separator's rate); the estimates are written at that rate", err=True)
         for name, wave in separator.separate(signal).items():
             path = write_audio(output / f"{mixture.stem}_{name}.wav", wave, rate)
             typer.echo(str(path))

@@ -253,7 +253,9 @@ class ExperimentConfig(_Strict):
             raise ValueError("the gaussian emission is for classification; separation uses complex_gaussian or logmax")
         if self.data.classes:
             raise ValueError("data.classes is for classification; separation trains on data.train")
-        if self.model.emission in ("logmax", "log_mel") and self.inference.method == "mean_field":
+        from fhmm_ppl.separation.separator import LOGMAX_EMISSIONS
+
+        if self.model.emission in LOGMAX_EMISSIONS and self.inference.method == "mean_field":
             raise ValueError(f"inference.method mean_field is for the complex_gaussian emission; {self.model.emission} "
                              "needs exact inference (method: exact or auto)")
         if self.data.source == "files":

@@ -42,7 +42,6 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from fhmm_ppl.hmm.planning import choose_chunk_size
 from fhmm_ppl.hmm._factored import (
     chain_marginals,
     joint_initial,
@@ -51,8 +50,7 @@ from fhmm_ppl.hmm._factored import (
     propagate_backward,
     propagate_forward,
 )
-
-
+from fhmm_ppl.hmm.planning import choose_chunk_size
 
 class Posteriors(NamedTuple):
     """Result of exact smoothing.

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jax import Array
 
@@ -103,11 +104,10 @@ def map_update(prior: Any, role: str, **stats: Array) -> Array:
 _ROLE_VALUES = {"initial": "simplex", "transition": "simplex", "psd": "positive", "means": "real"}
 #: For each kind of value: a value the support must contain, one it must not (None: anything goes), a wording.
 _SUPPORT_CHECKS = {
-    "simplex": (jnp.full((3, 3), 1 / 3), jnp.ones((3, 3)), "probability vectors"),
-    "positive": (jnp.ones((3, 3)), -jnp.ones((3, 3)), "positive"),
-    "real": (-jnp.ones((3, 3)), None, "real"),
-    "positive_definite": (jnp.broadcast_to(jnp.eye(3), (3, 3, 3)), -jnp.broadcast_to(jnp.eye(3), (3, 3, 3)),
-                          "positive-definite matrices"),
+    "simplex": (np.full((3, 3), 1 / 3), np.ones((3, 3)), "probability vectors"),
+    "positive": (np.ones((3, 3)), -np.ones((3, 3)), "positive"),
+    "real": (-np.ones((3, 3)), None, "real"),
+    "positive_definite": (np.tile(np.eye(3), (3, 1, 1)), -np.tile(np.eye(3), (3, 1, 1)), "positive-definite matrices"),
 }
 
 

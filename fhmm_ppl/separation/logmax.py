@@ -60,9 +60,14 @@ def logmax_masks(log_init, log_trans, means, variances, log_mag):
     Returns:
         masks summing to one over sources at every bin.
     """
-    log_lik = logmax_log_lik_chunked(log_mag, tuple(means), tuple(variances))
-    joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(log_mag.shape[0], -1)
+    joint = logmax_joint_posterior(log_init, log_trans, means, variances, log_mag)
     return masks_from_joint(joint, log_mag, tuple(means), tuple(variances))
+
+
+def logmax_joint_posterior(log_init, log_trans, means, variances, log_mag):
+    """Exact posterior over joint states ``(T, prod N)`` of the log-max model on ``log_mag (T, F)``."""
+    log_lik = logmax_log_lik_chunked(log_mag, means, variances)
+    return hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(log_mag.shape[0], -1)
 
 
 _log_lik_chunk = jax.jit(logmax_log_lik)

@@ -174,16 +174,13 @@ class Separator:
         import jax.numpy as jnp
 
         log_init, log_trans = self._chains()
-        n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
-        plan = self._plan(n_states, mixture_stft.shape[0])
+        plan = self._plan(mixture_stft.shape[0])
         if self.options.emission in LOGMAX_EMISSIONS:
-            from fhmm_ppl import hmm
-            from fhmm_ppl.separation.logmax import logmax_log_lik_chunked
+            from fhmm_ppl.separation.logmax import logmax_joint_posterior
 
-            means, variances = self._emission("means"), self._emission("variances")
-            log_lik = logmax_log_lik_chunked(frames, means, variances)
-            joint = hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(frames.shape[0], -1)
+            joint = logmax_joint_posterior(log_init, log_trans, self._emission("means"), self._emission("variances"),
+                                           frames)
         elif plan.method == "exact":
             # The joint posterior and the Wiener product are two compiled steps: XLA-CPU ran the
             # product about twice as slowly fused into the smoother's program.
@@ -220,19 +217,17 @@ class Separator:
                 raise ValueError(f"source {name!r}: STFT shape {np.shape(spec)} differs from the mixture's "
                                  f"{np.shape(mixture_stft)}")
         n_frames = mixture_stft.shape[0]
-        plan = self._plan(tuple(int(m.init.shape[0]) for m in self.models.values()), n_frames)
+        plan = self._plan(n_frames)
         if plan.method != "exact":
             raise ValueError(f"state oracle masks need the joint state space, which is too large here ({plan.reason})")
+        log_init, log_trans = self._chains()
+        logmax = self.options.emission in LOGMAX_EMISSIONS
+        params = zip(self._emission("means"), self._emission("variances")) if logmax else self._emission("psd")
         joint = jnp.ones((n_frames, 1), jnp.float32)
-        for model, spec in zip(self.models.values(), source_stfts):
+        for k, (spec, param) in enumerate(zip(source_stfts, params)):
             own = jnp.asarray(model_frames(np.asarray(spec), self.options, self.sample_rate))
-            if self.options.emission in LOGMAX_EMISSIONS:
-                params = [jnp.asarray(model.emission["means"])], [jnp.asarray(model.emission["variances"])]
-                log_lik = logmax_log_lik(own, *params)
-            else:
-                log_lik = complex_gaussian_log_lik(own, [jnp.asarray(model.emission["psd"])])
-            marginal = hmm.posteriors([jnp.log(jnp.asarray(model.init, jnp.float32))],
-                                      [jnp.log(jnp.asarray(model.trans, jnp.float32))], log_lik).marginals[0]
+            log_lik = logmax_log_lik(own, [param[0]], [param[1]]) if logmax else complex_gaussian_log_lik(own, [param])
+            marginal = hmm.posteriors([log_init[k]], [log_trans[k]], log_lik).marginals[0]
             joint = (joint[:, :, None] * marginal[:, None, :]).reshape(n_frames, -1)
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
         return self._finish(self._masks_from_joint(joint, frames))
@@ -269,10 +264,11 @@ class Separator:
             gains = (np.arange(gains.shape[0])[:, None, None] == winner[None]).astype(np.float32)
         return gains
 
-    def _plan(self, n_states: tuple, n_frames: int):
-        """Exact or mean-field inference for this mixture (log-max masks need exact inference)."""
+    def _plan(self, n_frames: int):
+        """Exact or mean-field inference for a mixture of ``n_frames`` (log-max masks need exact inference)."""
         from fhmm_ppl import hmm
 
+        n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
         plan = hmm.plan_inference(n_states, n_frames, method=self.options.inference)
         if plan.method != "exact" and self.options.emission in LOGMAX_EMISSIONS:
             raise ValueError(f"the {self.options.emission} separator needs exact inference, which is too large here "
@@ -289,7 +285,7 @@ class Separator:
 
         log_init, log_trans = self._chains()
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
-        plan = self._plan(tuple(int(m.init.shape[0]) for m in self.models.values()), frames.shape[0])
+        plan = self._plan(frames.shape[0])
         if plan.method != "exact":
             marginals = hmm.structured_mean_field(log_init, log_trans, expected_log_lik=complex_gaussian_expected_log_lik,
                                                   data=(frames, self._emission("psd")), n_iter=MEAN_FIELD_SWEEPS).marginals
