@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brute import brute_force
+from brute import brute_force, dense_smoother
 from conftest import random_problem
 from fhmm_ppl import hmm
 
@@ -146,6 +146,61 @@ def test_unlikely_jumps_stay_finite_where_float32_products_underflow():
     assert np.isfinite(expected) and got == pytest.approx(expected, rel=1e-5)
     post = hmm.posteriors(log_init, log_trans, jnp.asarray(log_lik))
     assert float(post.log_marginal) == pytest.approx(expected, rel=1e-5)
+
+
+def test_dense_float64_reference_matches_brute_force(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (2, 3), 4)
+    log_z, marginals, counts, _ = brute_force(log_init, log_trans, log_lik)
+    ref_z, ref_marginals, ref_counts = dense_smoother(log_init, log_trans, log_lik)
+    assert ref_z == pytest.approx(log_z, abs=1e-9)
+    for got, want in zip(ref_marginals + ref_counts, marginals + counts):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def sticky_problem(seed: int, n_frames: int = 10):
+    """Two 3-state chains switching with probability 1e-12 (EM's floor) and frames whose
+    log-likelihoods spread over hundreds of nats, as STFT frames under the complex Gaussian."""
+    rng = np.random.default_rng(seed)
+    trans = np.full((3, 3), 1e-12) + np.eye(3) * (1 - 2e-12)
+    log_init = [jnp.log(jnp.full(3, 1 / 3, jnp.float32))] * 2
+    log_trans = [jnp.log(jnp.asarray(trans, jnp.float32))] * 2
+    spread = rng.choice([100, 200, 400])
+    return log_init, log_trans, jnp.asarray(-rng.uniform(0, spread, size=(n_frames, 3, 3)), jnp.float32)
+
+
+@pytest.mark.parametrize("seed", [32, 43, 66, 75])
+def test_sticky_chains_with_widely_spread_likelihoods_match_float64(seed):
+    # Each seed failed before the likelihood headroom: states 87 nats below a frame's best were
+    # flushed to zero, the data then favoured them, and the log marginal came out 5-11 nats low
+    # with wrong posteriors; the textbook backward recursion also made beta 1e4-1e5 too large
+    # (posteriors summing to far more than one).
+    log_init, log_trans, log_lik = sticky_problem(seed)
+    ref_z, ref_marginals, ref_counts = dense_smoother(log_init, log_trans, log_lik)
+    assert float(hmm.log_marginal(log_init, log_trans, log_lik)) == pytest.approx(ref_z, abs=1e-3)
+    for chunk_size in (None, 3):
+        post = hmm.posteriors(log_init, log_trans, log_lik, trans_counts=True, joint=True, chunk_size=chunk_size)
+        assert float(post.log_marginal) == pytest.approx(ref_z, abs=1e-3)
+        for got, want in zip(post.marginals, ref_marginals):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+        for got, want in zip(post.trans_counts, ref_counts):
+            np.testing.assert_allclose(got, want, atol=1e-3)
+        np.testing.assert_allclose(np.asarray(post.joint).reshape(log_lik.shape[0], -1).sum(1), 1.0, atol=1e-5)
+
+
+def test_huge_log_likelihoods_match_float64(rng):
+    # STFT frames give log-likelihoods of -1e9 and below; float32 cannot hold (top - headroom)
+    # exactly there, which once produced exp(+ulp) = inf and NaN posteriors.
+    log_init, log_trans, log_lik = random_problem(rng, (2, 3), 6, scale=200.0)
+    for offset in (-3e8, -1e9, -1.25e13):
+        data = log_lik + offset  # float32: the differences between states are rounded to its spacing
+        ref_z, ref_marginals, ref_counts = dense_smoother(log_init, log_trans, data)
+        post = hmm.posteriors(log_init, log_trans, data, trans_counts=True)
+        # at 1.25e13 even float64 keeps only ~1e-3 of the transition log-probabilities
+        atol = 1e-2 if offset < -1e12 else 1e-5
+        for got, want in zip(post.marginals + post.trans_counts, ref_marginals + ref_counts):
+            np.testing.assert_allclose(got, want, atol=atol)
+        assert float(post.log_marginal) == pytest.approx(ref_z, rel=1e-6)
+        assert float(hmm.log_marginal(log_init, log_trans, data)) == pytest.approx(ref_z, rel=1e-6)
 
 
 def test_bad_shapes_are_rejected_with_clear_messages(rng):

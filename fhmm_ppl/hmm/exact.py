@@ -7,10 +7,20 @@ chain by chain along the axes of the ``(N_1, ..., N_K)`` message tensor, never
 as a joint matrix.
 
 Numerics: the forward and backward passes use *scaled* probability messages
-(Rabiner's scaling): each frame's likelihoods are shifted by their maximum
-before exponentiation and each filtered message is renormalised, so
-``log p(y_{1:T}) = sum_t (log c_t + max_s log_lik_t(s))`` stays finite for any
-T (tested at T = 10^5) without a single logsumexp inside the scan.
+(Rabiner's scaling): each frame's likelihoods are exponentiated relative to
+their maximum and each filtered message is renormalised, so
+``log p(y_{1:T}) = sum_t (log c_t + shift_t)`` stays finite for any T (tested
+at T = 10^5) without a single logsumexp inside the scan. The best state of a
+frame is given ``exp(LIK_HEADROOM)`` rather than 1: a frame's total is at most
+that (the prediction sums to one), far below float32's largest number, and
+states down to ``87 + LIK_HEADROOM`` nats below the best one stay
+representable. With a shift of exactly the maximum, states 87 nats below it
+flushed to zero; where the data then jumped to a state the prediction held
+unlikely (a frame total of 1e-24 and less, common with sticky chains on STFT
+frames), the mass lost was up to 1e-14 of the frame's, and later frames that
+favoured those states amplified it: log marginals 5-20 nats too low and
+wrong posteriors on such frames. The backward messages are renormalised
+against the forward ones at every frame (see ``_smooth``).
 
 Memory: smoothing stores one forward message per frame only inside a *chunk*.
 For long or wide problems the sequence is cut into ``n`` chunks of ``C``
@@ -109,11 +119,18 @@ def _validate(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik_sha
 # --------------------------------------------------------------------------- shared steps
 
 
+#: The best state of each frame gets likelihood exp(LIK_HEADROOM) in the scaled recursions
+#: (float32 reaches exp(88.7); a frame's total never exceeds its best state's likelihood).
+LIK_HEADROOM = 80.0
+
+
 def _frame_scale(log_lik_t: Array) -> tuple[Array, Array]:
-    """exp(log_lik_t - max) and the max (0 where every state is impossible)."""
-    shift = jnp.max(log_lik_t)
-    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-    return jnp.exp(log_lik_t - shift), shift
+    """exp(log_lik_t - shift) and the shift ``max - LIK_HEADROOM`` (0 where every state is impossible)."""
+    top = jnp.max(log_lik_t)
+    top = jnp.where(jnp.isfinite(top), top, LIK_HEADROOM)
+    # (log_lik - top) first: the best state gets exactly exp(LIK_HEADROOM), whatever float32
+    # does to ``top - LIK_HEADROOM`` when |top| is large.
+    return jnp.exp(log_lik_t - top + LIK_HEADROOM), top - LIK_HEADROOM
 
 
 def _filter_step(trans, prior_joint, alpha_prev, log_lik_t, t):
@@ -141,15 +158,16 @@ def _mask_padding(log_lik: Array, length) -> tuple[Array, Array]:
 
 
 def _scaled_likelihoods(log_lik: Array) -> tuple[Array, Array]:
-    """Per-frame shifted likelihoods ``exp(log_lik - max)`` ``(T, ...)`` and shifts ``(T,)``.
+    """Per-frame scaled likelihoods ``exp(log_lik - shift)`` ``(T, ...)`` and shifts ``(T,)``
+    (``shift = max - LIK_HEADROOM``, 0 for a frame where every state is impossible).
 
     Computed for all frames at once, outside the sequential scan, so the scan
     body is only the factored matrix products and one reduction.
     """
     state_axes = tuple(range(1, log_lik.ndim))
-    shift = jnp.max(log_lik, axis=state_axes, keepdims=True)
-    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-    return jnp.exp(log_lik - shift), shift.reshape(-1)
+    top = jnp.max(log_lik, axis=state_axes, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, LIK_HEADROOM)
+    return jnp.exp(log_lik - top + LIK_HEADROOM), (top - LIK_HEADROOM).reshape(-1)
 
 
 @partial(jax.jit, static_argnames=("unroll",))
@@ -288,10 +306,10 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
             alpha = unnorm / safe
             # zero total: impossible data (-inf); NaN likelihoods stay NaN rather than pass for impossible
             log_total = jnp.where(total > 0, jnp.log(safe), jnp.where(jnp.isnan(total), jnp.nan, -jnp.inf))
-            return alpha, (alpha, safe, log_total)
+            return alpha, (alpha, log_total)
 
-        alpha_end, (alphas, totals, log_totals) = lax.scan(inner, alpha_before, (lik, t_chunk))
-        return alpha_end, alphas, lik, totals, log_totals + shift
+        alpha_end, (alphas, log_totals) = lax.scan(inner, alpha_before, (lik, t_chunk))
+        return alpha_end, alphas, lik, log_totals + shift
 
     def fwd_only(alpha, xs):
         x_chunk, t_chunk = xs
@@ -303,23 +321,38 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
     def backward_chunk(carry, xs):
         beta_end, counts = carry
         x_chunk, t_chunk, alpha_before = xs
-        _, alphas, liks, totals, log_norms = chunk_filter(alpha_before, x_chunk, t_chunk)
+        _, alphas, liks, log_norms = chunk_filter(alpha_before, x_chunk, t_chunk)
         alphas_prev = jnp.concatenate([alpha_before[None], alphas[:-1]], axis=0)
 
         def inner_bwd(carry_b, frame):
+            # beta is kept normalised so that sum(alpha_t * beta) == 1 and gamma is a
+            # distribution. The textbook recursion (divide by the frame's total) keeps that
+            # only in exact arithmetic: where a total is tiny, factored products that
+            # underflowed in the forward pass still count in the backward one, and beta came
+            # out orders of magnitude too large, or overflowed (joint posteriors summing to
+            # 1e9, or NaN with a finite log marginal). Here the message is scaled by its
+            # maximum before it is pulled back, then renormalised against the previous
+            # frame's alpha; the transition counts share that normaliser.
             beta, acc = carry_b
-            alpha_t, alpha_prev, lik_t, total_t, t = frame
+            alpha_t, alpha_prev, lik_t, t = frame
             gamma = alpha_t * beta
-            weight = lik_t * beta / total_t
+            # beta may be ~1/alpha for unlikely states and lik_t up to exp(LIK_HEADROOM): scale
+            # beta to at most 1 before the product so that it cannot overflow.
+            top = jnp.max(beta)
+            weight = lik_t * (beta / jnp.where(top > 0, top, 1.0))
+            top = jnp.max(weight)
+            weight = weight / jnp.where(top > 0, top, 1.0)
+            beta_prev = propagate_backward(weight, trans)
+            norm = jnp.sum(alpha_prev * beta_prev)
+            norm = jnp.where((norm > 0) & jnp.isfinite(norm), norm, 1.0)
             if want_counts:
-                use = ((t > 0) & (t < length)).astype(gamma.dtype)
+                use = ((t > 0) & (t < length)).astype(gamma.dtype) / norm
                 step_counts = pairwise_chain_counts(alpha_prev, weight, trans)
                 acc = tuple(a + use * c for a, c in zip(acc, step_counts))
-            beta_prev = propagate_backward(weight, trans)
-            return (beta_prev, acc), gamma
+            return (beta_prev / norm, acc), gamma
 
         (beta_start, counts), gammas = lax.scan(
-            inner_bwd, (beta_end, counts), (alphas, alphas_prev, liks, totals, t_chunk), reverse=True
+            inner_bwd, (beta_end, counts), (alphas, alphas_prev, liks, t_chunk), reverse=True
         )
         # Per-chain marginals for the whole chunk at once, outside the scan.
         marg = tuple(chain_marginals(gammas, n_chains, first_axis=1))
