@@ -142,7 +142,8 @@ def test_a_failing_run_is_marked_failed_with_its_traceback(tmp_path):
 def test_config_errors_caught_before_a_run_starts(tmp_path):
     good = write_yaml(tmp_path / "good.yaml", TINY)
     for override, message in [
-        ("model.priors.psd={name: dirichlet}", "prior 'dirichlet' cannot be used for the psd role"),
+        ("model.priors.means={name: dirichlet}", "prior 'dirichlet' cannot be used for the means role"),
+        ("model.priors.psd={name: dirichlet}", "no prior role 'psd' for the log_mel emission; roles: covars"),
         ("data.snr_db=.nan", "data.snr_db: must be a finite number of dB"),
         ("seed=-1", "seed: Input should be greater than or equal to 0"),
         ("features.hop_length=1024", "hop_length \\(1024\\) must not exceed n_fft \\(512\\)"),
@@ -215,7 +216,7 @@ def test_a_user_prior_from_a_plugin_trains_with_svi_and_em_refuses_it(tmp_path):
     (tmp_path / "my_prior.py").write_text(PLUGIN)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     content = {**TINY, "name": "plugin", "tracking": {"uri": uri},
-               "model": {"n_states": 3, "plugins": ["my_prior.py"],
+               "model": {"emission": "complex_gaussian", "n_states": 3, "plugins": ["my_prior.py"],
                          "priors": {"psd": {"name": "test_plugin_lognormal", "params": {"scale": 2.0}},
                                     "transition": {"name": "dirichlet", "params": {"sticky": 5.0}}}},
                "training": {"method": "svi", "max_iter": 2}}
@@ -371,7 +372,8 @@ def test_real_ten_talker_mix_from_the_dataset_layout_separates_by_mean_field(tmp
     n = -(-44000 // 3)  # 48 kHz -> 16 kHz
     assert len(task.train["talker01"]) == int(n * 0.7) and task.mixtures[0].shape == (n - int(n * 0.7),)
     assert len(task.references[0]) == 10
-    sep = fit_separator(task.train, task.sample_rate, n_states=2, max_iter=3, inference="mean_field")
+    sep = fit_separator(task.train, task.sample_rate, n_states=2, max_iter=3, inference="mean_field",
+                        emission="complex_gaussian", n_models=1)
     est = sep.separate(task.mixtures[0])
     assert len(est) == 10 and all(np.all(np.isfinite(e)) for e in est.values())
     np.testing.assert_allclose(sum(est.values()), task.mixtures[0], atol=1e-4)

@@ -32,7 +32,8 @@ def high_noise(rng, seconds):
 @pytest.fixture(scope="module")
 def trained():
     rng = np.random.default_rng(0)
-    sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=8, max_iter=20)
+    sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=8, max_iter=20,
+                        emission="complex_gaussian", n_models=1)
     test = np.stack([low_tones(rng, 3), high_noise(rng, 3)])
     return sep, test
 
@@ -94,7 +95,9 @@ def test_bad_input_is_rejected(trained, tmp_path):
     with pytest.raises(ValueError, match="sample_rate must be a positive integer"):
         fit_separator({"a": noise, "b": noise}, 0)
     with pytest.raises(ValueError, match="source 'b': training audio contains NaN"):
-        fit_separator({"a": noise, "b": np.where(np.arange(4000) == 7, np.nan, noise)}, RATE)
+        fit_separator({"a": noise, "b": np.where(np.arange(4000) == 7, np.nan, noise)}, RATE, n_states=8)
+    with pytest.raises(ValueError, match="source 'a': 0.50 s of training audio give 32 frames, fewer than the 64 states"):
+        fit_separator({"a": noise, "b": noise}, RATE)
     folder = sep.save(tmp_path / "damaged")
     (folder / "params.npz").unlink()
     with pytest.raises(ValueError, match="damaged or incomplete saved separator"):
@@ -147,7 +150,7 @@ def test_state_oracle_masks_match_inference_where_states_are_plain(trained):
 def test_logmax_separator_separates_disjoint_spectra(tmp_path):
     rng = np.random.default_rng(1)
     sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=6,
-                        emission="logmax", max_iter=15)
+                        emission="logmax", max_iter=15, n_models=1)
     refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
     est = sep.separate(refs.sum(0))
     assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 15)
@@ -166,7 +169,7 @@ def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(t
 
     rng = np.random.default_rng(1)
     sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=6,
-                        emission="log_mel", n_mels=32, max_iter=15)
+                        emission="log_mel", n_mels=32, max_iter=15, n_models=1)
     assert sep.models["tones"].emission["means"].shape == (6, 32)  # states model mel bands, not STFT bins
     refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
     est, gains = sep.separate(refs.sum(0), return_gains=True)
@@ -196,7 +199,7 @@ def test_three_sources_with_exact_and_mean_field_inference():
     train = {"tones": low_tones(rng, 4), "mid": mid_noise(rng, 4), "high": high_noise(rng, 4)}
     refs = np.stack([low_tones(rng, 2), mid_noise(rng, 2), high_noise(rng, 2)])
     for inference in ("exact", "mean_field"):
-        sep = fit_separator(train, RATE, n_states=4, max_iter=10, inference=inference)
+        sep = fit_separator(train, RATE, n_states=4, max_iter=10, inference=inference, emission="complex_gaussian")
         est = sep.separate(refs.sum(0))
         assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 15), inference
 
@@ -204,8 +207,9 @@ def test_three_sources_with_exact_and_mean_field_inference():
 def test_several_initialisations_keep_the_best_objective():
     rng = np.random.default_rng(4)
     train = {"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}
-    single = [fit_separator(train, RATE, n_states=5, max_iter=6, seed=seed) for seed in (7, 8)]
-    both = fit_separator(train, RATE, n_states=5, max_iter=6, seed=7, n_init=2)
+    single = [fit_separator(train, RATE, n_states=5, max_iter=6, seed=seed, n_models=1, emission="complex_gaussian")
+              for seed in (7, 8)]
+    both = fit_separator(train, RATE, n_states=5, max_iter=6, seed=7, n_init=2, n_models=1, emission="complex_gaussian")
     for name in train:
         finals = [s.training_history[name][-1] for s in single]
         assert both.training_history[name][-1] == pytest.approx(max(finals))
@@ -230,13 +234,18 @@ def test_five_sources_by_mean_field_linear_in_the_number_of_sources():
     bands = {"b1": (100, 500), "b2": (900, 1300), "b3": (1700, 2100), "b4": (2500, 2900), "b5": (3300, 3700)}
     train = {name: band_noise(rng, 3, *band) for name, band in bands.items()}
     refs = np.stack([band_noise(rng, 2, *band) for band in bands.values()])
-    sep = fit_separator(train, RATE, n_states=3, max_iter=5, inference="mean_field")
+    sep = fit_separator(train, RATE, n_states=3, max_iter=5, inference="mean_field", emission="complex_gaussian",
+                        n_models=1)
     est = sep.separate(refs.sum(0))
     assert np.all(bss_eval(refs, np.stack([est[n] for n in bands])).sdr > 10)
     states = sep.state_posteriors(np.fft.rfft(np.zeros((4, 512)), axis=1))
     assert set(states) == set(bands) and all(np.allclose(m.sum(1), 1, atol=1e-4) for m in states.values())
     logmax = fit_separator(dict(list(train.items())[:2]), RATE, n_states=2, max_iter=2, emission="logmax",
-                           inference="mean_field")
+                           inference="mean_field", n_models=1)
+    # the default (log-mel) separator needs exact inference: five 64-state sources are refused
+    # before any training, with the way out named
+    with pytest.raises(ValueError, match="needs exact inference over 64\\^5 joint states.*emission='complex_gaussian'"):
+        fit_separator(train, RATE)
     with pytest.raises(ValueError, match="needs exact inference"):
         logmax.separate(refs[:2].sum(0))
 
@@ -257,3 +266,77 @@ def test_separate_in_a_fresh_process(trained, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     wave, _ = sf.read(tmp_path / "out" / "mix_tones.wav")
     np.testing.assert_allclose(wave, sep.separate(refs.sum(0))["tones"], atol=1e-5)
+
+
+def test_likelihood_scale_tempers_the_posterior_over_joint_states(trained):
+    from dataclasses import replace
+
+    import jax.numpy as jnp
+
+    from fhmm_ppl import hmm
+    from fhmm_ppl.audio.features import stft
+    from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik
+    from fhmm_ppl.separation import Separator, SeparatorOptions
+
+    sep, refs = trained
+    assert sep.options.evidence_scale == 128 / 512  # the default: hop_length / n_fft
+    spec = stft(refs.sum(0), sep.options.stft)
+    log_lik = complex_gaussian_log_lik(jnp.asarray(np.abs(spec) ** 2), sep._emission("psd"))
+    log_init, log_trans = sep._chains()
+    for scale in (1.0, 0.3):
+        got = Separator(sep.models, RATE, replace(sep.options, likelihood_scale=scale)).state_posteriors(spec)
+        want = hmm.posteriors(log_init, log_trans, log_lik * scale).marginals
+        for name, marginal in zip(sep.names, want):
+            np.testing.assert_allclose(got[name], marginal, atol=1e-5)
+    # a smaller scale gives a less confident posterior (higher entropy), as tempering should
+    entropy = lambda p: float(-np.sum(p * np.log(np.maximum(p, 1e-30))))
+    plain = Separator(sep.models, RATE, replace(sep.options, likelihood_scale=1.0))
+    assert entropy(sep.state_posteriors(spec)["noise"]) > entropy(plain.state_posteriors(spec)["noise"])
+    for bad in (0, -1.0, float("nan"), True, "high"):
+        with pytest.raises(ValueError, match="likelihood_scale must be a positive number"):
+            SeparatorOptions(likelihood_scale=bad)
+
+
+def test_an_ensemble_averages_its_models_masks_and_round_trips(tmp_path):
+    from fhmm_ppl.audio.features import stft
+    from fhmm_ppl.separation import Separator
+
+    rng = np.random.default_rng(5)
+    train = {"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}
+    refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
+    ensemble = fit_separator(train, RATE, n_states=4, max_iter=5, n_models=2, n_init=2, seed=3,
+                             emission="complex_gaussian")
+    assert len(ensemble.members) == 2 and ensemble.models is ensemble.members[0]
+    # the second model set continues the seeds after the first one's n_init runs
+    second = fit_separator(train, RATE, n_states=4, max_iter=5, n_init=2, seed=5, emission="complex_gaussian",
+                           n_models=1)
+    for name in train:
+        np.testing.assert_allclose(ensemble.members[1][name].emission["psd"], second.models[name].emission["psd"], rtol=1e-5)
+        assert not np.allclose(ensemble.members[0][name].emission["psd"], ensemble.members[1][name].emission["psd"])
+    spec = stft(refs.sum(0), ensemble.options.stft)
+    singles = [Separator(member, RATE, ensemble.options).gains(spec) for member in ensemble.members]
+    np.testing.assert_allclose(ensemble.gains(spec), np.mean(singles, axis=0), atol=1e-6)
+    loaded = load(ensemble.save(tmp_path / "ensemble"))
+    assert len(loaded.members) == 2 and loaded.options == ensemble.options
+    np.testing.assert_allclose(loaded.gains(spec), ensemble.gains(spec), atol=1e-6)
+    assert np.all(bss_eval(refs, np.stack(list(loaded.separate(refs.sum(0)).values()))).sdr > 15)
+    with pytest.raises(ValueError, match="n_models must be at least 1"):
+        fit_separator(train, RATE, n_models=0)
+    with pytest.raises(ValueError, match="every model set must have the sources"):
+        Separator([ensemble.members[0], {"noise": ensemble.members[1]["noise"]}], RATE, ensemble.options)
+
+
+def test_separators_saved_in_format_2_still_load(trained, tmp_path):
+    import json
+    from dataclasses import replace
+
+    sep, refs = trained
+    folder = sep.save(tmp_path / "old")
+    meta = json.loads((folder / "separator.json").read_text())
+    meta["format_version"] = 2
+    del meta["model_sets"], meta["options"]["n_models"], meta["options"]["likelihood_scale"]
+    (folder / "separator.json").write_text(json.dumps(meta))
+    loaded = load(folder)
+    assert len(loaded.members) == 1 and loaded.options == replace(sep.options, likelihood_scale=1.0)
+    for name in sep.names:
+        np.testing.assert_array_equal(loaded.models[name].emission["psd"], sep.models[name].emission["psd"])

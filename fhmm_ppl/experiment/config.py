@@ -128,14 +128,15 @@ class PriorConfig(_Strict):
 class ModelConfig(_Strict):
     """The source (or class) models.
 
-    ``emission``: ``complex_gaussian``, ``logmax`` or ``log_mel`` for separation, ``gaussian``
+    ``emission``: ``log_mel`` (the default: the most accurate on two sources), ``complex_gaussian``
+    (fast; mean field for many sources) or ``logmax`` for separation, ``gaussian``
     (with ``covariance_type``) for classification. ``priors`` maps a role (``initial``, ``transition``, ``psd``; ``means`` and
     ``covars`` for log-max) to a registered prior; ``plugins`` are Python files
     imported first, so the priors they register can be named here.
     """
 
-    emission: Literal["complex_gaussian", "logmax", "log_mel", "gaussian"] = "complex_gaussian"
-    n_states: int = Field(32, ge=1, le=256)
+    emission: Literal["complex_gaussian", "logmax", "log_mel", "gaussian"] = "log_mel"
+    n_states: int = Field(64, ge=1, le=256)
     covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
     priors: dict[str, PriorConfig] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)
@@ -163,16 +164,22 @@ class ModelConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    """How the source models are trained; ``n_init`` runs per source keep the best objective."""
+    """How the source models are trained; ``n_init`` runs per source keep the best objective;
+    ``n_models`` independently trained sets of source models are averaged (an ensemble)."""
 
     method: Literal["em", "svi"] = "em"
     max_iter: int = Field(30, ge=1, le=10000)
     n_init: int = Field(1, ge=1, le=20)
+    n_models: int = Field(3, ge=1, le=10)
 
 
 class InferenceConfig(_Strict):
+    """How the mixture is separated. ``likelihood_scale`` multiplies the frames' log-likelihoods
+    (empty: ``hop_length / n_fft``, which counts each sample of overlapping frames once; 1: the plain model)."""
+
     method: Literal["auto", "exact", "mean_field"] = "auto"
     mask: Literal["wiener", "binary"] = "wiener"
+    likelihood_scale: Optional[float] = Field(None, gt=0, le=10)
 
 
 class EvaluationConfig(_Strict):
