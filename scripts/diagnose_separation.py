@@ -41,7 +41,8 @@ def diagnose(task, n_states: int) -> dict:
     from fhmm_ppl.separation import fit_separator
     from fhmm_ppl.separation.baselines import apply_masks, oracle_masks
 
-    sep = fit_separator(task.train, task.sample_rate, n_states=n_states, max_iter=30)
+    sep = fit_separator(task.train, task.sample_rate, n_states=n_states, max_iter=30, emission="complex_gaussian",
+                        n_models=1)
     cfg, names, mixture = sep.options.stft, sep.names, task.mixtures[0]
     refs = np.stack([task.references[0][n] for n in names])
     spec = stft(mixture, cfg)

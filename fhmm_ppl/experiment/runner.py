@@ -148,7 +148,9 @@ def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: 
 
     task = load_task(config)
     mlflow.set_tags(_tags(fingerprint(task)))
-    on_status(f"training {len(task.train)} source models ({config.model.n_states} states each, {config.training.method})")
+    sets = f", {config.training.n_models} sets" if config.training.n_models > 1 else ""
+    on_status(f"training {len(task.train)} source models ({config.model.emission}, {config.model.n_states} states each, "
+              f"{config.training.method}{sets})")
     separator = fit_separator(
         task.train, task.sample_rate, n_states=config.model.n_states, emission=config.model.emission,
         trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
