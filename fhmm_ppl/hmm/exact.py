@@ -19,8 +19,8 @@ flushed to zero; where the data then jumped to a state the prediction held
 unlikely (a frame total of 1e-24 and less, common with sticky chains on STFT
 frames), the mass lost was up to 1e-14 of the frame's, and later frames that
 favoured those states amplified it: log marginals 5-20 nats too low and
-wrong posteriors on such frames. The backward messages are renormalised
-against the forward ones at every frame (see ``_smooth``).
+wrong posteriors on such frames (and the backward recursion, dividing by
+those tiny totals, made posteriors that summed to 1e9, or NaN).
 
 Memory: smoothing stores one forward message per frame only inside a *chunk*.
 For long or wide problems the sequence is cut into ``n`` chunks of ``C``
@@ -306,10 +306,10 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
             alpha = unnorm / safe
             # zero total: impossible data (-inf); NaN likelihoods stay NaN rather than pass for impossible
             log_total = jnp.where(total > 0, jnp.log(safe), jnp.where(jnp.isnan(total), jnp.nan, -jnp.inf))
-            return alpha, (alpha, log_total)
+            return alpha, (alpha, safe, log_total)
 
-        alpha_end, (alphas, log_totals) = lax.scan(inner, alpha_before, (lik, t_chunk))
-        return alpha_end, alphas, lik, log_totals + shift
+        alpha_end, (alphas, totals, log_totals) = lax.scan(inner, alpha_before, (lik, t_chunk))
+        return alpha_end, alphas, lik, totals, log_totals + shift
 
     def fwd_only(alpha, xs):
         x_chunk, t_chunk = xs
@@ -321,40 +321,32 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
     def backward_chunk(carry, xs):
         beta_end, counts = carry
         x_chunk, t_chunk, alpha_before = xs
-        _, alphas, liks, log_norms = chunk_filter(alpha_before, x_chunk, t_chunk)
+        _, alphas, liks, totals, log_norms = chunk_filter(alpha_before, x_chunk, t_chunk)
         alphas_prev = jnp.concatenate([alpha_before[None], alphas[:-1]], axis=0)
 
         def inner_bwd(carry_b, frame):
-            # beta is kept normalised so that sum(alpha_t * beta) == 1 and gamma is a
-            # distribution. The textbook recursion (divide by the frame's total) keeps that
-            # only in exact arithmetic: where a total is tiny, factored products that
-            # underflowed in the forward pass still count in the backward one, and beta came
-            # out orders of magnitude too large, or overflowed (joint posteriors summing to
-            # 1e9, or NaN with a finite log marginal). Here the message is scaled by its
-            # maximum before it is pulled back, then renormalised against the previous
-            # frame's alpha; the transition counts share that normaliser.
+            # Rabiner's scaled backward recursion. beta / total first: lik_t reaches
+            # exp(LIK_HEADROOM) and beta ~ 1 / alpha for unlikely states, so their product
+            # alone could overflow float32. Each frame's gamma is renormalised after the scan.
             beta, acc = carry_b
-            alpha_t, alpha_prev, lik_t, t = frame
+            alpha_t, alpha_prev, lik_t, total_t, t = frame
             gamma = alpha_t * beta
-            # beta may be ~1/alpha for unlikely states and lik_t up to exp(LIK_HEADROOM): scale
-            # beta to at most 1 before the product so that it cannot overflow.
-            top = jnp.max(beta)
-            weight = lik_t * (beta / jnp.where(top > 0, top, 1.0))
-            top = jnp.max(weight)
-            weight = weight / jnp.where(top > 0, top, 1.0)
-            beta_prev = propagate_backward(weight, trans)
-            norm = jnp.sum(alpha_prev * beta_prev)
-            norm = jnp.where((norm > 0) & jnp.isfinite(norm), norm, 1.0)
+            weight = lik_t * (beta / total_t)
             if want_counts:
-                use = ((t > 0) & (t < length)).astype(gamma.dtype) / norm
+                use = ((t > 0) & (t < length)).astype(gamma.dtype)
                 step_counts = pairwise_chain_counts(alpha_prev, weight, trans)
                 acc = tuple(a + use * c for a, c in zip(acc, step_counts))
-            return (beta_prev / norm, acc), gamma
+            beta_prev = propagate_backward(weight, trans)
+            return (beta_prev, acc), gamma
 
         (beta_start, counts), gammas = lax.scan(
-            inner_bwd, (beta_end, counts), (alphas, alphas_prev, liks, t_chunk), reverse=True
+            inner_bwd, (beta_end, counts), (alphas, alphas_prev, liks, totals, t_chunk), reverse=True
         )
-        # Per-chain marginals for the whole chunk at once, outside the scan.
+        # Normalised (sum(alpha * beta) is one only up to rounding where float32 products underflow)
+        # and marginalised per chain for the whole chunk at once, outside the scan.
+        state_axes = tuple(range(1, n_chains + 1))
+        totals = jnp.sum(gammas, axis=state_axes, keepdims=True)
+        gammas = gammas / jnp.where((totals > 0) & jnp.isfinite(totals), totals, 1.0)
         marg = tuple(chain_marginals(gammas, n_chains, first_axis=1))
         return (beta_start, counts), (marg, gammas if want_joint else None, log_norms.sum())
 
