@@ -30,8 +30,18 @@ from fhmm_ppl.train.batching import pad_sequences
 
 
 #: Relative change below which a decrease is float32 rounding, not a real decrease: the objective
-#: sums T * D terms in float32, whose rounding error grows to about 1e-5 of the total.
+#: sums T * D terms in float32, whose rounding error grows to about 1e-5 of their magnitude.
 FLOAT32_SLACK = 2e-5
+
+
+def rounding_slack(value: float, n_terms: int) -> float:
+    """How far an EM objective ``value`` summed from ``n_terms`` float32 terms may fall by rounding alone.
+
+    The error scales with the sum of the terms' magnitudes, not with their total: log-densities of
+    both signs (log-mel states) can add up to a small objective while each term is of order one or
+    more, so ``n_terms`` stands in for that sum where it exceeds ``|value|``.
+    """
+    return FLOAT32_SLACK * max(abs(value), float(n_terms)) + 1e-3
 
 
 class EMResult(NamedTuple):
@@ -137,7 +147,7 @@ def fit_em(
             raise FloatingPointError(f"EM objective became {value} at iteration {iteration}; check the data for NaN/inf")
         if iteration > 0:
             change = value - objective[-2]
-            if change < -(FLOAT32_SLACK * abs(value) + 1e-3) and not restarted_last:
+            if change < -rounding_slack(value, frames.size) and not restarted_last:
                 decreases.append((iteration, -change))
                 warnings.warn(
                     f"EM objective decreased by {-change:.4g} at iteration {iteration} "
