@@ -257,7 +257,7 @@ class ExperimentConfig(_Strict):
                 raise ValueError("data.classes (files per class label, at least two classes) is needed for classification on files")
             return self
         if self.model.emission == "gaussian":
-            raise ValueError("the gaussian emission is for classification; separation uses complex_gaussian or logmax")
+            raise ValueError("the gaussian emission is for classification; separation uses log_mel, complex_gaussian or logmax")
         if self.data.classes:
             raise ValueError("data.classes is for classification; separation trains on data.train")
         from fhmm_ppl.separation.separator import LOGMAX_EMISSIONS

@@ -62,6 +62,7 @@ from fhmm_ppl.hmm._factored import (
 )
 from fhmm_ppl.hmm.planning import choose_chunk_size
 
+
 class Posteriors(NamedTuple):
     """Result of exact smoothing.
 
@@ -125,12 +126,9 @@ LIK_HEADROOM = 80.0
 
 
 def _frame_scale(log_lik_t: Array) -> tuple[Array, Array]:
-    """exp(log_lik_t - shift) and the shift ``max - LIK_HEADROOM`` (0 where every state is impossible)."""
-    top = jnp.max(log_lik_t)
-    top = jnp.where(jnp.isfinite(top), top, LIK_HEADROOM)
-    # (log_lik - top) first: the best state gets exactly exp(LIK_HEADROOM), whatever float32
-    # does to ``top - LIK_HEADROOM`` when |top| is large.
-    return jnp.exp(log_lik_t - top + LIK_HEADROOM), top - LIK_HEADROOM
+    """``_scaled_likelihoods`` of one frame ``(N_1, ..., N_K)``: scaled likelihoods and the scalar shift."""
+    lik, shift = _scaled_likelihoods(log_lik_t[None])
+    return lik[0], shift[0]
 
 
 def _filter_step(trans, prior_joint, alpha_prev, log_lik_t, t):
@@ -167,6 +165,8 @@ def _scaled_likelihoods(log_lik: Array) -> tuple[Array, Array]:
     state_axes = tuple(range(1, log_lik.ndim))
     top = jnp.max(log_lik, axis=state_axes, keepdims=True)
     top = jnp.where(jnp.isfinite(top), top, LIK_HEADROOM)
+    # (log_lik - top) first: the best state gets exactly exp(LIK_HEADROOM), whatever float32
+    # does to ``top - LIK_HEADROOM`` when |top| is large.
     return jnp.exp(log_lik - top + LIK_HEADROOM), (top - LIK_HEADROOM).reshape(-1)
 
 

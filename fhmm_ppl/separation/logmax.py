@@ -67,9 +67,7 @@ def logmax_masks(log_init, log_trans, means, variances, log_mag):
 def logmax_joint_posterior(log_init, log_trans, means, variances, log_mag, scale: float = 1.0):
     """Exact posterior over joint states ``(T, prod N)`` of the log-max model on ``log_mag (T, F)``,
     with the frame log-likelihoods multiplied by ``scale`` (see ``SeparatorOptions.likelihood_scale``)."""
-    log_lik = logmax_log_lik_chunked(log_mag, means, variances)
-    if scale != 1.0:
-        log_lik = log_lik * scale
+    log_lik = logmax_log_lik_chunked(log_mag, means, variances) * scale
     return hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(log_mag.shape[0], -1)
 
 

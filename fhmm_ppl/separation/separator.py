@@ -26,7 +26,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Optional, Union
 
 import numpy as np
 
@@ -201,9 +202,7 @@ class Separator:
 
     def __init__(self, models, sample_rate: int, options: SeparatorOptions,
                  training_history: Optional[Mapping[str, np.ndarray]] = None) -> None:
-        from collections.abc import Mapping as MappingABC
-
-        members = [models] if isinstance(models, MappingABC) else list(models)
+        members = [models] if isinstance(models, Mapping) else list(models)
         if not members:
             raise ValueError("a separator needs at least one set of source models")
         names = list(members[0])
@@ -224,17 +223,15 @@ class Separator:
 
     def gains(self, mixture_stft: np.ndarray) -> np.ndarray:
         """Per-source masks ``(K, T, F)`` for a mixture STFT ``(T, F)`` (averaged over an ensemble's models)."""
-        frames = model_frames(mixture_stft, self.options, self.sample_rate)
-        plan = self._plan(mixture_stft.shape[0])
-        gains = [self._member_gains(member, frames, plan.method) for member in self.members]
-        return self._finish(gains[0] if len(gains) == 1 else np.mean(gains, axis=0))
-
-    def _member_gains(self, member: Mapping[str, SourceModel], frames: np.ndarray, method: str) -> np.ndarray:
-        """Soft masks ``(K, T, F)`` of one set of source models on the mixture's model frames."""
         import jax.numpy as jnp
 
+        frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
+        plan = self._plan(mixture_stft.shape[0])
+        return self._finish(np.mean([self._member_gains(m, frames, plan.method) for m in self.members], axis=0))
+
+    def _member_gains(self, member: Mapping[str, SourceModel], frames, method: str) -> np.ndarray:
+        """Soft masks ``(K, T, F)`` of one set of source models on the mixture's model frames (a JAX array)."""
         log_init, log_trans = self._chains(member)
-        frames = jnp.asarray(frames)
         scale = self.options.evidence_scale
         if self.options.emission in LOGMAX_EMISSIONS:
             from fhmm_ppl.separation.logmax import logmax_joint_posterior
@@ -333,15 +330,8 @@ class Separator:
 
     def _plan(self, n_frames: int):
         """Exact or mean-field inference for a mixture of ``n_frames`` (log-max masks need exact inference)."""
-        from fhmm_ppl import hmm
-
         n_states = tuple(int(m.init.shape[0]) for m in self.models.values())
-        plan = hmm.plan_inference(n_states, n_frames, method=self.options.inference)
-        if plan.method != "exact" and self.options.emission in LOGMAX_EMISSIONS:
-            raise ValueError(f"the {self.options.emission} separator needs exact inference, which is too large here "
-                             f"({plan.reason}); use emission='complex_gaussian', whose mean field is linear in the "
-                             "number of sources")
-        return plan
+        return _plan_inference(n_states, n_frames, self.options.emission, self.options.inference)
 
     def state_posteriors(self, mixture_stft: np.ndarray) -> dict[str, np.ndarray]:
         """Each source's posterior state marginals ``{name: (T, N_k)}`` on a mixture STFT ``(T, F)``
@@ -538,17 +528,14 @@ def fit_separator(
     Returns:
         ``Separator``.
     """
-    from collections.abc import Mapping as MappingABC
-
     opts = SeparatorOptions(**options)
-    if not isinstance(sources, MappingABC):
+    if not isinstance(sources, Mapping):
         raise ValueError(f"sources must map each source's name to its training audio, got {type(sources).__name__}")
     if len(sources) < 2:
         raise ValueError(f"separation needs at least two sources, got {len(sources)}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-    if opts.emission in LOGMAX_EMISSIONS:
-        _check_exact_is_feasible(len(sources), opts)
+    _plan_inference((opts.n_states,) * len(sources), TYPICAL_FRAMES, opts.emission)  # refused before any training
     spec = _spec(opts)
     all_frames = {}
     for name, audio in sources.items():  # every source is checked before any training starts
@@ -576,20 +563,22 @@ def fit_separator(
     return Separator(members, sample_rate, opts, history)
 
 
-#: Frames of the mixture the early feasibility check assumes (8 s at 16 kHz, hop 128).
+#: Frames of the mixture that fit_separator's early inference check assumes (8 s at 16 kHz, hop 128).
 TYPICAL_FRAMES = 1000
 
 
-def _check_exact_is_feasible(n_sources: int, opts: SeparatorOptions) -> None:
-    """Refuse, before any training, a log-max / log-mel separator whose joint state space is too large
-    for the exact inference it needs (its masks have no mean-field form here)."""
+def _plan_inference(n_states: tuple, n_frames: int, emission: str, method: str = "auto"):
+    """``hmm.plan_inference`` for a separator; refuses a log-max / log-mel one (whose masks need the
+    exact posterior over joint states) when the plan is not exact."""
     from fhmm_ppl import hmm
 
-    plan = hmm.plan_inference((opts.n_states,) * n_sources, TYPICAL_FRAMES, chunked_log_lik=True)
-    if plan.method != "exact":
-        raise ValueError(f"the {opts.emission} separator needs exact inference over {opts.n_states}^{n_sources} joint "
-                         f"states, too many here ({plan.reason}); use emission='complex_gaussian' (structured mean "
+    plan = hmm.plan_inference(n_states, n_frames, method=method)
+    if plan.method != "exact" and emission in LOGMAX_EMISSIONS:
+        joint = f"{n_states[0]}^{len(n_states)}" if len(set(n_states)) == 1 else " x ".join(map(str, n_states))
+        raise ValueError(f"the {emission} separator needs exact inference over {joint} joint states, but the plan "
+                         f"here is {plan.method} ({plan.reason}); use emission='complex_gaussian' (structured mean "
                          "field, linear in the number of sources) or fewer states per source")
+    return plan
 
 
 def _train_source(frames: np.ndarray, spec, opts: SeparatorOptions, seeds, progress: bool):
