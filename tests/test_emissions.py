@@ -116,3 +116,11 @@ def test_complex_gaussian_mean_field_bound_is_below_the_exact_expectation_and_ti
         at = np.asarray(points[k]) > 0.5
         tight = emissions.complex_gaussian_expected_log_lik((power, psd), points, k)
         np.testing.assert_allclose(np.asarray(tight)[at], np.asarray(dense_expected_log_lik(dense, points, k))[at], rtol=1e-5)
+
+
+def test_softplus_matches_logaddexp_over_the_whole_float32_range():
+    x = np.concatenate([np.linspace(-120, 120, 2001), [-3e38, -1e4, -88.0, -1e-7, 0.0, 1e-7, 88.0, 1e4, 3e38]])
+    ours = np.asarray(emissions.softplus(jnp.asarray(x, jnp.float32)), np.float64)
+    ref = np.logaddexp(0.0, x.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(ours, ref, rtol=2e-7, atol=1e-30)
+    assert np.isnan(np.asarray(emissions.softplus(jnp.asarray([np.nan])))).all()

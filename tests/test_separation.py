@@ -184,6 +184,26 @@ def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(t
     assert spread.max() <= 1.0 and spread.min() >= 0.0 and 0 < np.count_nonzero(spread > 1e-3) < spread.size // 4
 
 
+def test_two_source_logmax_masks_equal_the_posterior_weighted_dominance():
+    """The fused two-source path of ``masks_from_joint`` against the general formula
+    ``sum_s p(s | y) P(source k dominates | s, y_tf)``, over a length that is no multiple of its chunk."""
+    import jax.numpy as jnp
+
+    from fhmm_ppl.hmm import emissions
+    from fhmm_ppl.separation.logmax import MASK_CHUNK, masks_from_joint
+
+    rng = np.random.default_rng(5)
+    n_frames, n_bins, n_states = MASK_CHUNK * 2 + 3, 7, (3, 5)
+    means = tuple(jnp.asarray(rng.normal(size=(n, n_bins)), jnp.float32) for n in n_states)
+    variances = tuple(jnp.asarray(rng.uniform(0.2, 2.0, (n, n_bins)), jnp.float32) for n in n_states)
+    log_mag = jnp.asarray(rng.normal(size=(n_frames, n_bins)) * 2, jnp.float32)
+    joint = rng.dirichlet(np.full(15, 0.3), size=n_frames).astype(np.float32)
+    masks = np.asarray(masks_from_joint(jnp.asarray(joint), log_mag, means, variances))
+    dom = np.asarray(emissions.logmax_dominance(*emissions.logmax_terms(log_mag, means, variances)))
+    ref = np.einsum("tp,ktpf->ktf", joint, dom.reshape(2, n_frames, 15, n_bins))
+    np.testing.assert_allclose(masks, ref, atol=2e-6)
+
+
 def mid_noise(rng, seconds):
     """Noise band-limited to 1.2-2 kHz."""
     n = int(seconds * RATE)
