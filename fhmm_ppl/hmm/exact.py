@@ -57,7 +57,6 @@ from fhmm_ppl.hmm._factored import (
     joint_initial,
     joint_log_initial,
     pairwise_chain_counts,
-    propagate_backward,
     propagate_forward,
 )
 from fhmm_ppl.hmm.planning import choose_chunk_size
