@@ -283,3 +283,62 @@ def test_lengths_and_chunk_sizes_are_checked(rng):
     batch = jnp.stack([log_lik, log_lik])
     values = jax.vmap(lambda ll, n: hmm.log_marginal(log_init, log_trans, ll, n))(batch, jnp.array([5, 2]))
     assert float(values[0]) == pytest.approx(float(hmm.log_marginal(log_init, log_trans, log_lik)), abs=1e-5)
+
+
+@pytest.mark.parametrize("n_states", SHAPES)
+def test_two_filter_joint_posterior_matches_brute_force(rng, n_states):
+    log_init, log_trans, log_lik = random_problem(rng, n_states, 5)
+    log_z, marginals, _, _ = brute_force(log_init, log_trans, log_lik)
+    joint, got_z = hmm.joint_posterior(log_init, log_trans, log_lik)
+    assert float(got_z) == pytest.approx(log_z, abs=1e-4)
+    axes = tuple(range(1, len(n_states) + 1))
+    for k in range(len(n_states)):
+        np.testing.assert_allclose(np.asarray(joint).sum(axis=tuple(a for a in axes if a != k + 1)), marginals[k],
+                                   atol=2e-5)
+    # above the memory bound the chunked smoother gives the same answer
+    fallback, fallback_z = hmm.joint_posterior(log_init, log_trans, log_lik, max_bytes=0)
+    np.testing.assert_allclose(fallback, joint, atol=2e-6)
+    assert float(fallback_z) == pytest.approx(log_z, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [32, 43, 66, 75])
+def test_two_filter_joint_posterior_on_sticky_chains_matches_float64(seed):
+    log_init, log_trans, log_lik = sticky_problem(seed, n_frames=30)
+    ref_z, ref_marginals, _ = dense_smoother(log_init, log_trans, log_lik)
+    joint, log_z = hmm.joint_posterior(log_init, log_trans, log_lik)
+    assert float(log_z) == pytest.approx(ref_z, abs=1e-3)
+    np.testing.assert_allclose(np.asarray(joint).sum(axis=2), ref_marginals[0], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(joint).sum(axis=1), ref_marginals[1], atol=1e-4)
+
+
+def test_two_filter_joint_posterior_with_huge_log_likelihoods_and_impossible_data(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (2, 3), 6, scale=200.0)
+    data = log_lik - 1e9
+    ref_z, ref_marginals, _ = dense_smoother(log_init, log_trans, data)
+    joint, log_z = hmm.joint_posterior(log_init, log_trans, data)
+    np.testing.assert_allclose(np.asarray(joint).sum(axis=2), ref_marginals[0], atol=1e-5)
+    assert float(log_z) == pytest.approx(ref_z, rel=1e-6)
+    joint, log_z = hmm.joint_posterior(log_init, log_trans, log_lik.at[2].set(-jnp.inf))
+    assert float(log_z) == -np.inf and np.all(np.isfinite(np.asarray(joint)))
+    _, log_z = hmm.joint_posterior(log_init, log_trans, log_lik.at[2, 0, 0].set(jnp.nan))
+    assert np.isnan(float(log_z))
+
+
+def test_two_filter_joint_posterior_of_a_64_by_64_state_pair_equals_the_smoother(rng):
+    # Large enough for the backward thread to overlap the forward pass; the product of the two
+    # normalised messages needs its headroom on these peaky frames.
+    log_init, log_trans, log_lik = random_problem(rng, (64, 64), 200, scale=30.0)
+    joint, log_z = hmm.joint_posterior(log_init, log_trans, log_lik)
+    post = hmm.posteriors(log_init, log_trans, log_lik, joint=True)
+    np.testing.assert_allclose(joint, post.joint, atol=1e-5)
+    assert float(log_z) == pytest.approx(float(post.log_marginal), rel=1e-5)
+
+
+def test_two_filter_product_keeps_states_both_messages_hold_unlikely():
+    # The filter is sure of state 0, the future of state 2, and only state 1 (1e-20 under each)
+    # is consistent with both: its product, 1e-40, is below float32's normal range.
+    from fhmm_ppl.hmm.two_filter import _combine
+
+    alphas = jnp.asarray([[[1.0, 1e-20, 0.0]]], jnp.float32)
+    betas = jnp.asarray([[[0.0, 1e-20, 1.0]]], jnp.float32)
+    np.testing.assert_allclose(np.asarray(_combine(alphas, betas)), [[[0.0, 1.0, 0.0]]], atol=1e-6)

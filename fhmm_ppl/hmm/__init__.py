@@ -13,6 +13,7 @@ from fhmm_ppl.hmm.exact import (
     posteriors_chunked,
     viterbi,
 )
+from fhmm_ppl.hmm.two_filter import joint_posterior
 from fhmm_ppl.hmm.planning import InferencePlan, choose_chunk_size, plan_inference
 from fhmm_ppl.hmm.sampling import sample_posterior, sample_prior
 from fhmm_ppl.hmm.variational import MeanFieldResult, structured_mean_field
@@ -22,6 +23,7 @@ __all__ = [
     "MeanFieldResult",
     "Posteriors",
     "choose_chunk_size",
+    "joint_posterior",
     "log_marginal",
     "path_log_prob",
     "plan_inference",

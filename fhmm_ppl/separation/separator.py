@@ -216,6 +216,9 @@ class Separator:
         #: training objective per iteration for each source (EM log posterior, or minus SVI's loss);
         #: for an ensemble, the first model's
         self.training_history = dict(training_history or {})
+        # Parameters as float32 device arrays, made on first use: copying them to the device on
+        # every separation cost about 5 % of a 64-state one.
+        self._device_params: dict = {}
 
     @property
     def names(self) -> list[str]:
@@ -297,15 +300,28 @@ class Separator:
         (of ``member``, by default the first set of models)."""
         import jax.numpy as jnp
 
-        models = (member or self.models).values()
-        return (tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models),
-                tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models))
+        def make(models):
+            return (tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models),
+                    tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models))
+
+        return self._on_device("chains", member, make)
 
     def _emission(self, key: str, member: Optional[Mapping[str, SourceModel]] = None) -> tuple:
         """One emission parameter of every source, a K-tuple of float32 arrays ``(N_k, D)``."""
         import jax.numpy as jnp
 
-        return tuple(jnp.asarray(m.emission[key], jnp.float32) for m in (member or self.models).values())
+        return self._on_device(key, member, lambda models: tuple(jnp.asarray(m.emission[key], jnp.float32)
+                                                                 for m in models))
+
+    def _on_device(self, key: str, member: Optional[Mapping[str, SourceModel]], make):
+        """``make(source models)`` of ``member`` (default: the first set), computed once per set and key."""
+        member = member or self.models
+        index = next((i for i, m in enumerate(self.members) if m is member), None)
+        if index is None:  # not one of this separator's sets: nothing to cache
+            return make(list(member.values()))
+        if (index, key) not in self._device_params:
+            self._device_params[index, key] = make(list(member.values()))
+        return self._device_params[index, key]
 
     def _masks_from_joint(self, joint, frames, member: Optional[Mapping[str, SourceModel]] = None) -> np.ndarray:
         """Masks ``(K, T, F)`` from a posterior over joint states ``(T, prod N)`` and the mixture's model frames."""
@@ -400,7 +416,8 @@ class Separator:
 
 
 def _joint_posterior(log_init, log_trans, psd, power, scale):
-    """Exact posterior over joint states ``(T, prod N)``, log-likelihoods multiplied by ``scale``.
+    """Exact posterior over joint states ``(T, prod N)``, log-likelihoods multiplied by ``scale``
+    (two-filter smoothing, the forward and backward passes on two threads).
 
     The log-likelihoods, the smoother and (in the caller) the Wiener product are separate
     compiled steps: XLA-CPU ran the whole in one program 15-30 % slower (the log-likelihood
@@ -409,7 +426,7 @@ def _joint_posterior(log_init, log_trans, psd, power, scale):
     from fhmm_ppl import hmm
 
     log_lik = _jitted("log_lik")(psd, power, scale)
-    return hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint.reshape(power.shape[0], -1)
+    return hmm.joint_posterior(log_init, log_trans, log_lik)[0].reshape(power.shape[0], -1)
 
 
 def _scaled_log_lik_impl(psd, power, scale):
