@@ -168,8 +168,8 @@ def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(t
     from fhmm_ppl.separation.separator import mel_to_bins
 
     rng = np.random.default_rng(1)
-    sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=6,
-                        emission="log_mel", n_mels=32, max_iter=15, n_models=1)
+    train = {"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}
+    sep = fit_separator(train, RATE, n_states=6, emission="log_mel", n_mels=32, max_iter=15, n_models=1)
     assert sep.models["tones"].emission["means"].shape == (6, 32)  # states model mel bands, not STFT bins
     refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
     est, gains = sep.separate(refs.sum(0), return_gains=True)
@@ -182,6 +182,56 @@ def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(t
     one_band[..., 5] = 1.0
     spread = mel_to_bins(one_band, RATE, sep.options.n_fft)[0, 0]
     assert spread.max() <= 1.0 and spread.min() >= 0.0 and 0 < np.count_nonzero(spread > 1e-3) < spread.size // 4
+
+
+def test_log_mel_state_spectra_and_the_three_soft_mask_kinds(tmp_path):
+    import json
+    from dataclasses import replace
+
+    import jax.numpy as jnp
+
+    from fhmm_ppl import hmm
+    from fhmm_ppl.audio.features import stft
+    from fhmm_ppl.hmm.emissions import logmax_log_lik
+    from fhmm_ppl.separation import Separator
+    from fhmm_ppl.separation.separator import model_frames
+
+    rng = np.random.default_rng(2)
+    train = {"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}
+    sep = fit_separator(train, RATE, n_states=5, emission="log_mel", n_mels=24, max_iter=10, n_models=1)
+    assert sep.options.soft_mask == "blend"
+    # each state's spectrum: the training STFT power averaged with the trained HMM's state posteriors
+    model, spec = sep.models["tones"], stft(train["tones"], sep.options.stft)
+    log_lik = logmax_log_lik(jnp.asarray(model_frames(spec, sep.options, RATE)), [jnp.asarray(model.emission["means"])],
+                             [jnp.asarray(model.emission["variances"])])
+    post = np.asarray(hmm.posteriors([jnp.log(jnp.asarray(model.init))], [jnp.log(jnp.asarray(model.trans))],
+                                     log_lik).marginals[0], np.float64)
+    expected = post.T @ np.abs(spec) ** 2 / post.sum(0)[:, None]
+    np.testing.assert_allclose(model.emission["psd"], np.maximum(expected, model.emission["psd"].min()), rtol=2e-3)
+    # blend = the mean of dominance and Wiener masks; every kind splits the mixture
+    mixture = stft(low_tones(rng, 2) + high_noise(rng, 2), sep.options.stft)
+    kinds = {kind: Separator(sep.members, RATE, replace(sep.options, logmax_mask=kind)).gains(mixture)
+             for kind in ("dominance", "wiener", "blend")}
+    np.testing.assert_allclose(kinds["blend"], 0.5 * (kinds["dominance"] + kinds["wiener"]), atol=1e-6)
+    assert np.abs(kinds["dominance"] - kinds["wiener"]).max() > 0.05
+    for gains in kinds.values():
+        np.testing.assert_allclose(gains.sum(0), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="logmax_mask must be one of blend, dominance, wiener"):
+        replace(sep.options, logmax_mask="soft")
+    # a format-3 folder (no state spectra) loads as it ran, with dominance masks; a format-4 one without them is damaged
+    folder = sep.save(tmp_path / "v3")
+    with np.load(folder / "params.npz") as data:
+        arrays = {key: data[key] for key in data.files if not key.endswith("/psd")}
+    np.savez(folder / "params.npz", **arrays)
+    with pytest.raises(ValueError, match="damaged or incomplete saved separator.*psd"):
+        load(folder)
+    meta = json.loads((folder / "separator.json").read_text())
+    meta["format_version"] = 3
+    del meta["options"]["logmax_mask"]
+    (folder / "separator.json").write_text(json.dumps(meta))
+    old = load(folder)
+    assert old.options.logmax_mask == "dominance"
+    np.testing.assert_allclose(old.gains(mixture), kinds["dominance"], atol=1e-6)
 
 
 def test_two_source_logmax_masks_equal_the_posterior_weighted_dominance():

@@ -179,6 +179,7 @@ class InferenceConfig(_Strict):
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
     mask: Literal["wiener", "binary"] = "wiener"
+    logmax_mask: Optional[Literal["blend", "dominance", "wiener"]] = None
     likelihood_scale: Optional[float] = Field(None, gt=0, le=10)
 
 

@@ -154,9 +154,10 @@ def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: 
     separator = fit_separator(
         task.train, task.sample_rate, n_states=config.model.n_states, emission=config.model.emission,
         trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
-        mask=config.inference.mask, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
-        n_mels=config.features.n_mels, seed=config.seed, n_init=config.training.n_init,
-        n_models=config.training.n_models, likelihood_scale=config.inference.likelihood_scale, progress=True,
+        mask=config.inference.mask, logmax_mask=config.inference.logmax_mask, n_fft=config.features.n_fft,
+        hop_length=config.features.hop_length, n_mels=config.features.n_mels, seed=config.seed,
+        n_init=config.training.n_init, n_models=config.training.n_models,
+        likelihood_scale=config.inference.likelihood_scale, progress=True,
         priors=config.model.prior_specs(),
     )
     for name, values in separator.training_history.items():
