@@ -258,8 +258,8 @@ def _log_marginal_bwd(unroll, residuals, cotangent):
 
 
 _log_marginal_with_posterior_gradient.defvjp(_log_marginal_fwd, _log_marginal_bwd)
-# Called eagerly, a custom_vjp function is traced again on every call (about 2 ms at T = 2000,
-# a third of the forward pass itself); under jit the trace is cached.
+# Called eagerly, a custom_vjp function is traced again on every call (0.5 ms of fixed cost,
+# measured: 0.67 against 0.16 ms for T = 10); under jit the trace is cached.
 _jitted_log_marginal = jax.jit(_log_marginal_with_posterior_gradient, static_argnums=(4,))
 
 

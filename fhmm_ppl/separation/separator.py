@@ -57,8 +57,9 @@ class SeparatorOptions:
     ``scripts/bench_quality.py``): 64-state log-mel source models, three of them per source
     averaged, likelihoods scaled by ``hop_length / n_fft``, masks blending dominance and state
     Wiener gains (8.9 dB mean SDR improvement against 7.6 for 32-state complex-Gaussian models).
-    They separate at about 0.2 times real time on two cores. For three or more sources, or for speed, use ``emission="complex_gaussian"`` (structured
-    mean field, linear in the number of sources; 0.005 times real time for two 32-state sources).
+    They separate at about 0.2 times real time on two cores. For three or more sources, or for
+    speed, use ``emission="complex_gaussian"`` (structured mean field, linear in the number of
+    sources; 0.005 times real time for two 32-state sources).
 
     Attributes:
         n_states: states per source HMM.
