@@ -57,6 +57,13 @@ def propagate_forward(
     return message
 
 
+def propagate_backward(message: Array, trans: Sequence[Array], first_axis: int = 0) -> Array:
+    """Pull a joint message one step back: ``out[s] = sum_s' prod_k A_k[s_k, s'_k] message[s']``."""
+    for k, mat in enumerate(trans):
+        message = propagate_axis(message, mat.T, first_axis + k)
+    return message
+
+
 def joint_initial(init: Sequence[Array]) -> Array:
     """Outer product of per-chain initial probabilities ``(N_k,)`` -> ``(N_1, ..., N_K)``."""
     joint = init[0]

@@ -57,6 +57,7 @@ from fhmm_ppl.hmm._factored import (
     joint_initial,
     joint_log_initial,
     pairwise_chain_counts,
+    propagate_backward,
     propagate_forward,
 )
 from fhmm_ppl.hmm.planning import choose_chunk_size
@@ -294,7 +295,6 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
         return jnp.where(valid, ll, 0.0)
 
     first_trans_t = trans[0].T
-    back_trans = [m.T for m in trans]
 
     def chunk_filter(alpha_before, x_chunk, t_chunk):
         # Likelihoods are exponentiated for the whole chunk at once, outside the scan.
@@ -339,9 +339,7 @@ def _smooth(log_init, log_trans, chunk_log_lik, xs_chunks, length, n_chunks, chu
                 use = ((t > 0) & (t < length)).astype(gamma.dtype)
                 step_counts = pairwise_chain_counts(alpha_prev, weight, trans)
                 acc = tuple(a + use * c for a, c in zip(acc, step_counts))
-            # A_k @ beta along every axis, with the transposes made once outside the scan
-            # (a transposed operand inside the loop body costs XLA-CPU a slower product).
-            beta_prev = propagate_forward(weight, back_trans, first_trans_t=trans[0])
+            beta_prev = propagate_backward(weight, trans)
             return (beta_prev, acc), gamma
 
         (beta_start, counts), gammas = lax.scan(
