@@ -45,8 +45,9 @@ def masks_from_joint(joint, log_mag, means, variances):
             # (another 15 % faster than jax.nn.sigmoid here).
             half = 0.5 * (a[0][:, :, :, None] - a[1][:, :, None, :])
             weights = post.reshape(post.shape[0], 1, means[0].shape[0], -1)
-            mask = 0.5 * (jnp.sum(post, axis=1, keepdims=True) + jnp.sum(weights * jnp.tanh(half), axis=(2, 3)))
-            return jnp.stack([mask, jnp.sum(post, axis=1, keepdims=True) - mask])
+            total = jnp.sum(post, axis=1, keepdims=True)
+            mask = 0.5 * (total + jnp.sum(weights * jnp.tanh(half), axis=(2, 3)))
+            return jnp.stack([mask, total - mask])
         dom = logmax_dominance(log_pdf, log_cdf)  # (K, C, N_1, ..., N_K, F)
         dom = dom.reshape(dom.shape[0], MASK_CHUNK, -1, n_bins)
         return jnp.einsum("cp,kcpf->kcf", post, dom)

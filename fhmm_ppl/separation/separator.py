@@ -13,7 +13,9 @@ the posterior-weighted Wiener gain
     G_k(t, f) = sum_s p(s_t = s | y) v_{k, s_k}(f) / sum_j v_{j, s_j}(f);
 
 for log-max and log-mel, the posterior probability that source k dominates the
-bin (MIXMAX), spread from mel bands to STFT bins. The masks (averaged over an
+bin (MIXMAX), spread from mel bands to STFT bins, or (``logmax_mask``; for
+log-mel by default) its average with the Wiener gain above made from each
+state's mean power spectrum on the training audio. The masks (averaged over an
 ensemble) are applied to the mixture STFT and inverted with its phase. Soft
 masks sum to one over sources, so the estimates sum to the mixture (up to the
 iSTFT's floating-point error); ``mask="binary"`` keeps only the dominant
