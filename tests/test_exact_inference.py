@@ -298,6 +298,9 @@ def test_two_filter_joint_posterior_matches_brute_force(rng, n_states):
     # above the memory bound the chunked smoother gives the same answer
     fallback, fallback_z = hmm.joint_posterior(log_init, log_trans, log_lik, max_bytes=0)
     np.testing.assert_allclose(fallback, joint, atol=2e-6)
+    for max_bytes in (0, 2**30):  # flattened joint states, from either path
+        flat, _ = hmm.joint_posterior(log_init, log_trans, log_lik, max_bytes=max_bytes, flat=True)
+        np.testing.assert_allclose(flat, np.asarray(joint).reshape(5, -1), atol=2e-6)
     assert float(fallback_z) == pytest.approx(log_z, abs=1e-4)
 
 
@@ -339,6 +342,85 @@ def test_two_filter_product_keeps_states_both_messages_hold_unlikely():
     # is consistent with both: its product, 1e-40, is below float32's normal range.
     from fhmm_ppl.hmm.two_filter import _combine
 
-    alphas = jnp.asarray([[[1.0, 1e-20, 0.0]]], jnp.float32)
-    betas = jnp.asarray([[[0.0, 1e-20, 1.0]]], jnp.float32)
-    np.testing.assert_allclose(np.asarray(_combine(alphas, betas)), [[[0.0, 1.0, 0.0]]], atol=1e-6)
+    alphas = jnp.asarray([[1.0, 1e-20, 0.0], [0.5, 0.5, 0.0]], jnp.float32)  # (T, prod N)
+    betas = jnp.asarray([[0.0, 1e-20, 1.0], [0.25, 0.75, 0.0]], jnp.float32)
+    np.testing.assert_allclose(np.asarray(_combine(alphas, betas)), [[0.0, 1.0, 0.0], [0.25, 0.75, 0.0]], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- log marginal on two threads
+
+
+@pytest.mark.parametrize("n_states", SHAPES)
+@pytest.mark.parametrize("n_frames", [2, 3, 4])
+def test_split_log_marginal_matches_brute_force(rng, n_states, n_frames):
+    from fhmm_ppl.hmm.two_filter import split_log_marginal
+
+    log_init, log_trans, log_lik = random_problem(rng, n_states, n_frames)
+    log_z = brute_force(log_init, log_trans, log_lik)[0]
+    assert float(split_log_marginal(log_init, log_trans, log_lik)) == pytest.approx(log_z, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [32, 43, 66, 75])
+def test_split_log_marginal_on_sticky_chains_and_huge_values_matches_float64(seed):
+    from fhmm_ppl.hmm.two_filter import split_log_marginal
+
+    log_init, log_trans, log_lik = sticky_problem(seed, n_frames=30)
+    for data in (log_lik, log_lik - 1e9):
+        ref_z = dense_smoother(log_init, log_trans, data)[0]
+        assert float(split_log_marginal(log_init, log_trans, data)) == pytest.approx(ref_z, abs=1e-3, rel=1e-6)
+
+
+def test_split_log_marginal_of_impossible_and_nan_data(rng):
+    from fhmm_ppl.hmm.two_filter import split_log_marginal
+
+    log_init, log_trans, log_lik = random_problem(rng, (2, 3), 8)
+    for t in (0, 3, 4, 7):  # in either half, at its ends and at the meeting point
+        assert float(split_log_marginal(log_init, log_trans, log_lik.at[t].set(-jnp.inf))) == -np.inf
+        assert np.isnan(float(split_log_marginal(log_init, log_trans, log_lik.at[t, 1, 2].set(jnp.nan))))
+    # possible frame by frame, impossible together: chain 0 cannot leave state 0, the second half needs state 1
+    stuck = [jnp.log(jnp.asarray([[1.0, 0.0], [0.5, 0.5]], jnp.float32)), log_trans[1]]
+    data = log_lik.at[:4, 1].set(-jnp.inf).at[4:, 0].set(-jnp.inf)
+    assert float(hmm.log_marginal(log_init, stuck, data)) == -np.inf
+    assert float(split_log_marginal(log_init, stuck, data)) == -np.inf
+
+
+def test_split_log_marginal_survives_transition_columns_summing_far_above_one():
+    # Every state of both 128-state chains but state 0 jumps to state 0, state 0 jumps to 1, and
+    # the frames alternate between the joint states (0, 0) and (1, 1): a message pulled back from
+    # a frame that favours (0, 0) sums to ~127^2 times its best frame likelihood, which overflowed
+    # float32 (inf, then NaN) before the backward half's headroom was lowered by log(128^2).
+    n = 128
+    trans = np.full((n, n), 1e-6 / (n - 1), np.float32)
+    trans[1:, 0] = 1 - 1e-6
+    trans[0, 0], trans[0, 1] = 1e-6 / (n - 1), 1 - 1e-6
+    log_init = [jnp.log(jnp.full(n, 1 / n, jnp.float32))] * 2
+    log_trans = [jnp.log(jnp.asarray(trans))] * 2
+    log_lik = jnp.full((6, n, n), -50.0, jnp.float32)
+    for t in range(6):
+        log_lik = log_lik.at[t, t % 2, t % 2].set(0.0)
+    from fhmm_ppl.hmm.exact import _jitted_log_marginal
+    from fhmm_ppl.hmm.two_filter import split_log_marginal
+
+    single = float(_jitted_log_marginal(tuple(log_init), tuple(log_trans), log_lik, None, 1))
+    assert np.isfinite(single)
+    assert float(split_log_marginal(log_init, log_trans, log_lik)) == pytest.approx(single, abs=1e-3)
+
+
+def test_log_marginal_splits_only_concrete_problems_worth_it(rng, monkeypatch):
+    from fhmm_ppl.hmm import two_filter
+    from fhmm_ppl.hmm.exact import _jitted_log_marginal
+
+    calls = []
+    real = two_filter.split_log_marginal
+    monkeypatch.setattr(two_filter, "split_log_marginal", lambda *a: calls.append(1) or real(*a))
+    log_init, log_trans, log_lik = random_problem(rng, (32, 32), 1200, scale=3.0)
+    assert two_filter.worth_two_threads(log_lik.shape) and not two_filter.worth_two_threads((1200, 4, 4))
+    single = float(_jitted_log_marginal(tuple(log_init), tuple(log_trans), log_lik, None, 1))
+    assert float(hmm.log_marginal(log_init, log_trans, log_lik)) == pytest.approx(single, rel=1e-5)
+    assert len(calls) == 1
+    # traced (jit, grad) or padded: one forward pass, the same value
+    assert float(jax.jit(hmm.log_marginal)(log_init, log_trans, log_lik)) == pytest.approx(single, rel=1e-5)
+    assert float(hmm.log_marginal(log_init, log_trans, log_lik, length=1200)) == pytest.approx(single, rel=1e-5)
+    grad = jax.grad(lambda ll: hmm.log_marginal(log_init, log_trans, ll))(log_lik)
+    np.testing.assert_allclose(np.asarray(grad).reshape(1200, -1).sum(axis=1), 1.0, atol=1e-4)
+    assert len(calls) == 1

@@ -162,12 +162,24 @@ def _scaled_likelihoods(log_lik: Array) -> tuple[Array, Array]:
     Computed for all frames at once, outside the sequential scan, so the scan
     body is only the factored matrix products and one reduction.
     """
-    state_axes = tuple(range(1, log_lik.ndim))
-    top = jnp.max(log_lik, axis=state_axes, keepdims=True)
-    top = jnp.where(jnp.isfinite(top), top, LIK_HEADROOM)
-    # (log_lik - top) first: the best state gets exactly exp(LIK_HEADROOM), whatever float32
-    # does to ``top - LIK_HEADROOM`` when |top| is large.
-    return jnp.exp(log_lik - top + LIK_HEADROOM), (top - LIK_HEADROOM).reshape(-1)
+    lik, shift = _scaled_likelihoods_flat(log_lik)
+    return lik.reshape(log_lik.shape), shift
+
+
+def _scaled_likelihoods_flat(log_lik: Array, headroom: float = LIK_HEADROOM) -> tuple[Array, Array]:
+    """``_scaled_likelihoods`` with the joint states flattened: ``(T, prod(N))`` and ``(T,)``
+    (the best state of each frame at ``exp(headroom)``).
+
+    XLA-CPU writes a ``(T, P)`` result of the subtraction and ``exp`` about twice as fast as a
+    ``(T, N_1, ..., N_K)`` one (measured 0.86 against 1.8 ms at T = 2000, 32 x 32 states); scans
+    take the flat frames and reshape each one (free) inside their body.
+    """
+    flat = log_lik.reshape(log_lik.shape[0], -1)
+    top = jnp.max(flat, axis=1, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, headroom)
+    # (log_lik - top) first: the best state gets exactly exp(headroom), whatever float32
+    # does to ``top - headroom`` when |top| is large.
+    return jnp.exp(flat - top + headroom), (top - headroom).reshape(-1)
 
 
 @partial(jax.jit, static_argnames=("unroll",))
@@ -175,7 +187,7 @@ def _log_marginal(log_init, log_trans, log_lik, length, unroll):
     trans = [jnp.exp(m) for m in log_trans]
     prior = joint_initial([jnp.exp(v) for v in log_init])
     log_lik, _ = _mask_padding(log_lik, length)
-    lik, shift = _scaled_likelihoods(log_lik)
+    lik, shift = _scaled_likelihoods_flat(log_lik)
     first_trans_t = trans[0].T
 
     # The carry is the filtered message, normalised every frame *before* it is
@@ -185,11 +197,11 @@ def _log_marginal(log_init, log_trans, log_lik, length, unroll):
     # A plain division (no guard in the loop) is the fastest; a zero total means
     # impossible data, and the NaNs it leaves behind are mapped to -inf below.
     def step(alpha, lik_t):
-        unnorm = propagate_forward(alpha, trans, first_trans_t=first_trans_t) * lik_t
+        unnorm = propagate_forward(alpha, trans, first_trans_t=first_trans_t) * lik_t.reshape(prior.shape)
         total = unnorm.sum()
         return unnorm / total, total
 
-    first = prior * lik[0]
+    first = prior * lik[0].reshape(prior.shape)
     first_total = first.sum()
     _, totals = lax.scan(step, first / first_total, lik[1:], unroll=unroll)
     impossible = (first_total <= 0) | jnp.any(totals <= 0)
@@ -220,7 +232,10 @@ def log_marginal(
     Returns:
         ``()`` float: the log marginal. ``-inf`` if the data are impossible.
 
-    Cost ``O(T * prod(N) * sum(N))`` time, ``O(prod(N))`` extra memory.
+    Cost ``O(T * prod(N) * sum(N))`` time, ``O(prod(N))`` extra memory. Called on concrete
+    arrays (not inside ``jit``, ``grad`` or ``vmap``) with no ``length`` and enough work, the
+    sequence is split in two halves run at once on two threads, forwards and backwards, and met
+    in the middle (``two_filter.split_log_marginal``: the same value, up to float32 rounding).
     Differentiable (reverse mode, ``jax.grad``) in the log probabilities, so it
     serves SVI and MCMC. The gradient is not the autodiff of the scan: it is
     what the maths says it is, computed by the scaled smoother (``posteriors``):
@@ -232,7 +247,17 @@ def log_marginal(
     supported.
     """
     _validate(log_init, log_trans, jnp.shape(log_lik), length)
+    if length is None and unroll == 1 and not _traced(log_init, log_trans, log_lik):
+        from fhmm_ppl.hmm.two_filter import split_log_marginal, worth_two_threads
+
+        if worth_two_threads(jnp.shape(log_lik)):
+            return split_log_marginal(log_init, log_trans, jnp.asarray(log_lik, jnp.float32))
     return _jitted_log_marginal(tuple(log_init), tuple(log_trans), log_lik, length, unroll)
+
+
+def _traced(*trees) -> bool:
+    """Whether any array in ``trees`` is a tracer (inside jit, grad, vmap, ...)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))

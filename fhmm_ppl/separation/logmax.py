@@ -73,7 +73,7 @@ def logmax_joint_posterior(log_init, log_trans, means, variances, log_mag, scale
     """Exact posterior over joint states ``(T, prod N)`` of the log-max model on ``log_mag (T, F)``,
     with the frame log-likelihoods multiplied by ``scale`` (see ``SeparatorOptions.likelihood_scale``)."""
     log_lik = logmax_log_lik_chunked(log_mag, means, variances) * scale
-    return hmm.joint_posterior(log_init, log_trans, log_lik)[0].reshape(log_mag.shape[0], -1)
+    return hmm.joint_posterior(log_init, log_trans, log_lik, flat=True)[0]
 
 
 _log_lik_chunk = jax.jit(logmax_log_lik)

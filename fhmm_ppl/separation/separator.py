@@ -458,7 +458,7 @@ def _joint_posterior(log_init, log_trans, psd, power, scale):
     from fhmm_ppl import hmm
 
     log_lik = _jitted("log_lik")(psd, power, scale)
-    return hmm.joint_posterior(log_init, log_trans, log_lik)[0].reshape(power.shape[0], -1)
+    return hmm.joint_posterior(log_init, log_trans, log_lik, flat=True)[0]
 
 
 def _scaled_log_lik_impl(psd, power, scale):
