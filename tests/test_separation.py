@@ -198,7 +198,8 @@ def test_log_mel_state_spectra_and_the_three_soft_mask_kinds(tmp_path):
 
     rng = np.random.default_rng(2)
     train = {"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}
-    sep = fit_separator(train, RATE, n_states=5, emission="log_mel", n_mels=24, max_iter=10, n_models=1)
+    sep = fit_separator(train, RATE, n_states=5, emission="log_mel", n_mels=24, max_iter=10, n_models=1,
+                        state_components=0)  # masks straight from the states (dictionaries: test_state_nmf)
     assert sep.options.soft_mask == "blend"
     # each state's spectrum: the training STFT power averaged with the trained HMM's state posteriors
     model, spec = sep.models["tones"], stft(train["tones"], sep.options.stft)

@@ -137,6 +137,8 @@ class ModelConfig(_Strict):
 
     emission: Literal["complex_gaussian", "logmax", "log_mel", "gaussian"] = "log_mel"
     n_states: int = Field(64, ge=1, le=256)
+    #: components of each state's NMF dictionary (separation; empty: 16 for log_mel, 0 otherwise; 0: none)
+    state_components: Optional[int] = Field(None, ge=0, le=128)
     covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
     priors: dict[str, PriorConfig] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)

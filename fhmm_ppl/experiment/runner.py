@@ -157,7 +157,8 @@ def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: 
         mask=config.inference.mask, logmax_mask=config.inference.logmax_mask, n_fft=config.features.n_fft,
         hop_length=config.features.hop_length, n_mels=config.features.n_mels, seed=config.seed,
         n_init=config.training.n_init, n_models=config.training.n_models,
-        likelihood_scale=config.inference.likelihood_scale, progress=True,
+        likelihood_scale=config.inference.likelihood_scale, state_components=config.model.state_components,
+        progress=True,
         priors=config.model.prior_specs(),
     )
     for name, values in separator.training_history.items():

@@ -1,0 +1,114 @@
+"""States that are small NMF dictionaries (after Mysore, Smaragdis & Raj 2010, the non-negative FHMM).
+
+A state's mean spectrum cannot follow what moves within it: a sweep that
+crosses a few bins while the state holds, a louder or quieter instance of the
+same sound, a vowel whose harmonics sit a little higher. Here every state of a
+trained source HMM also gets a small dictionary of ``R`` non-negative spectra,
+learnt by KL-NMF on the STFT magnitudes of the training frames the HMM assigns
+to it. On a mixture, the FHMM picks each source's most probable state per
+frame (from the exact posterior), and the frame's magnitude spectrum is
+explained by the chosen states' dictionaries with non-negative activations
+(KL-NMF with the dictionaries fixed). Each source's share of the model's
+power, ``|W_k h_k|^2 / sum_j |W_j h_j|^2``, is its mask.
+
+Measured on the demo tasks (``scripts/bench_quality.py``, log-mel, 64 states,
+three models): mean speech SDR improvement 8.89 dB with blended state masks,
+9.41 with 16-component state dictionaries (R = 2: 8.72, 4: 9.12, 8: 9.36).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: Multiplicative-update iterations for a state's dictionary (training) and a frame's activations.
+TRAIN_ITERATIONS = 100
+SEPARATE_ITERATIONS = 40
+#: Frames per chunk when separating (the gathered dictionaries are (chunk, F, K * R)).
+CHUNK = 256
+_TINY = 1e-9
+
+
+def kl_nmf(magnitude: np.ndarray, n_components: int, rng: np.random.Generator,
+           n_iter: int = TRAIN_ITERATIONS) -> np.ndarray:
+    """Dictionary ``(F, R)`` of KL-NMF ``V ~= W H`` on magnitudes ``V (F, n)`` (Lee & Seung's
+    multiplicative updates), each column scaled to sum to one."""
+    V = np.asarray(magnitude, np.float64) + _TINY
+    scale = float(V.mean())
+    W = (np.abs(rng.standard_normal((V.shape[0], n_components))) + 0.1) * scale
+    H = np.abs(rng.standard_normal((n_components, V.shape[1]))) + 0.1
+    for _ in range(n_iter):
+        H *= (W.T @ (V / (W @ H))) / (W.sum(axis=0)[:, None] + _TINY)
+        W *= ((V / (W @ H)) @ H.T) / (H.sum(axis=1)[None, :] + _TINY)
+    return (W / (W.sum(axis=0, keepdims=True) + _TINY)).astype(np.float32)
+
+
+def state_dictionaries(marginals: np.ndarray, power: np.ndarray, fallback: np.ndarray, n_components: int,
+                       seed: int) -> np.ndarray:
+    """Each state's dictionary ``(N, F, R)`` from the training frames the HMM assigns to it.
+
+    Args:
+        marginals: ``(T, N)`` posterior state probabilities of the training frames under the
+            trained one-chain HMM; each frame goes to its most probable state.
+        power: ``(T, F)`` STFT power of the same frames.
+        fallback: ``(N, F)`` spectra (power) for states no frame is assigned to: their R columns
+            are all that spectrum's magnitude.
+        n_components: R.
+        seed: seeds the NMF initialisation.
+    """
+    rng = np.random.default_rng(seed)
+    assigned = np.argmax(marginals, axis=1)
+    magnitude = np.sqrt(np.asarray(power, np.float64))
+    n_states, n_bins = marginals.shape[1], power.shape[1]
+    out = np.empty((n_states, n_bins, n_components), np.float32)
+    for state in range(n_states):
+        frames = magnitude[assigned == state]
+        if frames.shape[0] == 0:
+            column = np.sqrt(np.asarray(fallback[state], np.float64)) + _TINY
+            out[state] = (column / column.sum())[:, None]
+        else:
+            out[state] = kl_nmf(frames.T, n_components, rng)
+    return out
+
+
+@partial(jax.jit, static_argnames=("n_iter",))
+def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATIONS):
+    """Masks ``(K, T, F)`` from each source's state dictionaries and its state per frame.
+
+    Args:
+        dictionaries: K arrays ``(N_k, F, R)`` (columns summing to one).
+        states: ``(T, K)`` int: each source's state at each frame.
+        magnitude: ``(T, F)`` mixture STFT magnitudes.
+        n_iter: KL-NMF activation updates per frame.
+
+    Returns:
+        masks summing to one over sources at every bin: ``|W_k h_k|^2 / sum_j |W_j h_j|^2``.
+        A silent frame gives equal shares.
+    """
+    n_frames, n_bins = magnitude.shape
+    n_sources, n_comp = len(dictionaries), dictionaries[0].shape[2]
+    pad = (-n_frames) % CHUNK
+    states = jnp.pad(states, ((0, pad), (0, 0))).reshape(-1, CHUNK, n_sources)
+    mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, CHUNK, n_bins) + _TINY
+
+    def one(args):
+        chunk_states, V = args
+        W = jnp.concatenate([d[chunk_states[:, k]] for k, d in enumerate(dictionaries)], axis=2)  # (C, F, K R)
+        norm = W.sum(axis=1) + _TINY  # (C, K R)
+        H0 = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / W.shape[2], norm.shape)
+
+        def update(_, H):
+            ratio = V / (jnp.einsum("cfk,ck->cf", W, H) + _TINY)
+            return H * jnp.einsum("cfk,cf->ck", W, ratio) / norm
+
+        H = jax.lax.fori_loop(0, n_iter, update, H0)
+        parts = jnp.stack([jnp.einsum("cfr,cr->cf", W[:, :, k * n_comp:(k + 1) * n_comp],
+                                      H[:, k * n_comp:(k + 1) * n_comp]) for k in range(n_sources)])
+        power = parts**2 + _TINY**2
+        return power / power.sum(axis=0, keepdims=True)
+
+    masks = jax.lax.map(one, (states, mags))  # (n_chunks, K, C, F)
+    return jnp.moveaxis(masks, 1, 0).reshape(n_sources, -1, n_bins)[:, :n_frames]

@@ -1,0 +1,117 @@
+"""State dictionaries (the non-negative FHMM's states): KL-NMF, the per-frame masks, the separator."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fhmm_ppl.separation import fit_separator, load
+from fhmm_ppl.separation.state_nmf import dictionary_masks, kl_nmf, state_dictionaries
+from test_separation import RATE, high_noise, low_tones
+
+
+def kl(V, L):
+    return float(np.sum(V * np.log(V / L) - V + L))
+
+
+def test_kl_nmf_recovers_a_low_rank_non_negative_matrix():
+    rng = np.random.default_rng(0)
+    W_true, H_true = rng.gamma(1.0, size=(40, 3)), rng.gamma(1.0, size=(3, 60))
+    V = W_true @ H_true + 1e-9
+    W = kl_nmf(V, 3, np.random.default_rng(1), n_iter=400).astype(np.float64)
+    np.testing.assert_allclose(W.sum(axis=0), 1.0, atol=1e-5)
+    # the best activations for the learnt dictionary reconstruct V almost exactly
+    H = np.ones((3, V.shape[1]))
+    for _ in range(500):
+        H *= (W.T @ (V / (W @ H))) / W.sum(axis=0)[:, None]
+    assert kl(V, W @ H) < 1e-3 * V.sum()
+    assert kl(V, W @ H) < 0.01 * kl(V, np.outer(V.mean(axis=1), np.ones(V.shape[1])))
+
+
+def test_state_dictionaries_learn_from_assigned_frames_and_fall_back_for_unvisited_states():
+    rng = np.random.default_rng(2)
+    power = rng.gamma(1.0, size=(50, 12))
+    power[25:, :6] *= 1e-4  # state 1's frames have no energy in the low bins
+    marginals = np.zeros((50, 3))
+    marginals[:25, 0] = marginals[25:, 1] = 1.0  # state 2: no frame
+    fallback = np.tile(np.arange(1.0, 13.0) ** 2, (3, 1))
+    dicts = state_dictionaries(marginals, power, fallback, n_components=2, seed=0)
+    assert dicts.shape == (3, 12, 2) and np.all(dicts >= 0)
+    np.testing.assert_allclose(dicts.sum(axis=1), 1.0, atol=1e-5)
+    assert dicts[1, :6].sum() < 0.05 and dicts[0, :6].sum() > 0.3  # magnitudes: 1e-4 power is 1e-2
+    np.testing.assert_allclose(dicts[2, :, 0], np.arange(1.0, 13.0) / 78.0, rtol=1e-5)
+
+
+def reference_masks(dictionaries, states, magnitude, n_iter):
+    """The same multiplicative updates, frame by frame in float64."""
+    masks = np.zeros((len(dictionaries),) + magnitude.shape)
+    for t, v in enumerate(np.asarray(magnitude, np.float64) + 1e-9):
+        W = np.concatenate([d[states[t, k]] for k, d in enumerate(dictionaries)], axis=1).astype(np.float64)
+        h = np.full(W.shape[1], v.sum() / W.shape[1])
+        for _ in range(n_iter):
+            h *= W.T @ (v / (W @ h + 1e-9)) / (W.sum(axis=0) + 1e-9)
+        r = dictionaries[0].shape[2]
+        parts = np.stack([W[:, k * r:(k + 1) * r] @ h[k * r:(k + 1) * r] for k in range(len(dictionaries))]) ** 2
+        masks[:, t] = parts / parts.sum(axis=0)
+    return masks
+
+
+def test_dictionary_masks_equal_a_frame_by_frame_reference_and_split_the_mixture():
+    rng = np.random.default_rng(3)
+    dicts = [rng.gamma(1.0, size=(n, 20, 3)).astype(np.float32) for n in (4, 5, 2)]
+    dicts = [d / d.sum(axis=1, keepdims=True) for d in dicts]
+    n_frames = 300  # more than one chunk, and a ragged one
+    states = np.stack([rng.integers(0, d.shape[0], n_frames) for d in dicts], axis=1)
+    magnitude = rng.gamma(1.0, size=(n_frames, 20)).astype(np.float32)
+    magnitude[7] = 0.0  # a silent frame
+    got = np.asarray(dictionary_masks(tuple(dicts), states, magnitude, n_iter=30))
+    want = reference_masks(dicts, states, magnitude, 30)
+    np.testing.assert_allclose(np.delete(got, 7, axis=1), np.delete(want, 7, axis=1), atol=2e-4)
+    np.testing.assert_allclose(got.sum(axis=0), 1.0, atol=1e-5)
+    assert np.all(np.isfinite(got)) and np.all(got >= 0)
+
+
+def test_disjoint_dictionaries_give_each_source_its_own_bins():
+    low, high = np.zeros((1, 10, 2), np.float32), np.zeros((1, 10, 2), np.float32)
+    low[0, :5] = 0.2
+    high[0, 5:] = 0.2
+    magnitude = np.concatenate([np.full((4, 5), 3.0), np.full((4, 5), 0.5)], axis=1).astype(np.float32)
+    masks = np.asarray(dictionary_masks((low, high), np.zeros((4, 2), np.int32), magnitude))
+    assert np.all(masks[0, :, :5] > 0.999) and np.all(masks[1, :, 5:] > 0.999)
+
+
+def test_log_mel_separator_with_state_dictionaries_round_trips_and_reads_older_formats(tmp_path):
+    rng = np.random.default_rng(4)
+    train = {"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}
+    sep = fit_separator(train, RATE, n_states=5, emission="log_mel", n_mels=24, max_iter=10, n_models=1,
+                        state_components=3)
+    assert sep.models["tones"].emission["dictionaries"].shape == (5, 257, 3)  # n_fft 512
+    refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
+    est, gains = sep.separate(refs.sum(0), return_gains=True)
+    np.testing.assert_allclose(gains.sum(0), 1.0, atol=1e-5)
+    from fhmm_ppl.metrics import bss_eval
+
+    assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 12)
+    folder = sep.save(tmp_path / "v5")
+    np.testing.assert_allclose(load(folder).gains(np.asarray(_stft(refs.sum(0), sep))), gains, atol=1e-6)
+    # format 5 without dictionaries is damaged; format 4 (no dictionaries then) loads without them
+    with np.load(folder / "params.npz") as data:
+        arrays = {key: data[key] for key in data.files if not key.endswith("/dictionaries")}
+    np.savez(folder / "params.npz", **arrays)
+    with pytest.raises(ValueError, match="damaged or incomplete saved separator.*dictionaries"):
+        load(folder)
+    meta = json.loads((folder / "separator.json").read_text())
+    meta["format_version"] = 4
+    del meta["options"]["state_components"]
+    (folder / "separator.json").write_text(json.dumps(meta))
+    old = load(folder)
+    assert old.options.dictionary_size == 0 and old.options.soft_mask == "blend"
+    assert np.abs(old.gains(_stft(refs.sum(0), sep)) - gains).max() > 1e-3  # masks straight from the states
+    with pytest.raises(ValueError, match="state_components must be a whole number"):
+        fit_separator(train, RATE, state_components=-1)
+
+
+def _stft(signal, sep):
+    from fhmm_ppl.audio.features import stft
+
+    return stft(signal, sep.options.stft)
