@@ -117,7 +117,9 @@ def main() -> None:
         "FHMM 32 log-mel, plain likelihood": {**mel, "n_states": 32, "likelihood_scale": 1.0},
         "FHMM 32 log-mel": {**mel, "n_states": 32},
         "FHMM 64 log-mel": {**mel, "n_states": 64},
-        "FHMM 64 log-mel x3, dominance masks": {**mel, "n_states": 64, "n_models": 3, "logmax_mask": "dominance"},
+        "FHMM 64 log-mel x3, dominance masks": {**mel, "n_states": 64, "n_models": 3, "logmax_mask": "dominance",
+                                                "state_components": 0},
+        "FHMM 64 log-mel x3, blended masks": {**mel, "n_states": 64, "n_models": 3, "state_components": 0},
         "FHMM 64 log-mel x3 (the default)": {**mel, "n_states": 64, "n_models": 3},
     }
     print("Speech estimate, BSS-Eval v3 (dB); SDRi = SDR improvement over the unprocessed mixture")
