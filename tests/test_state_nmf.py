@@ -115,3 +115,18 @@ def _stft(signal, sep):
     from fhmm_ppl.audio.features import stft
 
     return stft(signal, sep.options.stft)
+
+
+def test_state_dictionaries_with_mean_field_inference_on_three_sources():
+    from test_separation import mid_noise
+
+    from fhmm_ppl.metrics import bss_eval
+
+    rng = np.random.default_rng(5)
+    train = {"tones": low_tones(rng, 4), "mid": mid_noise(rng, 4), "high": high_noise(rng, 4)}
+    refs = np.stack([low_tones(rng, 2), mid_noise(rng, 2), high_noise(rng, 2)])
+    sep = fit_separator(train, RATE, n_states=4, max_iter=10, inference="mean_field", emission="complex_gaussian",
+                        n_models=1, state_components=2)
+    est, gains = sep.separate(refs.sum(0), return_gains=True)
+    np.testing.assert_allclose(gains.sum(0), 1.0, atol=1e-5)
+    assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 12)
