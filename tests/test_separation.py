@@ -29,6 +29,23 @@ def high_noise(rng, seconds):
     return (0.3 * sig / sig.std()).astype(np.float32)
 
 
+def make_older(folder, version: int, option: str, array_suffix: str) -> None:
+    """Turn a saved separator into what format ``version`` wrote: without ``option`` in its options
+    and without the arrays ending in ``array_suffix``. Between the two steps (arrays first) the folder
+    is a current-format one missing those arrays."""
+    import json
+
+    with np.load(folder / "params.npz") as data:
+        arrays = {key: data[key] for key in data.files if not key.endswith(array_suffix)}
+    np.savez(folder / "params.npz", **arrays)
+    with pytest.raises(ValueError, match=f"damaged or incomplete saved separator.*{array_suffix.strip('/')}"):
+        load(folder)
+    meta = json.loads((folder / "separator.json").read_text())
+    meta["format_version"] = version
+    del meta["options"][option]
+    (folder / "separator.json").write_text(json.dumps(meta))
+
+
 @pytest.fixture(scope="module")
 def trained():
     rng = np.random.default_rng(0)
@@ -185,7 +202,6 @@ def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(t
 
 
 def test_log_mel_state_spectra_and_the_three_soft_mask_kinds(tmp_path):
-    import json
     from dataclasses import replace
 
     import jax.numpy as jnp
@@ -221,15 +237,7 @@ def test_log_mel_state_spectra_and_the_three_soft_mask_kinds(tmp_path):
         replace(sep.options, logmax_mask="soft")
     # a format-3 folder (no state spectra) loads as it ran, with dominance masks; a format-4 one without them is damaged
     folder = sep.save(tmp_path / "v3")
-    with np.load(folder / "params.npz") as data:
-        arrays = {key: data[key] for key in data.files if not key.endswith("/psd")}
-    np.savez(folder / "params.npz", **arrays)
-    with pytest.raises(ValueError, match="damaged or incomplete saved separator.*psd"):
-        load(folder)
-    meta = json.loads((folder / "separator.json").read_text())
-    meta["format_version"] = 3
-    del meta["options"]["logmax_mask"]
-    (folder / "separator.json").write_text(json.dumps(meta))
+    make_older(folder, 3, "logmax_mask", "/psd")
     old = load(folder)
     assert old.options.logmax_mask == "dominance"
     np.testing.assert_allclose(old.gains(mixture), kinds["dominance"], atol=1e-6)

@@ -234,9 +234,7 @@ def _join(alpha, beta, log_first, log_second):
     """``log p(y) = log sum_s alpha(s) beta(s) + both halves' normalisers`` (headroom as ``_combine``)."""
     headroom = jnp.exp(jnp.float32(PRODUCT_HEADROOM))
     total = jnp.sum((alpha * headroom) * (beta * headroom))
-    log_total = jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)) - 2 * PRODUCT_HEADROOM,
-                          jnp.where(jnp.isnan(total), jnp.nan, -jnp.inf))
-    return log_total + log_first + log_second
+    return _log_total(total[None]) - 2 * PRODUCT_HEADROOM + log_first + log_second
 
 
 def split_log_marginal(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik: Array) -> Array:

@@ -342,6 +342,7 @@ class Separator:
         logmax = self.options.emission in LOGMAX_EMISSIONS
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
         own_frames = [jnp.asarray(model_frames(np.asarray(spec), self.options, self.sample_rate)) for spec in source_stfts]
+        magnitude = jnp.asarray(np.abs(mixture_stft), jnp.float32)
         gains = []
         for member in self.members:
             log_init, log_trans = self._chains(member)
@@ -353,7 +354,7 @@ class Separator:
                 log_lik = log_lik * self.options.evidence_scale
                 marginal = hmm.posteriors([log_init[k]], [log_trans[k]], log_lik).marginals[0]
                 joint = (joint[:, :, None] * marginal[:, None, :]).reshape(n_frames, -1)
-            gains.append(self._masks_from_joint(joint, frames, jnp.asarray(np.abs(mixture_stft), jnp.float32), member))
+            gains.append(self._masks_from_joint(joint, frames, magnitude, member))
         return self._finish(np.mean(gains, axis=0))
 
     def _chains(self, member: Optional[Mapping[str, SourceModel]] = None):
@@ -389,9 +390,9 @@ class Separator:
         """Masks ``(K, T, F)`` from a posterior over joint states ``(T, prod N)``, the mixture's model
         frames and its STFT magnitudes ``(T, F)``."""
         if self.options.dictionary_size:
-            n_states = tuple(int(m.init.shape[0]) for m in (member or self.models).values())
             from fhmm_ppl.hmm._factored import chain_marginals
 
+            n_states = tuple(int(m.init.shape[0]) for m in (member or self.models).values())
             marginals = chain_marginals(joint.reshape((joint.shape[0],) + n_states), len(n_states), first_axis=1)
             return self._dictionary_masks(marginals, magnitude, member)
         kind = self.options.soft_mask
@@ -721,15 +722,13 @@ def training_marginals(frames: np.ndarray, params, spec) -> np.ndarray:
                       np.float64)
 
 
-def state_power_spectra(frames: np.ndarray, power: np.ndarray, params, spec, marginals=None) -> np.ndarray:
+def state_power_spectra(marginals: np.ndarray, power: np.ndarray) -> np.ndarray:
     """Each state's mean power spectrum ``(N, F)`` on the training audio: the STFT power ``(T, F)``
-    averaged with the trained one-chain HMM's posterior state probabilities on its model frames
-    ``(T, D)`` (the complex-Gaussian M-step with the states held fixed; ``marginals (T, N)`` if
-    already computed). A state no frame visits gets the mean spectrum; every value is floored at
-    1e-6 of the mean power (Wiener gains divide).
+    averaged with the trained one-chain HMM's posterior state probabilities ``(T, N)`` on the same
+    frames (``training_marginals``; the complex-Gaussian M-step with the states held fixed). A state
+    no frame visits gets the mean spectrum; every value is floored at 1e-6 of the mean power (Wiener
+    gains divide).
     """
-    if marginals is None:
-        marginals = training_marginals(frames, params, spec)
     weight = marginals.sum(axis=0)  # (N,)
     mean = power.mean(axis=0)
     psd = (marginals.T @ power) / np.maximum(weight, 1e-12)[:, None]
@@ -763,7 +762,7 @@ def _train_source(frames: np.ndarray, power: np.ndarray, spec, opts: SeparatorOp
         marginals = training_marginals(frames, params, spec)
     if opts.emission in LOGMAX_EMISSIONS:
         emission = {"means": np.asarray(params.emission.means[0]), "variances": np.asarray(params.emission.covars[0])}
-        emission["psd"] = state_power_spectra(frames, power, params, spec, marginals)  # kept for any logmax_mask
+        emission["psd"] = state_power_spectra(marginals, power)  # kept for any logmax_mask
     else:
         emission = {"psd": np.asarray(params.emission.psd[0])}
     if opts.dictionary_size:
