@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brute import brute_force, dense_smoother
+from brute import brute_force, dense_smoother, path_scores
 from conftest import random_problem
 from fhmm_ppl import hmm
 
@@ -302,6 +302,35 @@ def test_two_filter_joint_posterior_matches_brute_force(rng, n_states):
         flat, _ = hmm.joint_posterior(log_init, log_trans, log_lik, max_bytes=max_bytes, flat=True)
         np.testing.assert_allclose(flat, np.asarray(joint).reshape(5, -1), atol=2e-6)
     assert float(fallback_z) == pytest.approx(log_z, abs=1e-4)
+
+
+@pytest.mark.parametrize("n_states", [(3,), (2, 3)])
+def test_posterior_expectation_matches_enumerating_every_path(rng, n_states):
+    log_init, log_trans, log_lik = random_problem(rng, n_states, 4)
+    n_joint = int(np.prod(n_states))
+    # mixed signs and sizes: the per-column scaling must undo itself
+    values = rng.normal(size=(n_joint, 3)) * np.array([1.0, 1e6, 1e-6])
+    paths, scores = path_scores(log_init, log_trans, log_lik)
+    weights = np.exp(scores - scores.max())
+    weights /= weights.sum()
+    flat_paths = np.ravel_multi_index(tuple(paths[..., k] for k in range(len(n_states))), n_states)  # (paths, T)
+    expected = np.einsum("p,ptd->td", weights, values[flat_paths])
+    log_z = brute_force(log_init, log_trans, log_lik)[0]
+    for max_bytes in (0, 2**30):  # the chunked smoother's posterior, and the two passes
+        got, got_z = hmm.posterior_expectation(log_init, log_trans, log_lik, jnp.asarray(values, jnp.float32),
+                                               max_bytes=max_bytes)
+        np.testing.assert_allclose(np.asarray(got) / np.abs(values).max(axis=0), expected / np.abs(values).max(axis=0),
+                                   atol=2e-5)
+        assert float(got_z) == pytest.approx(log_z, abs=1e-4)
+
+
+def test_posterior_expectation_on_impossible_data_and_bad_values(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (2, 3), 5)
+    values = jnp.asarray(rng.random((6, 2)), jnp.float32)
+    got, log_z = hmm.posterior_expectation(log_init, log_trans, log_lik.at[2].set(-jnp.inf), values)
+    assert float(log_z) == -np.inf and np.all(np.isfinite(np.asarray(got)))
+    with pytest.raises(ValueError, match=r"values must be \(prod\(N\), D\) = \(6, D\)"):
+        hmm.posterior_expectation(log_init, log_trans, log_lik, values[:5])
 
 
 @pytest.mark.parametrize("seed", [32, 43, 66, 75])

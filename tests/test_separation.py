@@ -283,6 +283,39 @@ def test_three_sources_with_exact_and_mean_field_inference():
         assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 15), inference
 
 
+def reference_wiener_gains(sep, spec):
+    """Posterior-weighted Wiener gains ``(K, T, F)`` in float64 from the chunked smoother's joint
+    posterior (the other exact code path), for checking the separator's fused one."""
+    import jax.numpy as jnp
+
+    from fhmm_ppl import hmm
+    from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik
+
+    log_init, log_trans = sep._chains()
+    log_lik = complex_gaussian_log_lik(jnp.asarray(np.abs(spec) ** 2, jnp.float32), sep._emission("psd"))
+    joint = np.asarray(hmm.posteriors(log_init, log_trans, log_lik * sep.options.evidence_scale, joint=True).joint,
+                       np.float64)
+    psd = [np.asarray(p, np.float64) for p in sep._emission("psd")]
+    grids = np.meshgrid(*[np.arange(p.shape[0]) for p in psd], indexing="ij")
+    own = [p[g.ravel()] for p, g in zip(psd, grids)]  # K x (prod N, F)
+    flat = joint.reshape(joint.shape[0], -1)
+    return np.stack([flat @ (o / sum(own)) for o in own])
+
+
+def test_exact_wiener_gains_equal_the_posterior_weighted_shares(trained):
+    from fhmm_ppl.audio.features import stft
+
+    sep, refs = trained
+    spec = stft(refs.sum(0), sep.options.stft)
+    np.testing.assert_allclose(sep.gains(spec), reference_wiener_gains(sep, spec), atol=2e-5)
+    rng = np.random.default_rng(5)
+    train = {"tones": low_tones(rng, 2), "mid": mid_noise(rng, 2), "high": high_noise(rng, 2)}
+    three = fit_separator(train, RATE, n_states=3, max_iter=5, inference="exact", emission="complex_gaussian",
+                          n_models=1)
+    spec = stft(low_tones(rng, 1) + mid_noise(rng, 1) + high_noise(rng, 1), three.options.stft)
+    np.testing.assert_allclose(three.gains(spec), reference_wiener_gains(three, spec), atol=2e-5)
+
+
 def test_several_initialisations_keep_the_best_objective():
     rng = np.random.default_rng(4)
     train = {"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}

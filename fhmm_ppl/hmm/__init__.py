@@ -13,7 +13,7 @@ from fhmm_ppl.hmm.exact import (
     posteriors_chunked,
     viterbi,
 )
-from fhmm_ppl.hmm.two_filter import joint_posterior
+from fhmm_ppl.hmm.two_filter import joint_posterior, posterior_expectation
 from fhmm_ppl.hmm.planning import InferencePlan, choose_chunk_size, plan_inference
 from fhmm_ppl.hmm.sampling import sample_posterior, sample_prior
 from fhmm_ppl.hmm.variational import MeanFieldResult, structured_mean_field
@@ -27,6 +27,7 @@ __all__ = [
     "log_marginal",
     "path_log_prob",
     "plan_inference",
+    "posterior_expectation",
     "posteriors",
     "posteriors_chunked",
     "sample_posterior",

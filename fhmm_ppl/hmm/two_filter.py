@@ -90,7 +90,9 @@ def _state_shape(log_init) -> tuple[int, ...]:
 
 def _filter(log_init, log_trans, lik, keep: bool = True):
     """Normalised filtered messages over flat frames ``lik`` ``(T, P)``: the last message
-    ``(N_1, ..., N_K)``, all of them ``(T, P)`` (``None`` unless ``keep``) and the frame totals ``(T,)``."""
+    ``(N_1, ..., N_K)``, the first ``(1, P)`` and the others ``(T - 1, P)`` (``None`` unless
+    ``keep``; kept apart so the consumer's fused kernel joins them, not a 4-byte x T x P copy)
+    and the frame totals ``(T,)``."""
     shape = _state_shape(log_init)
     trans = [jnp.exp(m) for m in log_trans]
     first_trans_t = trans[0].T
@@ -103,7 +105,7 @@ def _filter(log_init, log_trans, lik, keep: bool = True):
 
     last, (alphas, totals) = lax.scan(step, first, lik[1:])
     totals = jnp.concatenate([first_total[None], totals])
-    return last, (jnp.concatenate([first.reshape(1, -1), alphas]) if keep else None), totals
+    return last, ((first.reshape(1, -1), alphas) if keep else None), totals
 
 
 def _pull_back(log_trans, shape, lik, last, keep: bool = True):
@@ -127,35 +129,73 @@ def _pull_back(log_trans, shape, lik, last, keep: bool = True):
 
 @jax.jit
 def _forward(log_init, log_trans, lik, shift):
-    """Normalised filtered messages ``(T, P)`` and ``log p(y_{1:T})`` from flat frames ``(T, P)``."""
+    """Normalised filtered messages, the first ``(1, P)`` and the others ``(T - 1, P)``, and
+    ``log p(y_{1:T})`` from flat frames ``(T, P)``."""
     _, alphas, totals = _filter(log_init, log_trans, lik)
     return alphas, _log_total(totals) + shift.sum()
 
 
 @partial(jax.jit, static_argnums=(1,))
 def _backward(log_trans, shape, lik):
-    """Backward messages ``(T, P)``, each normalised to sum to one, from flat frames ``(T, P)``."""
+    """Backward messages of frames ``0 .. T - 2`` ``(T - 1, P)``, each normalised to sum to one,
+    from flat frames ``(T, P)`` (the last frame's, uniform, is ``_messages``' to add)."""
     last = jnp.full(shape, 1.0 / lik.shape[1], lik.dtype)
     _, betas, _ = _pull_back(log_trans, shape, lik[1:], last)
-    return jnp.concatenate([betas, last.reshape(1, -1)])
+    return betas
 
 
-@jax.jit
+def _messages(alphas, betas):
+    """Whole ``(T, P)`` forward and backward messages from ``_forward``'s ``(first, others)`` and
+    ``_backward``'s ``(T - 1, P)`` (inside a jitted consumer, where the joins fuse into its kernel)."""
+    first, others = alphas
+    n_joint = betas.shape[1]
+    return (jnp.concatenate([first, others]),
+            jnp.concatenate([betas, jnp.full((1, n_joint), 1.0 / n_joint, betas.dtype)]))
+
+
 def _combine(alphas, betas):
     """Joint posteriors ``(T, P)`` from normalised forward and backward messages ``(T, P)``."""
-    headroom = jnp.exp(jnp.float32(PRODUCT_HEADROOM))
-    joint = (alphas * headroom) * (betas * headroom)
+    joint = _product(alphas, betas)
     total = jnp.sum(joint, axis=1, keepdims=True)
     return joint / jnp.where((total > 0) & jnp.isfinite(total), total, 1.0)
 
 
-def _joint_posterior_flat(log_init, log_trans, log_lik) -> tuple[Array, Array]:
-    """``joint_posterior`` with the joint states flattened, ``(T, prod(N))`` (no size check)."""
+def _product(alphas, betas):
+    """``alpha_t * beta_t`` times ``exp(2 PRODUCT_HEADROOM)``, ``(T, P)`` (see the module's notes)."""
+    headroom = jnp.exp(jnp.float32(PRODUCT_HEADROOM))
+    return (alphas * headroom) * (betas * headroom)
+
+
+@jax.jit
+def _combine_passes(alphas, betas):
+    """``_combine`` of the two passes' outputs."""
+    return _combine(*_messages(alphas, betas))
+
+
+@jax.jit
+def _expect_passes(alphas, betas, values):
+    """``E[values[s_t] | y] (T, D)`` from the two passes' outputs and ``values`` ``(P, D)``.
+
+    One product over joint states with a column of ones appended (the posterior's total rides
+    along), divided afterwards: the normalised posterior is never written out. ``values`` are
+    scaled to at most one per column first, so the sums stay below ``exp(2 PRODUCT_HEADROOM)``.
+    """
+    weights = _product(*_messages(alphas, betas))
+    top = jnp.max(jnp.abs(values), axis=0)
+    top = jnp.where((top > 0) & jnp.isfinite(top), top, 1.0)
+    sums = weights @ jnp.concatenate([values / top, jnp.ones((values.shape[0], 1), values.dtype)], axis=1)
+    total = sums[:, -1:]
+    return sums[:, :-1] / jnp.where((total > 0) & jnp.isfinite(total), total, 1.0) * top
+
+
+def _two_passes(log_init, log_trans, log_lik):
+    """The forward pass on this thread and the backward pass on another: ``(alphas, betas, log_z)``
+    as ``_forward`` and ``_backward`` give them."""
     lik, shift = _scaled(jnp.asarray(log_lik, jnp.float32))
     shape = _state_shape(log_init)
     backward = _pool().submit(lambda: jax.block_until_ready(_backward(log_trans, shape, lik)))
     alphas, log_z = jax.block_until_ready(_forward(log_init, log_trans, lik, shift))
-    return _combine(alphas, backward.result()), log_z
+    return alphas, backward.result(), log_z
 
 
 def joint_posterior(
@@ -190,8 +230,46 @@ def joint_posterior(
         post = posteriors(log_init, log_trans, log_lik, joint=True)
         joint, log_z = post.joint, post.log_marginal
     else:
-        joint, log_z = _joint_posterior_flat(log_init, log_trans, log_lik)
+        alphas, betas, log_z = _two_passes(log_init, log_trans, log_lik)
+        joint = _combine_passes(alphas, betas)
     return joint.reshape((joint.shape[0], -1) if flat else jnp.shape(log_lik)), log_z
+
+
+def posterior_expectation(
+    log_init: Sequence[Array],
+    log_trans: Sequence[Array],
+    log_lik: Array,
+    values: Array,
+    *,
+    max_bytes: int = DEFAULT_MESSAGE_BYTES,
+) -> tuple[Array, Array]:
+    """Posterior means of per-joint-state vectors, ``E[values[s_t] | y_{1:T}]``, and ``log p(y_{1:T})``.
+
+    What ``joint_posterior(..., flat=True)[0] @ values`` gives, without writing the normalised
+    posterior out: the two passes' messages go straight into one product (measured on a 64 x
+    64-state separation: the smoother and the product about 25 % faster than the two steps).
+    Frames whose posterior is all zero (impossible data) get zeros.
+
+    Args:
+        log_init: K arrays ``(N_k,)``.
+        log_trans: K arrays ``(N_k, N_k)`` (rows: from, columns: to).
+        log_lik: ``(T, N_1, ..., N_K)`` frame log-likelihoods.
+        values: ``(prod(N), D)``, row ``s`` belonging to the flattened joint state ``s``.
+        max_bytes: as ``joint_posterior`` (above it, the chunked smoother's posterior times ``values``).
+
+    Returns:
+        ``(expectations (T, D), log_marginal ())``.
+    """
+    log_init, log_trans = tuple(log_init), tuple(log_trans)
+    _validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
+    n_joint = math.prod(_state_shape(log_init))
+    if values.ndim != 2 or values.shape[0] != n_joint:
+        raise ValueError(f"values must be (prod(N), D) = ({n_joint}, D), got shape {tuple(values.shape)}")
+    if 3 * 4 * log_lik.size > max_bytes:
+        joint, log_z = joint_posterior(log_init, log_trans, log_lik, max_bytes=max_bytes, flat=True)
+        return joint @ values, log_z
+    alphas, betas, log_z = _two_passes(log_init, log_trans, log_lik)
+    return _expect_passes(alphas, betas, jnp.asarray(values, jnp.float32)), log_z
 
 
 # --------------------------------------------------------------------------- log marginal on two threads

@@ -299,6 +299,10 @@ class Separator:
 
             joint = logmax_joint_posterior(log_init, log_trans, self._emission("means", member),
                                            self._emission("variances", member), frames, scale)
+        elif method == "exact" and not self.options.dictionary_size:
+            psd = self._emission("psd", member)
+            shares = self._on_device("shares", member, lambda _: _jitted("shares")(psd))
+            return np.asarray(_exact_wiener_gains(log_init, log_trans, psd, shares, frames, scale))
         elif method == "exact":
             joint = _joint_posterior(log_init, log_trans, self._emission("psd", member), frames, scale)
         elif self.options.dictionary_size:
@@ -548,9 +552,10 @@ def _mean_field_marginals_impl(log_init, log_trans, psd, power, scale):
                                      data=(power, psd, scale), n_iter=MEAN_FIELD_SWEEPS).marginals
 
 
-def _gains_from_joint_impl(joint, psd):
-    """Posterior-weighted Wiener gains ``(K, T, F)`` from the joint posterior ``(T, prod N)``;
-    K - 1 products, the last gain is the remainder."""
+def wiener_shares(psd):
+    """Every source but the last one's share of the joint state's power,
+    ``V_k[s_k, f] / sum_j V_j[s_j, f]``, ``(prod N, (K - 1) F)`` (source-major columns), from K
+    power spectra ``(N_k, F)``: what the posterior over joint states weights into Wiener gains."""
     import jax.numpy as jnp
 
     from fhmm_ppl.hmm.emissions import joint_sum
@@ -558,14 +563,37 @@ def _gains_from_joint_impl(joint, psd):
     n_bins = psd[0].shape[1]
     n_states = tuple(p.shape[0] for p in psd)
     total = joint_sum(psd).reshape(-1, n_bins)  # (P, F)
-    gains = []
+    shares = []
     for k, own in enumerate(psd[:-1]):
         shape = [1] * len(psd) + [n_bins]
         shape[k] = own.shape[0]
-        share = (jnp.broadcast_to(own.reshape(shape), n_states + (n_bins,)).reshape(-1, n_bins)) / total
-        gains.append(joint @ share)
-    gains.append(1.0 - sum(gains))
-    return jnp.clip(jnp.stack(gains), 0.0, 1.0)
+        shares.append(jnp.broadcast_to(own.reshape(shape), n_states + (n_bins,)).reshape(-1, n_bins) / total)
+    return jnp.concatenate(shares, axis=1)
+
+
+def _gains_from_shares(expected, n_bins: int):
+    """Gains ``(K, T, F)`` from the posterior-expected shares of the first K - 1 sources,
+    ``(T, (K - 1) F)`` as ``wiener_shares`` lays them out: the last gain is the remainder, all
+    clipped to [0, 1]."""
+    import jax.numpy as jnp
+
+    own = jnp.moveaxis(expected.reshape(expected.shape[0], -1, n_bins), 1, 0)  # (K - 1, T, F)
+    return jnp.clip(jnp.concatenate([own, 1.0 - jnp.sum(own, axis=0, keepdims=True)]), 0.0, 1.0)
+
+
+def _gains_from_joint_impl(joint, psd):
+    """Posterior-weighted Wiener gains ``(K, T, F)`` from the joint posterior ``(T, prod N)``."""
+    return _gains_from_shares(joint @ wiener_shares(psd), psd[0].shape[1])
+
+
+def _exact_wiener_gains(log_init, log_trans, psd, shares, power, scale):
+    """Wiener gains ``(K, T, F)`` under the exact posterior, which goes from the smoother's
+    messages straight into the product with ``shares`` (``hmm.posterior_expectation``)."""
+    from fhmm_ppl import hmm
+
+    log_lik = _jitted("log_lik")(psd, power, scale)
+    expected, _ = hmm.posterior_expectation(log_init, log_trans, log_lik, shares)
+    return _jitted("gains_from_shares")(expected, psd[0].shape[1])
 
 
 _JITTED: dict = {}
@@ -582,8 +610,10 @@ def _jitted(name: str):
         import fhmm_ppl.hmm.emissions  # noqa: F401
 
         impl = {"log_lik": _scaled_log_lik_impl, "gains": _gains_from_joint_impl, "mean_field": _mean_field_gains_impl,
-                "mean_field_marginals": _mean_field_marginals_impl}
-        _JITTED[name] = jax.jit(impl[name])
+                "mean_field_marginals": _mean_field_marginals_impl, "shares": wiener_shares,
+                "gains_from_shares": _gains_from_shares}
+        static = {"gains_from_shares": ("n_bins",)}
+        _JITTED[name] = jax.jit(impl[name], static_argnames=static.get(name))
     return _JITTED[name]
 
 
