@@ -284,10 +284,11 @@ class Separator:
         import jax.numpy as jnp
 
         frames = jnp.asarray(model_frames(mixture_stft, self.options, self.sample_rate))
-        magnitude = jnp.asarray(np.abs(mixture_stft), jnp.float32)
+        # the mixture's magnitudes only where state dictionaries explain them
+        magnitude = jnp.asarray(np.abs(mixture_stft), jnp.float32) if self.options.dictionary_size else None
         plan = self._plan(mixture_stft.shape[0])
-        return self._finish(np.mean([self._member_gains(m, frames, magnitude, plan.method) for m in self.members],
-                                    axis=0))
+        gains = [self._member_gains(m, frames, magnitude, plan.method) for m in self.members]
+        return self._finish(gains[0] if len(gains) == 1 else np.mean(gains, axis=0))
 
     def _member_gains(self, member: Mapping[str, SourceModel], frames, magnitude, method: str) -> np.ndarray:
         """Soft masks ``(K, T, F)`` of one set of source models on the mixture's model frames and
