@@ -62,6 +62,10 @@ def test_complex_gaussian_matches_the_density(rng):
             # A circular complex Gaussian CN(0, v) is two real Gaussians N(0, v / 2).
             ref = (norm(0, np.sqrt(var / 2)).logpdf(stft.real) + norm(0, np.sqrt(var / 2)).logpdf(stft.imag)).sum(1)
             np.testing.assert_allclose(ours[:, i, j], ref, rtol=1e-4)
+            # the frame-independent terms, scaled once, give the scaled log-likelihoods
+            terms = emissions.complex_gaussian_terms([jnp.asarray(v) for v in psd], 0.3)
+            scaled = emissions.complex_gaussian_log_lik_from_terms(jnp.asarray(np.abs(stft) ** 2), terms)
+            np.testing.assert_allclose(np.asarray(scaled).reshape(4, 2, 3)[:, i, j], 0.3 * ref, rtol=1e-4)
 
 
 def test_logmax_density_is_the_derivative_of_the_max_cdf(rng):

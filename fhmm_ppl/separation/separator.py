@@ -293,6 +293,8 @@ class Separator:
     def _member_gains(self, member: Mapping[str, SourceModel], frames, magnitude, method: str) -> np.ndarray:
         """Soft masks ``(K, T, F)`` of one set of source models on the mixture's model frames and
         STFT magnitudes ``(T, F)`` (JAX arrays)."""
+        from fhmm_ppl import hmm
+
         log_init, log_trans = self._chains(member)
         scale = self.options.evidence_scale
         if self.options.emission in LOGMAX_EMISSIONS:
@@ -301,11 +303,13 @@ class Separator:
             joint = logmax_joint_posterior(log_init, log_trans, self._emission("means", member),
                                            self._emission("variances", member), frames, scale)
         elif method == "exact" and not self.options.dictionary_size:
+            # Wiener gains straight from the smoother's messages (the posterior is never written out)
             psd = self._emission("psd", member)
             shares = self._on_device("shares", member, lambda _: _jitted("shares")(psd))
-            return np.asarray(_exact_wiener_gains(log_init, log_trans, psd, shares, frames, scale))
+            expected, _ = hmm.posterior_expectation(log_init, log_trans, self._scaled_log_lik(frames, member), shares)
+            return np.asarray(_jitted("gains_from_shares")(expected, psd[0].shape[1]))
         elif method == "exact":
-            joint = _joint_posterior(log_init, log_trans, self._emission("psd", member), frames, scale)
+            joint = hmm.joint_posterior(log_init, log_trans, self._scaled_log_lik(frames, member), flat=True)[0]
         elif self.options.dictionary_size:
             marginals = _jitted("mean_field_marginals")(log_init, log_trans, self._emission("psd", member), frames, scale)
             return self._dictionary_masks(marginals, magnitude, member)
@@ -372,6 +376,20 @@ class Separator:
                     tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models))
 
         return self._on_device("chains", member, make)
+
+    def _scaled_log_lik(self, power, member: Optional[Mapping[str, SourceModel]] = None):
+        """Complex-Gaussian frame log-likelihoods times the evidence scale, ``(T, N_1, ..., N_K)``,
+        of the mixture's power ``(T, F)`` (a JAX array); the mixture-independent terms are computed
+        once per set of models.
+
+        The log-likelihoods, the smoother and the Wiener product are separate compiled steps:
+        XLA-CPU ran the whole in one program 15-30 % slower (the log-likelihood product fused with
+        the likelihood scaling), and the product about twice as slowly.
+        """
+        psd = self._emission("psd", member)
+        terms = self._on_device("log_lik_terms", member,
+                                lambda _: _jitted("log_lik_terms")(psd, self.options.evidence_scale))
+        return _jitted("log_lik")(terms, power, tuple(int(p.shape[0]) for p in psd))
 
     def _emission(self, key: str, member: Optional[Mapping[str, SourceModel]] = None) -> tuple:
         """One emission parameter of every source, a K-tuple of float32 arrays ``(N_k, D)``."""
@@ -503,25 +521,11 @@ class Separator:
         return folder
 
 
-def _joint_posterior(log_init, log_trans, psd, power, scale):
-    """Exact posterior over joint states ``(T, prod N)``, log-likelihoods multiplied by ``scale``
-    (two-filter smoothing, the forward and backward passes on two threads).
+def _scaled_log_lik_impl(terms, power, n_states: tuple):
+    """Complex-Gaussian log-likelihoods ``(T, N_1, ..., N_K)`` from ``complex_gaussian_terms``."""
+    from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik_from_terms
 
-    The log-likelihoods, the smoother and (in the caller) the Wiener product are separate
-    compiled steps: XLA-CPU ran the whole in one program 15-30 % slower (the log-likelihood
-    product fused with the likelihood scaling), and the product about twice as slowly.
-    """
-    from fhmm_ppl import hmm
-
-    log_lik = _jitted("log_lik")(psd, power, scale)
-    return hmm.joint_posterior(log_init, log_trans, log_lik, flat=True)[0]
-
-
-def _scaled_log_lik_impl(psd, power, scale):
-    """Complex-Gaussian log-likelihoods ``(T, N_1, ..., N_K)`` multiplied by ``scale``."""
-    from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik
-
-    return complex_gaussian_log_lik(power, psd) * scale
+    return complex_gaussian_log_lik_from_terms(power, terms).reshape((power.shape[0],) + n_states)
 
 
 def _scaled_expected_log_lik(data, marginals, k):
@@ -587,16 +591,6 @@ def _gains_from_joint_impl(joint, psd):
     return _gains_from_shares(joint @ wiener_shares(psd), psd[0].shape[1])
 
 
-def _exact_wiener_gains(log_init, log_trans, psd, shares, power, scale):
-    """Wiener gains ``(K, T, F)`` under the exact posterior, which goes from the smoother's
-    messages straight into the product with ``shares`` (``hmm.posterior_expectation``)."""
-    from fhmm_ppl import hmm
-
-    log_lik = _jitted("log_lik")(psd, power, scale)
-    expected, _ = hmm.posterior_expectation(log_init, log_trans, log_lik, shares)
-    return _jitted("gains_from_shares")(expected, psd[0].shape[1])
-
-
 _JITTED: dict = {}
 
 
@@ -612,8 +606,8 @@ def _jitted(name: str):
 
         impl = {"log_lik": _scaled_log_lik_impl, "gains": _gains_from_joint_impl, "mean_field": _mean_field_gains_impl,
                 "mean_field_marginals": _mean_field_marginals_impl, "shares": wiener_shares,
-                "gains_from_shares": _gains_from_shares}
-        static = {"gains_from_shares": ("n_bins",)}
+                "gains_from_shares": _gains_from_shares, "log_lik_terms": fhmm_ppl.hmm.emissions.complex_gaussian_terms}
+        static = {"gains_from_shares": ("n_bins",), "log_lik": ("n_states",)}
         _JITTED[name] = jax.jit(impl[name], static_argnames=static.get(name))
     return _JITTED[name]
 
