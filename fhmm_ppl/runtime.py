@@ -1,13 +1,41 @@
-"""Process-wide runtime settings: JAX's persistent compilation cache.
+"""Process-wide runtime settings: JAX's persistent compilation cache, and the helper thread.
 
 Compiling the scans costs seconds; a user cache folder keeps compiled kernels
 between runs, so the second run of an experiment starts fast.
+
+Sequential JAX computations (scans, loops over small chunks) run on one core on
+XLA-CPU; where two independent ones exist (a smoother's forward and backward
+passes, two halves of a batch of frames) the second goes to ``helper_thread()``
+while the caller runs the first (JAX releases the GIL while a computation runs).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+_HELPER: ThreadPoolExecutor | None = None
+_HELPER_LOCK = threading.Lock()
+
+
+def helper_thread() -> ThreadPoolExecutor:
+    """The process's one-worker executor for running a second computation beside the caller's."""
+    global _HELPER
+    with _HELPER_LOCK:
+        if _HELPER is None:
+            _HELPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhmm-helper")
+        return _HELPER
+
+
+def _forget_helper_after_fork() -> None:
+    # A forked child inherits the executor but not its thread: work submitted there would wait forever.
+    global _HELPER, _HELPER_LOCK
+    _HELPER, _HELPER_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_helper_after_fork)
 
 
 def cache_dir() -> Path:

@@ -29,10 +29,7 @@ above ``max_bytes``.
 from __future__ import annotations
 
 import math
-import os
-import threading
 from functools import partial
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import jax
@@ -42,29 +39,10 @@ from jax import Array, lax
 from fhmm_ppl.hmm._factored import joint_initial, propagate_forward
 from fhmm_ppl.hmm.exact import LIK_HEADROOM, _scaled_likelihoods_flat, _validate, posteriors
 from fhmm_ppl.hmm.planning import DEFAULT_MESSAGE_BYTES
+from fhmm_ppl.runtime import helper_thread
 
 #: Each message is multiplied by exp(PRODUCT_HEADROOM) before the two are multiplied.
 PRODUCT_HEADROOM = 40.0
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhmm-backward")
-        return _POOL
-
-
-def _forget_pool_after_fork() -> None:
-    # A forked child inherits the executor but not its thread: work submitted there would wait forever.
-    global _POOL, _POOL_LOCK
-    _POOL, _POOL_LOCK = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _safe_normalise(message: Array) -> tuple[Array, Array]:
@@ -193,7 +171,7 @@ def _two_passes(log_init, log_trans, log_lik):
     as ``_forward`` and ``_backward`` give them."""
     lik, shift = _scaled(jnp.asarray(log_lik, jnp.float32))
     shape = _state_shape(log_init)
-    backward = _pool().submit(lambda: jax.block_until_ready(_backward(log_trans, shape, lik)))
+    backward = helper_thread().submit(lambda: jax.block_until_ready(_backward(log_trans, shape, lik)))
     alphas, log_z = jax.block_until_ready(_forward(log_init, log_trans, lik, shift))
     return alphas, backward.result(), log_z
 
@@ -331,7 +309,7 @@ def split_log_marginal(log_init: Sequence[Array], log_trans: Sequence[Array], lo
     """
     log_init, log_trans = tuple(log_init), tuple(log_trans)
     stop = log_lik.shape[0] // 2
-    second = _pool().submit(lambda: jax.block_until_ready(_second_half(log_trans, _state_shape(log_init), log_lik, stop)))
+    second = helper_thread().submit(lambda: jax.block_until_ready(_second_half(log_trans, _state_shape(log_init), log_lik, stop)))
     alpha, log_first = _first_half(log_init, log_trans, log_lik, stop)
     beta, log_second = second.result()
     return _join(alpha, beta, log_first, log_second)

@@ -24,11 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fhmm_ppl.runtime import helper_thread
+
 #: Multiplicative-update iterations for a state's dictionary (training) and a frame's activations.
 TRAIN_ITERATIONS = 100
 SEPARATE_ITERATIONS = 40
-#: Frames per chunk when separating (the gathered dictionaries are (chunk, F, K * R)).
-CHUNK = 256
+#: Frames per chunk when separating: the gathered dictionaries, (chunk, F, K * R), stay in a core's
+#: cache through all the updates (1000 frames, 257 bins, 2 x 16 spectra: 57 ms at 16 frames, 82 at 256).
+CHUNK = 16
 _TINY = 1e-9
 
 
@@ -74,9 +77,12 @@ def state_dictionaries(marginals: np.ndarray, power: np.ndarray, fallback: np.nd
     return out
 
 
-@partial(jax.jit, static_argnames=("n_iter",))
-def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATIONS):
+def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATIONS) -> np.ndarray:
     """Masks ``(K, T, F)`` from each source's state dictionaries and its state per frame.
+
+    Frames are independent, so a long mixture's second half runs on the helper thread while
+    this one runs the first (the chunks run one after another on one core: measured 35 against
+    55 ms for 1000 frames, two sources of 16 spectra).
 
     Args:
         dictionaries: K arrays ``(N_k, F, R)`` (columns summing to one).
@@ -88,6 +94,18 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
         masks summing to one over sources at every bin: ``|W_k h_k|^2 / sum_j |W_j h_j|^2``.
         A silent frame gives equal shares.
     """
+    n_frames = magnitude.shape[0]
+    if n_frames < 4 * CHUNK:
+        return np.asarray(_masks(dictionaries, states, magnitude, n_iter))
+    half = n_frames // 2 // CHUNK * CHUNK
+    second = helper_thread().submit(lambda: np.asarray(_masks(dictionaries, states[half:], magnitude[half:], n_iter)))
+    first = np.asarray(_masks(dictionaries, states[:half], magnitude[:half], n_iter))
+    return np.concatenate([first, second.result()], axis=1)
+
+
+@partial(jax.jit, static_argnames=("n_iter",))
+def _masks(dictionaries, states, magnitude, n_iter: int):
+    """``dictionary_masks`` in one computation, chunk after chunk of frames."""
     n_frames, n_bins = magnitude.shape
     n_sources, n_comp = len(dictionaries), dictionaries[0].shape[2]
     pad = (-n_frames) % CHUNK
