@@ -5,8 +5,8 @@ between runs, so the second run of an experiment starts fast.
 
 Sequential JAX computations (scans, loops over small chunks) run on one core on
 XLA-CPU; where two independent ones exist (a smoother's forward and backward
-passes, two halves of a batch of frames) the second goes to ``helper_thread()``
-while the caller runs the first (JAX releases the GIL while a computation runs).
+passes, two halves of a batch of frames) ``run_beside`` runs the second on a
+helper thread while the caller runs the first (JAX releases the GIL while a computation runs).
 """
 
 from __future__ import annotations
@@ -15,18 +15,41 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, TypeVar
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 _HELPER: ThreadPoolExecutor | None = None
 _HELPER_LOCK = threading.Lock()
+_THREAD = threading.local()
 
 
-def helper_thread() -> ThreadPoolExecutor:
-    """The process's one-worker executor for running a second computation beside the caller's."""
+def _mark_helper() -> None:
+    _THREAD.is_helper = True
+
+
+def _helper_thread() -> ThreadPoolExecutor:
+    """The process's one-worker executor for a second computation beside the caller's."""
     global _HELPER
     with _HELPER_LOCK:
         if _HELPER is None:
-            _HELPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhmm-helper")
+            _HELPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhmm-helper", initializer=_mark_helper)
         return _HELPER
+
+
+def run_beside(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """``(first(), second())``, ``second`` running on the helper thread while this thread runs
+    ``first``. Called from the helper thread itself (work handed to it that hands work on), both
+    run here one after the other: its one worker would otherwise wait for itself.
+
+    Each callable should block until its result is ready (``jax.block_until_ready``), so the
+    two computations really overlap.
+    """
+    if getattr(_THREAD, "is_helper", False):
+        return first(), second()
+    pending = _helper_thread().submit(second)
+    return first(), pending.result()
 
 
 def _forget_helper_after_fork() -> None:

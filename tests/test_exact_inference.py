@@ -327,8 +327,16 @@ def test_posterior_expectation_matches_enumerating_every_path(rng, n_states):
 def test_posterior_expectation_on_impossible_data_and_bad_values(rng):
     log_init, log_trans, log_lik = random_problem(rng, (2, 3), 5)
     values = jnp.asarray(rng.random((6, 2)), jnp.float32)
-    got, log_z = hmm.posterior_expectation(log_init, log_trans, log_lik.at[2].set(-jnp.inf), values)
-    assert float(log_z) == -np.inf and np.all(np.isfinite(np.asarray(got)))
+    impossible = log_lik.at[2].set(-jnp.inf)
+    for max_bytes in (0, 2**30):  # both paths give zeros from the impossible frame on, not NaN
+        got, log_z = hmm.posterior_expectation(log_init, log_trans, impossible, values, max_bytes=max_bytes)
+        assert float(log_z) == -np.inf
+        np.testing.assert_array_equal(np.asarray(got)[2:], 0.0)
+        joint, log_z = hmm.joint_posterior(log_init, log_trans, impossible, max_bytes=max_bytes)
+        assert float(log_z) == -np.inf
+        np.testing.assert_array_equal(np.asarray(joint)[2:], 0.0)
+    _, log_z = hmm.posterior_expectation(log_init, log_trans, log_lik.at[1, 0, 0].set(jnp.nan), values)
+    assert np.isnan(float(log_z))
     with pytest.raises(ValueError, match=r"values must be \(prod\(N\), D\) = \(6, D\)"):
         hmm.posterior_expectation(log_init, log_trans, log_lik, values[:5])
 
@@ -341,6 +349,11 @@ def test_two_filter_joint_posterior_on_sticky_chains_matches_float64(seed):
     assert float(log_z) == pytest.approx(ref_z, abs=1e-3)
     np.testing.assert_allclose(np.asarray(joint).sum(axis=2), ref_marginals[0], atol=1e-4)
     np.testing.assert_allclose(np.asarray(joint).sum(axis=1), ref_marginals[1], atol=1e-4)
+    # the unnormalised products of posterior_expectation keep the same precision
+    values = jnp.asarray(np.kron(np.eye(3), np.ones((3, 1))), jnp.float32)  # (9, 3): chain 0's state indicators
+    expected, log_z = hmm.posterior_expectation(log_init, log_trans, log_lik, values)
+    np.testing.assert_allclose(np.asarray(expected), ref_marginals[0], atol=1e-4)
+    assert float(log_z) == pytest.approx(ref_z, abs=1e-3)
 
 
 def test_two_filter_joint_posterior_with_huge_log_likelihoods_and_impossible_data(rng):

@@ -308,6 +308,7 @@ def test_exact_wiener_gains_equal_the_posterior_weighted_shares(trained):
     sep, refs = trained
     spec = stft(refs.sum(0), sep.options.stft)
     np.testing.assert_allclose(sep.gains(spec), reference_wiener_gains(sep, spec), atol=2e-5)
+    assert sep.gains(spec).flags.writeable  # the caller's own array, not a view of a device buffer
     rng = np.random.default_rng(5)
     train = {"tones": low_tones(rng, 2), "mid": mid_noise(rng, 2), "high": high_noise(rng, 2)}
     three = fit_separator(train, RATE, n_states=3, max_iter=5, inference="exact", emission="complex_gaussian",

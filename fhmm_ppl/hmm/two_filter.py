@@ -39,7 +39,7 @@ from jax import Array, lax
 from fhmm_ppl.hmm._factored import joint_initial, propagate_forward
 from fhmm_ppl.hmm.exact import LIK_HEADROOM, _scaled_likelihoods_flat, _validate, posteriors
 from fhmm_ppl.hmm.planning import DEFAULT_MESSAGE_BYTES
-from fhmm_ppl.runtime import helper_thread
+from fhmm_ppl.runtime import run_beside
 
 #: Each message is multiplied by exp(PRODUCT_HEADROOM) before the two are multiplied.
 PRODUCT_HEADROOM = 40.0
@@ -171,9 +171,9 @@ def _two_passes(log_init, log_trans, log_lik):
     as ``_forward`` and ``_backward`` give them."""
     lik, shift = _scaled(jnp.asarray(log_lik, jnp.float32))
     shape = _state_shape(log_init)
-    backward = helper_thread().submit(lambda: jax.block_until_ready(_backward(log_trans, shape, lik)))
-    alphas, log_z = jax.block_until_ready(_forward(log_init, log_trans, lik, shift))
-    return alphas, backward.result(), log_z
+    (alphas, log_z), betas = run_beside(lambda: jax.block_until_ready(_forward(log_init, log_trans, lik, shift)),
+                                        lambda: jax.block_until_ready(_backward(log_trans, shape, lik)))
+    return alphas, betas, log_z
 
 
 def joint_posterior(
@@ -206,7 +206,9 @@ def joint_posterior(
     _validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
     if 3 * 4 * log_lik.size > max_bytes:
         post = posteriors(log_init, log_trans, log_lik, joint=True)
-        joint, log_z = post.joint, post.log_marginal
+        log_z = post.log_marginal
+        # the chunked smoother leaves NaN after an impossible frame; the two passes give zeros there
+        joint = jnp.where((log_z == -jnp.inf) & ~jnp.isfinite(post.joint), 0.0, post.joint)
     else:
         alphas, betas, log_z = _two_passes(log_init, log_trans, log_lik)
         joint = _combine_passes(alphas, betas)
@@ -224,7 +226,7 @@ def posterior_expectation(
     """Posterior means of per-joint-state vectors, ``E[values[s_t] | y_{1:T}]``, and ``log p(y_{1:T})``.
 
     What ``joint_posterior(..., flat=True)[0] @ values`` gives, without writing the normalised
-    posterior out: the two passes' messages go straight into one product (measured on a 64 x
+    posterior out (below ``max_bytes``): the two passes' messages go straight into one product (measured on a 64 x
     64-state separation: the smoother and the product about 25 % faster than the two steps).
     Frames whose posterior is all zero (impossible data) get zeros.
 
@@ -309,7 +311,7 @@ def split_log_marginal(log_init: Sequence[Array], log_trans: Sequence[Array], lo
     """
     log_init, log_trans = tuple(log_init), tuple(log_trans)
     stop = log_lik.shape[0] // 2
-    second = helper_thread().submit(lambda: jax.block_until_ready(_second_half(log_trans, _state_shape(log_init), log_lik, stop)))
-    alpha, log_first = _first_half(log_init, log_trans, log_lik, stop)
-    beta, log_second = second.result()
+    (alpha, log_first), (beta, log_second) = run_beside(
+        lambda: jax.block_until_ready(_first_half(log_init, log_trans, log_lik, stop)),
+        lambda: jax.block_until_ready(_second_half(log_trans, _state_shape(log_init), log_lik, stop)))
     return _join(alpha, beta, log_first, log_second)

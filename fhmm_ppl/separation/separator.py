@@ -31,7 +31,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Optional, Union
 
 import numpy as np
@@ -288,11 +288,11 @@ class Separator:
         magnitude = jnp.asarray(np.abs(mixture_stft), jnp.float32) if self.options.dictionary_size else None
         plan = self._plan(mixture_stft.shape[0])
         gains = [self._member_gains(m, frames, magnitude, plan.method) for m in self.members]
-        return self._finish(gains[0] if len(gains) == 1 else np.mean(gains, axis=0))
+        return self._finish(np.array(gains[0]) if len(gains) == 1 else np.mean(gains, axis=0))  # writable
 
     def _member_gains(self, member: Mapping[str, SourceModel], frames, magnitude, method: str) -> np.ndarray:
         """Soft masks ``(K, T, F)`` of one set of source models on the mixture's model frames and
-        STFT magnitudes ``(T, F)`` (JAX arrays)."""
+        STFT magnitudes ``(T, F)`` (JAX arrays; the magnitudes ``None`` where no state dictionaries use them)."""
         from fhmm_ppl import hmm
 
         log_init, log_trans = self._chains(member)
@@ -387,18 +387,18 @@ class Separator:
         the likelihood scaling), and the product about twice as slowly.
         """
         psd = self._emission("psd", member)
-        terms = self._on_device("log_lik_terms", member,
-                                lambda _: _jitted("log_lik_terms")(psd, self.options.evidence_scale))
+        scale = self.options.evidence_scale
+        terms = self._on_device(("log_lik_terms", scale), member, lambda _: _jitted("log_lik_terms")(psd, scale))
         return _jitted("log_lik")(terms, power, tuple(int(p.shape[0]) for p in psd))
 
     def _emission(self, key: str, member: Optional[Mapping[str, SourceModel]] = None) -> tuple:
         """One emission parameter of every source, a K-tuple of float32 arrays ``(N_k, D)``."""
         import jax.numpy as jnp
 
-        return self._on_device(key, member, lambda models: tuple(jnp.asarray(m.emission[key], jnp.float32)
-                                                                 for m in models))
+        return self._on_device(("emission", key), member,
+                               lambda models: tuple(jnp.asarray(m.emission[key], jnp.float32) for m in models))
 
-    def _on_device(self, key: str, member: Optional[Mapping[str, SourceModel]], make):
+    def _on_device(self, key: Hashable, member: Optional[Mapping[str, SourceModel]], make):
         """``make(source models)`` of ``member`` (default: the first set), computed once per set and key."""
         member = member or self.models
         index = next((i for i, m in enumerate(self.members) if m is member), None)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fhmm_ppl.runtime import helper_thread
+from fhmm_ppl.runtime import run_beside
 
 #: Multiplicative-update iterations for a state's dictionary (training) and a frame's activations.
 TRAIN_ITERATIONS = 100
@@ -96,11 +96,14 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
     """
     n_frames = magnitude.shape[0]
     if n_frames < 4 * CHUNK:
-        return np.asarray(_masks(dictionaries, states, magnitude, n_iter))
-    half = n_frames // 2 // CHUNK * CHUNK
-    second = helper_thread().submit(lambda: np.asarray(_masks(dictionaries, states[half:], magnitude[half:], n_iter)))
-    first = np.asarray(_masks(dictionaries, states[:half], magnitude[:half], n_iter))
-    return np.concatenate([first, second.result()], axis=1)
+        return np.array(_masks(dictionaries, states, magnitude, n_iter))
+    # two halves of one length (the second padded with silent frames): one compilation for both
+    half = -(-n_frames // 2)
+    states = np.concatenate([np.asarray(states), np.zeros((2 * half - n_frames, np.shape(states)[1]), np.int32)])
+    magnitude = np.concatenate([np.asarray(magnitude), np.zeros((2 * half - n_frames, magnitude.shape[1]), np.float32)])
+    first, second = run_beside(lambda: np.asarray(_masks(dictionaries, states[:half], magnitude[:half], n_iter)),
+                               lambda: np.asarray(_masks(dictionaries, states[half:], magnitude[half:], n_iter)))
+    return np.concatenate([first, second], axis=1)[:, :n_frames]
 
 
 @partial(jax.jit, static_argnames=("n_iter",))
