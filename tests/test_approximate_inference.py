@@ -17,6 +17,17 @@ def test_elbo_bounds_the_log_marginal_and_never_decreases(rng):
     assert np.all(np.diff(history) >= -1e-4)
 
 
+def test_mean_field_starts_from_given_marginals(rng):
+    log_init, log_trans, log_lik = random_problem(rng, (3, 2), 6)
+    exact = hmm.posteriors(log_init, log_trans, log_lik)
+    # one sweep updates chain 0 against chain 1's starting marginals: the start must show in it
+    first = [hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=1, init_marginals=start).marginals[0]
+             for start in (exact.marginals, [jnp.full((6, 3), 1 / 3), jnp.asarray([[1.0, 0.0]] * 6)])]
+    assert np.max(np.abs(np.asarray(first[0]) - np.asarray(first[1]))) > 1e-3
+    with pytest.raises(ValueError, match="init_marginals must be K arrays of shapes"):
+        hmm.structured_mean_field(log_init, log_trans, log_lik, init_marginals=[exact.marginals[0]])
+
+
 def test_mean_field_is_exact_when_the_likelihood_factorises(rng):
     # log p(y_t | s) = sum_k f_k(s_k): the posterior factorises over chains, so q is exact.
     log_init, log_trans, _ = random_problem(rng, (3, 2), 1)

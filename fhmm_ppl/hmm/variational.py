@@ -79,13 +79,16 @@ def _single_chain(log_init_k, log_trans_k, log_h):
 
 
 @partial(jax.jit, static_argnames=("expected_log_lik", "n_iter"))
-def _mean_field(log_init, log_trans, data, key, expected_log_lik, n_iter):
+def _mean_field(log_init, log_trans, data, key, expected_log_lik, n_iter, init_marginals=None):
     n_chains = len(log_init)
     n_frames = jax.tree_util.tree_leaves(data)[0].shape[0]
     keys = jax.random.split(key, n_chains)
-    marginals = tuple(
-        jax.random.dirichlet(keys[k], jnp.ones(v.shape[0]), (n_frames,)) for k, v in enumerate(log_init)
-    )
+    if init_marginals is None:
+        marginals = tuple(
+            jax.random.dirichlet(keys[k], jnp.ones(v.shape[0]), (n_frames,)) for k, v in enumerate(log_init)
+        )
+    else:
+        marginals = tuple(jnp.asarray(m, jnp.float32) for m in init_marginals)
     counts = tuple(jnp.zeros_like(m) for m in log_trans)
     log_h = tuple(jnp.zeros((n_frames, v.shape[0])) for v in log_init)
     log_z = tuple(jnp.zeros(()) for _ in log_init)
@@ -120,6 +123,7 @@ def structured_mean_field(
     data=None,
     n_iter: int = 20,
     key: Optional[Array] = None,
+    init_marginals: Optional[Sequence[Array]] = None,
 ) -> MeanFieldResult:
     """Approximate per-chain posteriors and an ELBO by structured mean field.
 
@@ -132,6 +136,9 @@ def structured_mean_field(
         log_init: K arrays ``(N_k,)``; log_trans: K arrays ``(N_k, N_k)``.
         n_iter: sweeps over all chains.
         key: PRNG key for the random initial marginals (default ``PRNGKey(0)``).
+        init_marginals: K arrays ``(T, N_k)`` to start from instead of random ones. Coordinate
+            ascent finds a local optimum; with a loose ``expected_log_lik`` bound, where it starts
+            matters (see ``separation.separator._informed_marginals``).
 
     Returns:
         ``MeanFieldResult``; ``elbo <= log_marginal`` of the exact model.
@@ -141,6 +148,7 @@ def structured_mean_field(
     if len(log_init) != len(log_trans) or not log_init:
         raise ValueError("log_init and log_trans must hold one entry per chain (at least one)")
     key = jax.random.PRNGKey(0) if key is None else key
+    n_frames = (log_lik if log_lik is not None else jax.tree_util.tree_leaves(data)[0]).shape[0]
     if log_lik is not None:
         n_states = tuple(int(v.shape[0]) for v in log_init)
         if tuple(log_lik.shape[1:]) != n_states:
@@ -150,4 +158,9 @@ def structured_mean_field(
         expected_log_lik, data = _dense_expectation, jnp.maximum(log_lik, IMPOSSIBLE_LOG_LIK)
     if n_iter < 1:
         raise ValueError(f"n_iter must be at least 1 sweep, got {n_iter}")
-    return _mean_field(tuple(log_init), tuple(log_trans), data, key, expected_log_lik, n_iter)
+    if init_marginals is not None:
+        init_marginals = tuple(init_marginals)
+        want = [(n_frames, int(v.shape[0])) for v in log_init]
+        if [tuple(m.shape) for m in init_marginals] != want:
+            raise ValueError(f"init_marginals must be K arrays of shapes {want}, got {[tuple(m.shape) for m in init_marginals]}")
+    return _mean_field(tuple(log_init), tuple(log_trans), data, key, expected_log_lik, n_iter, init_marginals)

@@ -466,9 +466,7 @@ class Separator:
         plan = self._plan(frames.shape[0])
         scale = self.options.evidence_scale
         if plan.method != "exact":
-            marginals = hmm.structured_mean_field(log_init, log_trans, expected_log_lik=_scaled_expected_log_lik,
-                                                  data=(frames, self._emission("psd"), jnp.float32(scale)),
-                                                  n_iter=MEAN_FIELD_SWEEPS).marginals
+            marginals = _jitted("mean_field_marginals")(log_init, log_trans, self._emission("psd"), frames, scale)
         else:
             if self.options.emission in LOGMAX_EMISSIONS:
                 from fhmm_ppl.separation.logmax import logmax_log_lik_chunked
@@ -536,25 +534,56 @@ def _scaled_expected_log_lik(data, marginals, k):
     return complex_gaussian_expected_log_lik((power, psd), marginals, k) * scale
 
 
+def _informed_marginals(log_init, log_trans, psd, power, scale):
+    """Where complex-Gaussian mean field starts: each chain smoothed on its own on the mixture's
+    power ``(T, F)``, the other sources held at their mean spectra (under their chains' long-run
+    state occupancy), K x ``(T, N_k)``.
+
+    The bound that keeps the updates linear in K is tight only for peaked marginals. From random
+    ones it drifted to a fixed point with the speech silent: 64-state sources on the demo's speech
+    in white noise gave -5.2 dB SDRi against 9.5 exact; from this start 9.3 (mean field with exact
+    expectations: 9.5).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from fhmm_ppl import hmm
+
+    means = []
+    for li, lt, v in zip(log_init, log_trans, psd):
+        trans = jnp.exp(lt)
+        occupancy = jax.lax.fori_loop(0, 64, lambda _, p: p @ trans, jnp.exp(li))
+        means.append(occupancy @ v)  # (F,)
+    out = []
+    for k, (li, lt, v) in enumerate(zip(log_init, log_trans, psd)):
+        var = v + sum(m for j, m in enumerate(means) if j != k)  # (N_k, F)
+        log_lik = -(power @ (1.0 / var).T) - jnp.sum(jnp.log(jnp.pi * var), axis=1)
+        out.append(hmm.posteriors((li,), (lt,), log_lik * scale).marginals[0])
+    return tuple(out)
+
+
+def _mean_field(log_init, log_trans, psd, power, scale):
+    """Structured mean field for complex-Gaussian sources from ``_informed_marginals``."""
+    from fhmm_ppl import hmm
+
+    return hmm.structured_mean_field(log_init, log_trans, expected_log_lik=_scaled_expected_log_lik,
+                                     data=(power, psd, scale), n_iter=MEAN_FIELD_SWEEPS,
+                                     init_marginals=_informed_marginals(log_init, log_trans, psd, power, scale))
+
+
 def _mean_field_gains_impl(log_init, log_trans, psd, power, scale):
     """Gains ``(K, T, F)`` from structured mean field, linear in the number of sources K:
     ``E_q[V_k] / sum_j E_q[V_j]`` under the per-chain marginals."""
     import jax.numpy as jnp
 
-    from fhmm_ppl import hmm
-
-    result = hmm.structured_mean_field(log_init, log_trans, expected_log_lik=_scaled_expected_log_lik,
-                                       data=(power, psd, scale), n_iter=MEAN_FIELD_SWEEPS)
+    result = _mean_field(log_init, log_trans, psd, power, scale)
     expected = jnp.stack([m @ v for m, v in zip(result.marginals, psd)])  # (K, T, F)
     return expected / jnp.sum(expected, axis=0, keepdims=True)
 
 
 def _mean_field_marginals_impl(log_init, log_trans, psd, power, scale):
     """Per-source state marginals K x ``(T, N_k)`` from structured mean field."""
-    from fhmm_ppl import hmm
-
-    return hmm.structured_mean_field(log_init, log_trans, expected_log_lik=_scaled_expected_log_lik,
-                                     data=(power, psd, scale), n_iter=MEAN_FIELD_SWEEPS).marginals
+    return _mean_field(log_init, log_trans, psd, power, scale).marginals
 
 
 def wiener_shares(psd):
