@@ -149,6 +149,7 @@ def main() -> None:
         "FHMM 32": {**cg, "n_states": 32},
         "FHMM 64": {**cg, "n_states": 64},
         "FHMM 64, hop 256": {**cg, "n_states": 64, "hop_length": 256},
+        "FHMM 64, mean field": {**cg, "n_states": 64, "inference": "mean_field"},
         "FHMM 64 x3": {**cg, "n_states": 64, "n_models": 3},
         "FHMM 32 log-max": {**cg, "n_states": 32, "emission": "logmax"},
         "FHMM 32 log-mel, plain likelihood": {**mel, "n_states": 32, "likelihood_scale": 1.0},
