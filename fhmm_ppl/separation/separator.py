@@ -303,7 +303,7 @@ class Separator:
             joint = logmax_joint_posterior(log_init, log_trans, self._emission("means", member),
                                            self._emission("variances", member), frames, scale)
         elif method == "exact" and not self.options.dictionary_size:
-            # Wiener gains straight from the smoother's messages (the posterior is never written out)
+            # Wiener gains straight from the smoother's messages (the posterior not written out)
             psd = self._emission("psd", member)
             shares = self._on_device("shares", member, lambda _: _jitted("shares")(psd))
             expected, _ = hmm.posterior_expectation(log_init, log_trans, self._scaled_log_lik(frames, member), shares)
@@ -548,6 +548,7 @@ def _informed_marginals(log_init, log_trans, psd, power, scale):
     import jax.numpy as jnp
 
     from fhmm_ppl import hmm
+    from fhmm_ppl.hmm.emissions import complex_gaussian_log_lik
 
     means = []
     for li, lt, v in zip(log_init, log_trans, psd):
@@ -556,9 +557,8 @@ def _informed_marginals(log_init, log_trans, psd, power, scale):
         means.append(occupancy @ v)  # (F,)
     out = []
     for k, (li, lt, v) in enumerate(zip(log_init, log_trans, psd)):
-        var = v + sum(m for j, m in enumerate(means) if j != k)  # (N_k, F)
-        log_lik = -(power @ (1.0 / var).T) - jnp.sum(jnp.log(jnp.pi * var), axis=1)
-        out.append(hmm.posteriors((li,), (lt,), log_lik * scale).marginals[0])
+        var = v + sum(m for j, m in enumerate(means) if j != k)  # (N_k, F): this source plus the others' means
+        out.append(hmm.posteriors((li,), (lt,), complex_gaussian_log_lik(power, (var,)) * scale).marginals[0])
     return tuple(out)
 
 
