@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two tasks only")
     parser.add_argument("--rtf-only", action="store_true", help="only the real-time factors (about 1 min)")
     args = parser.parse_args()
-    from fhmm_ppl.audio.demo import demo_task
+    from fhmm_ppl.audio.tasks import demo_task
     from fhmm_ppl.runtime import enable_compilation_cache
 
     enable_compilation_cache()

@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--states", type=int, default=32, help="states per source (default 32)")
     parser.add_argument("--quick", action="store_true", help="two tasks only")
     args = parser.parse_args()
-    from fhmm_ppl.audio.demo import demo_task
+    from fhmm_ppl.audio.tasks import demo_task
     from fhmm_ppl.runtime import enable_compilation_cache
 
     enable_compilation_cache()

@@ -462,7 +462,7 @@ def test_mean_field_separates_speech_in_noise_about_as_well_as_exact_inference()
     to silent speech (-19.6 dB SDRi here, 16 states each)."""
     from dataclasses import replace
 
-    from fhmm_ppl.audio.demo import demo_task
+    from fhmm_ppl.audio.tasks import demo_task
     from fhmm_ppl.metrics import separation_report
     from fhmm_ppl.separation import Separator
 

@@ -8,6 +8,7 @@ training data only (scikit-learn scalers).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Optional
 
 import numpy as np
@@ -54,14 +55,22 @@ def istft(spec: np.ndarray, config: STFTConfig = STFTConfig(), length: Optional[
                          window=config.window, length=length).astype(np.float32)
 
 
-def log_mel(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfig(), n_mels: int = 40) -> np.ndarray:
-    """Log mel power spectrogram ``(T, n_mels)`` (dB, ``librosa.power_to_db``)."""
-    configure_numba_cache()
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Mel filterbank ``(n_mels, n_fft // 2 + 1)`` float32 (librosa's Slaney-normalised triangles);
+    cached and read-only, shared by log-mel features and the log-mel separator."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(y=np.asarray(signal, np.float32), sr=sample_rate, n_fft=config.n_fft,
-                                         hop_length=config.hop_length, window=config.window, n_mels=n_mels)
-    return np.ascontiguousarray(librosa.power_to_db(mel, ref=1.0, amin=1e-10).T)
+    filters = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+    filters.flags.writeable = False
+    return filters
+
+
+def log_mel(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfig(), n_mels: int = 40) -> np.ndarray:
+    """Log mel power spectrogram ``(T, n_mels)`` in dB (``10 log10``, floored at -100 dB)."""
+    power = np.abs(stft(signal, config)) ** 2
+    mel = power @ mel_filterbank(sample_rate, config.n_fft, n_mels).T
+    return np.ascontiguousarray(10.0 * np.log10(np.maximum(mel, 1e-10)), dtype=np.float32)
 
 
 def mfcc(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfig(), n_mfcc: int = 40, n_mels: int = 64) -> np.ndarray:

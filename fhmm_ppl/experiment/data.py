@@ -6,7 +6,7 @@ import glob
 
 import numpy as np
 
-from fhmm_ppl.audio.demo import SeparationTask, demo_task, mix_at_snr
+from fhmm_ppl.audio.tasks import SeparationTask, demo_task, mix_at_snr
 from fhmm_ppl.audio.io import read_audio
 from fhmm_ppl.experiment.config import ExperimentConfig
 
