@@ -67,10 +67,13 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 
 def log_mel(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfig(), n_mels: int = 40) -> np.ndarray:
-    """Log mel power spectrogram ``(T, n_mels)`` in dB (``10 log10``, floored at -100 dB)."""
+    """Log mel power spectrogram ``(T, n_mels)`` in dB (``librosa.power_to_db``: ``10 log10``, at most
+    80 dB below the recording's loudest band)."""
+    import librosa
+
     power = np.abs(stft(signal, config)) ** 2
     mel = power @ mel_filterbank(sample_rate, config.n_fft, n_mels).T
-    return np.ascontiguousarray(10.0 * np.log10(np.maximum(mel, 1e-10)), dtype=np.float32)
+    return np.ascontiguousarray(librosa.power_to_db(mel, ref=1.0, amin=1e-10), dtype=np.float32)
 
 
 def mfcc(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfig(), n_mfcc: int = 40, n_mels: int = 64) -> np.ndarray:
