@@ -22,6 +22,7 @@ from typing import NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from fhmm_ppl.hmm import posteriors
 from fhmm_ppl.models.fhmm import FHMMParams, FHMMSpec, log_prior
@@ -130,8 +131,6 @@ def fit_em(
     restarted_last = False
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=max_iter, desc="EM", unit="it")
     for iteration in range(max_iter):
         total, init_counts, trans_counts, stats = _e_step(params, spec.family, batch, lengths)

@@ -14,6 +14,11 @@ from typing import Any, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoDelta, AutoNormal
+from numpyro.infer.initialization import init_to_value
+from numpyro.optim import optax_to_numpyro
 
 from fhmm_ppl.models.fhmm import FHMMParams, FHMMSpec, fhmm_model, params_from_sites, site_values
 from fhmm_ppl.train.batching import pad_sequences
@@ -38,8 +43,6 @@ class SVIResult(NamedTuple):
 
 def make_optimizer(name: str, learning_rate: float, clip_norm: Optional[float] = 10.0):
     """An optax optimiser by name, with optional global-norm gradient clipping."""
-    import optax
-
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     base = getattr(optax, name)(learning_rate)
@@ -71,11 +74,6 @@ def fit_svi(
     Returns:
         ``SVIResult``.
     """
-    from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.infer.autoguide import AutoDelta, AutoNormal
-    from numpyro.infer.initialization import init_to_value
-    from numpyro.optim import optax_to_numpyro
-
     if guide not in ("map", "normal"):
         raise ValueError(f"guide must be 'map' or 'normal', got {guide!r}")
     batch, lengths = pad_sequences(sequences)
