@@ -69,12 +69,16 @@ def validate(
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Check an experiment file without running it."""
+    """Check an experiment file without running it: its schema, then its plug-ins, priors and data files."""
     from fhmm_ppl.experiment.config import load_config
+    from fhmm_ppl.experiment.prepare import prepare
 
     try:
         cfg = load_config(config, set_ or [])
-        sweep_note = f"; sweep of {len(cfg.variants())} variants" if cfg.sweep else ""  # validates every point
+        variants = cfg.variants()  # validates every point of a sweep
+        for _, variant in variants:
+            prepare(variant, str(config))
+        sweep_note = f"; sweep of {len(variants)} variants" if cfg.sweep else ""
     except Exception as err:
         _fail(err, debug)
     typer.echo(f"ok: {config} ({cfg.name}: {cfg.data.source} data, {cfg.model.emission}, "
@@ -98,7 +102,11 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
         cfg = load_config(config, overrides)
         from tqdm.auto import tqdm
 
+        from fhmm_ppl.experiment.prepare import prepare
         from fhmm_ppl.experiment.runner import run_experiment, run_sweep, sweep_table
+
+        for _, variant in cfg.variants():  # errors name the file, before any run is created
+            prepare(variant, str(config))
 
         progress = lambda items, desc: tqdm(items, desc=desc, leave=False)
         if cfg.sweep:
@@ -225,7 +233,7 @@ def separate(
         separator = load(folder)
         import soundfile as sf
 
-        signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.n_fft)
+        signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.stft.n_fft)
         info = sf.info(str(mixture))  # read_audio has checked the file
         if info.samplerate != rate or info.channels > 1:
             typer.echo(f"{mixture}: {info.channels} channel(s) at {info.samplerate} Hz read as mono at {rate} Hz "

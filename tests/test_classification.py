@@ -44,7 +44,7 @@ def test_plainly_different_classes_reach_accuracy_one():
     rng = np.random.default_rng(1)
     seqs, labels = _sequences(rng, {"low": 0.0, "mid": 4.0, "high": 8.0}, per_class=8)
     splits = make_splits(labels, None, "cv", n_splits=4)
-    result = evaluate(seqs, labels, splits, ClassifierOptions(n_states=2, scaler="standard", max_iter=10))
+    result = evaluate(seqs, labels, splits, ClassifierOptions.from_flat(n_states=2, scaler="standard", max_iter=10))
     assert sorted(result.tested.tolist()) == list(range(len(seqs)))  # every recording tested exactly once
     assert classification_report(result.y_true, result.y_pred, result.labels)["accuracy"] == 1.0
 
@@ -53,7 +53,7 @@ def test_identical_distributions_reach_chance():
     rng = np.random.default_rng(2)
     seqs, labels = _sequences(rng, {"a": 0.0, "b": 0.0}, per_class=40, n_frames=30)
     splits = make_splits(labels, None, "cv", n_splits=4)
-    result = evaluate(seqs, labels, splits, ClassifierOptions(n_states=2, scaler="standard", max_iter=10))
+    result = evaluate(seqs, labels, splits, ClassifierOptions.from_flat(n_states=2, scaler="standard", max_iter=10))
     report = classification_report(result.y_true, result.y_pred, result.labels)
     assert 0.3 <= report["balanced_accuracy"] <= 0.7  # 80 test recordings: chance is 0.5 +- 0.056
 
@@ -63,7 +63,7 @@ def test_scaler_is_fitted_on_training_recordings_only():
     seqs, labels = _sequences(rng, {"a": 0.0, "b": 5.0}, per_class=8)
     seqs[3] = seqs[3] + 100.0  # one far-out recording: any fold that tests it must not have scaled with it
     splits = make_splits(labels, None, "cv", n_splits=4)
-    result = evaluate(seqs, labels, splits, ClassifierOptions(n_states=2, scaler="minmax", max_iter=5))
+    result = evaluate(seqs, labels, splits, ClassifierOptions.from_flat(n_states=2, scaler="minmax", max_iter=5))
     for (train, test), model in zip(result.splits, result.classifiers):
         frames = np.concatenate([seqs[i] for i in train])
         np.testing.assert_allclose(model.normalizer._scaler.data_min_, frames.min(0))
@@ -111,7 +111,7 @@ def test_scores_are_each_models_exact_log_likelihood_as_hmmlearn():
     hmmlearn = pytest.importorskip("hmmlearn.hmm")
     rng = np.random.default_rng(4)
     seqs, labels = _sequences(rng, {"a": 0.0, "b": 3.0}, per_class=4)
-    model = fit_classifier(seqs, labels, ClassifierOptions(n_states=3, scaler="none", max_iter=5))
+    model = fit_classifier(seqs, labels, ClassifierOptions.from_flat(n_states=3, scaler="none", max_iter=5))
     scores = model.scores(seqs[:3])
     for column, label in enumerate(model.labels):
         params = model.models[label]
@@ -126,7 +126,7 @@ def test_class_priors_break_ties_towards_the_frequent_class():
     rng = np.random.default_rng(5)
     seqs, labels = _sequences(rng, {"rare": 0.0}, per_class=2)
     more, more_labels = _sequences(rng, {"common": 0.0}, per_class=6)
-    model = fit_classifier(seqs + more, labels + more_labels, ClassifierOptions(n_states=1, max_iter=3, class_priors=True))
+    model = fit_classifier(seqs + more, labels + more_labels, ClassifierOptions.from_flat(n_states=1, max_iter=3, class_priors=True))
     tied = np.zeros((2, 2))
     assert model.predict(None, tied).tolist() == ["common", "common"]
     assert model.log_prior == pytest.approx(np.log([0.75, 0.25]))
@@ -152,6 +152,6 @@ def test_dataset_recordings_are_labelled_from_their_file_names(mma_tree):
 def test_svi_trained_class_models_separate_plain_classes():
     rng = np.random.default_rng(6)
     seqs, labels = _sequences(rng, {"low": 0.0, "high": 6.0}, per_class=3)
-    model = fit_classifier(seqs, labels, ClassifierOptions(n_states=2, trainer="svi", max_iter=60, scaler="standard"))
+    model = fit_classifier(seqs, labels, ClassifierOptions.from_flat(n_states=2, trainer="svi", svi_steps=60, scaler="standard"))
     assert model.predict(seqs).tolist() == labels
     assert all(h[-1] > h[0] for h in model.history.values())  # minus the loss rose: the log posterior improved

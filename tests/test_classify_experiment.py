@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from fhmm_ppl.cli import app
 from fhmm_ppl.experiment import ConfigError, load_config
+from fhmm_ppl.experiment.prepare import prepare
 
 TINY = {
     "name": "tiny_classify",
@@ -41,8 +42,9 @@ def test_classification_config_defaults_and_errors(tmp_path):
         load_config(write_yaml(tmp_path / "e.yaml", {"task": "classification", "classification": {"scalar": "minmax"}}))
     with pytest.raises(ConfigError, match="data.classes .* is needed for classification on files"):
         load_config(write_yaml(tmp_path / "f.yaml", {"task": "classification", "data": {"source": "files"}}))
-    with pytest.raises(ConfigError, match=r"data: root 'data/mma' is not a folder; download the Massive Distributed"):
-        load_config("experiments/classify_mma.yaml")
+    mma = load_config("experiments/classify_mma.yaml")  # the folder is looked for when a run starts, not here
+    with pytest.raises(ConfigError, match=r"^data: root 'data/mma' is not a folder; download the Massive Distributed"):
+        prepare(mma)
 
 
 def test_classification_sweep_logs_metrics_plots_and_predictions(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from fhmm_ppl.cli import app
 from fhmm_ppl.experiment import ConfigError, load_config
+from fhmm_ppl.experiment.prepare import prepare
 
 TINY = {
     "name": "tiny",
@@ -41,9 +42,11 @@ def test_config_errors_are_one_line_with_the_dotted_path(tmp_path):
         load_config(write_yaml(tmp_path / "bad.yaml", "name: x\nmodel: [unclosed\n"))
     with pytest.raises(ConfigError, match="no such experiment file"):
         load_config(tmp_path / "absent.yaml")
-    with pytest.raises(ConfigError, match=r"no file matches 'nowhere/\*.wav'"):
-        load_config(write_yaml(tmp_path / "files.yaml", {"data": {"source": "files", "train": {"a": ["nowhere/*.wav"], "b": ["x"]},
-                                                                  "test_clean": {"a": ["y"]}}}))
+    files = write_yaml(tmp_path / "files.yaml", {"data": {"source": "files", "train": {"a": ["nowhere/*.wav"], "b": ["x"]},
+                                                          "test_clean": {"a": ["y"], "b": ["z"]}}})
+    parsed = load_config(files)  # validation expands no glob
+    with pytest.raises(ConfigError, match=r"^x.yaml: data: no file matches 'nowhere/\*.wav' \(train.a\)$"):
+        prepare(parsed, "x.yaml")
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(good, ["model.n_states"])
 
@@ -142,18 +145,30 @@ def test_a_failing_run_is_marked_failed_with_its_traceback(tmp_path):
 def test_config_errors_caught_before_a_run_starts(tmp_path):
     good = write_yaml(tmp_path / "good.yaml", TINY)
     for override, message in [
-        ("model.priors.means={name: dirichlet}", "prior 'dirichlet' cannot be used for the means role"),
-        ("model.priors.psd={name: dirichlet}", "no prior role 'psd' for the log_mel emission; roles: covars"),
+        ("model.priors.psd={name: dirichlet}", "model.priors: no prior role 'psd' for the log_mel emission; roles: covars"),
+        ("inference.mask=wiener", "inference.mask: wiener is now inference.mask: soft"),
+        ("inference.logmax_mask=blend", "inference.logmax_mask is now inference.soft_mask"),
+        ("inference.soft_mask=wiener", None),
+        ("model.emission=complex_gaussian", None),
         ("data.snr_db=.nan", "data.snr_db: must be a finite number of dB"),
         ("seed=-1", "seed: Input should be greater than or equal to 0"),
         ("features.hop_length=1024", "hop_length \\(1024\\) must not exceed n_fft \\(512\\)"),
         ("model.n_states=[3", "--set 'model.n_states=\\[3': the value is not valid YAML"),
         ("=5", "is not a dotted key"),
     ]:
+        if message is None:
+            load_config(good, [override])
+            continue
         with pytest.raises(ConfigError, match=message):
             load_config(good, [override])
-    with pytest.raises(ConfigError, match="mean_field is for the complex_gaussian emission; logmax needs exact"):
+    with pytest.raises(ConfigError, match="inference.method: inference method mean_field is not available for the logmax"):
         load_config(good, ["model.emission=logmax", "inference.method=mean_field"])
+    with pytest.raises(ConfigError, match="inference.soft_mask: soft_mask 'blend' is not made by the complex_gaussian"):
+        load_config(good, ["model.emission=complex_gaussian", "inference.soft_mask=blend"])
+    with pytest.raises(ConfigError, match="model.emission: emission must be one of log_mel, complex_gaussian, logmax"):
+        load_config(good, ["model.emission=log_mell"])
+    with pytest.raises(ConfigError, match="^model.priors.means: prior 'dirichlet' cannot be used for the means role"):
+        prepare(load_config(good, ["model.priors.means={name: dirichlet}"]))
     with pytest.raises(ConfigError, match="not a file"):
         load_config(tmp_path)
     (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
@@ -219,7 +234,7 @@ def test_a_user_prior_from_a_plugin_trains_with_svi_and_em_refuses_it(tmp_path):
                "model": {"emission": "complex_gaussian", "n_states": 3, "plugins": ["my_prior.py"],
                          "priors": {"psd": {"name": "test_plugin_lognormal", "params": {"scale": 2.0}},
                                     "transition": {"name": "dirichlet", "params": {"sticky": 5.0}}}},
-               "training": {"method": "svi", "max_iter": 2}}
+               "training": {"method": "svi", "svi_steps": 20}}
     config = write_yaml(tmp_path / "plugin.yaml", content)
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
@@ -229,7 +244,7 @@ def test_a_user_prior_from_a_plugin_trains_with_svi_and_em_refuses_it(tmp_path):
     assert run.data.params["model.priors.psd.name"] == "test_plugin_lognormal"
     assert len(client.get_metric_history(run.info.run_id, "train.speech.objective")) == 20
 
-    # EM cannot honour the prior: refused when the file is read, before any run is created
+    # EM cannot honour the prior: refused when the run starts (after the plug-in is loaded), before any run is created
     result = CliRunner().invoke(app, ["run", str(config), "--set", "training.method=em"])
     assert result.exit_code == 1
     assert "prior 'test_plugin_lognormal' has no closed-form M-step, so EM cannot honour it; use training.method: svi" in result.output
@@ -334,7 +349,7 @@ def test_mma_experiments_load_from_the_dataset_layout_or_say_what_to_download(tm
     from fhmm_ppl.experiment.data import load_task
 
     with pytest.raises(ConfigError, match=r"data: root 'data/mma' is not a folder; download the Massive Distributed"):
-        load_config("experiments/mma_two_talkers.yaml")
+        prepare(load_config("experiments/mma_two_talkers.yaml"))
     rng = np.random.default_rng(0)
     folder = tmp_path / "mma" / "wearable01"
     folder.mkdir(parents=True)
@@ -354,7 +369,7 @@ def test_real_ten_talker_mix_from_the_dataset_layout_separates_by_mean_field(tmp
     from fhmm_ppl.separation import fit_separator
 
     with pytest.raises(ConfigError, match=r"data: root 'data/mma' is not a folder; download"):
-        load_config("experiments/mma_real_mix.yaml")
+        prepare(load_config("experiments/mma_real_mix.yaml"))
     rng = np.random.default_rng(1)
     folder = tmp_path / "mma" / "tabletop01"
     folder.mkdir(parents=True)

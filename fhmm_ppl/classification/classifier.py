@@ -10,61 +10,93 @@ adding the log class prior (the training label frequencies).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
+from pydantic import Field, ValidationError, model_validator
 
-from fhmm_ppl.models.fhmm import sequence_log_marginals
+from fhmm_ppl.audio.features import Normalizer, STFTConfig, log_mel, mfcc
+from fhmm_ppl.models.families import make_family
+from fhmm_ppl.models.fhmm import FHMMSpec, make_spec, sequence_log_marginals
+from fhmm_ppl.settings import (
+    CLASSIFICATION_MODEL,
+    ClassificationSettings,
+    FeatureSettings,
+    ModelSettings,
+    Strict,
+    TrainingSettings,
+)
+from fhmm_ppl.train import fit, pad_sequences
+
+#: Flat keyword -> (section, field) for ``ClassifierOptions.from_flat``: every field by its own
+#: name, except ``training.method``, which is ``trainer``.
+FLAT_KEYS = {
+    **{name: ("features", name) for name in FeatureSettings.model_fields},
+    **{name: ("model", name) for name in ("n_states", "covariance_type", "priors")},
+    **{name: ("training", name) for name in ("max_iter", "svi_steps", "n_init")},
+    "trainer": ("training", "method"),
+    **{name: ("classification", name) for name in ClassificationSettings.model_fields},
+}
 
 
-@dataclass(frozen=True)
-class ClassifierOptions:
-    """How recordings are featurised and each label's HMM is built and trained.
+class ClassifierOptions(Strict):
+    """How recordings are featurised and each label's HMM is built and trained: the experiment
+    file's ``features``, ``model``, ``training`` and ``classification`` sections and the seed.
 
-    Attributes:
-        features: ``"mfcc"`` or ``"log_mel"``; n_features: coefficients / mel bands (40 as the original study).
-        n_fft, hop_length: analysis frames (samples).
-        scaler: ``"minmax"`` (the original study's), ``"standard"`` or ``"none"``; fitted on training frames only.
-        n_states: states per label's HMM; covariance_type: ``diag``, ``full``, ``tied`` or ``spherical``.
-        trainer: ``"em"`` or ``"svi"``; max_iter: EM iterations or SVI steps.
-        class_priors: add the log training label frequency to each score.
-        priors: role -> ``{"name": registered prior, "params": {...}}`` (``initial``,
-            ``transition``, ``means``, ``covars``), as for separation.
-        seed: k-means initialisation and SVI seed.
+    ``features`` sets the analysis frames (``n_fft``, ``hop_length``; ``n_mels`` bands under the
+    MFCCs, at least ``classification.n_features``); ``model`` the Gaussian HMM per label
+    (``n_states``, ``covariance_type``, ``priors``); ``training`` how it is trained
+    (``fhmm_ppl.train.fit``); ``classification`` the feature kind, scaler and decision rule.
     """
 
-    features: Literal["mfcc", "log_mel"] = "mfcc"
-    n_features: int = 40
-    n_fft: int = 512
-    hop_length: int = 256
-    scaler: Literal["minmax", "standard", "none"] = "minmax"
-    n_states: int = 4
-    covariance_type: str = "diag"
-    trainer: Literal["em", "svi"] = "em"
-    max_iter: int = 30
-    class_priors: bool = False
-    priors: dict = field(default_factory=dict)
-    seed: int = 0
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model: ModelSettings = Field(default_factory=lambda: ModelSettings(**CLASSIFICATION_MODEL))
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
+    seed: int = Field(0, ge=0)
 
-    def __post_init__(self) -> None:
-        if self.features not in ("mfcc", "log_mel"):
-            raise ValueError(f"features must be 'mfcc' or 'log_mel', got {self.features!r}")
-        if self.trainer not in ("em", "svi"):
-            raise ValueError(f"trainer must be 'em' or 'svi', got {self.trainer!r}")
-        if self.n_states < 1 or self.n_features < 1 or self.max_iter < 1:
-            raise ValueError("n_states, n_features and max_iter must be positive")
+    @model_validator(mode="after")
+    def _gaussian(self) -> "ClassifierOptions":
+        if self.model.emission != "gaussian":
+            raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
+        return self
+
+    @classmethod
+    def from_flat(cls, base: "ClassifierOptions | None" = None, **flat: Any) -> "ClassifierOptions":
+        """``base`` (default: the defaults) with flat keywords applied, e.g. ``n_states=2, scaler="standard"``;
+        a bad name or value is one ``ValueError`` line naming the keyword."""
+        sections = (base or cls()).model_dump()
+        for key, value in flat.items():
+            if key == "seed":
+                sections["seed"] = value
+                continue
+            if key not in FLAT_KEYS:
+                raise ValueError(f"unknown classifier option {key!r}; options: seed, {', '.join(FLAT_KEYS)}")
+            section, name = FLAT_KEYS[key]
+            sections[section][name] = value
+        try:
+            return cls.model_validate(sections)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            flat_name = next((k for k, v in FLAT_KEYS.items() if ".".join(v) == where), where)
+            message = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{flat_name}: {message}" if flat_name else message) from None
+
+    @property
+    def stft(self) -> STFTConfig:
+        return STFTConfig(self.features.n_fft, self.features.hop_length)
 
 
 def features(signal: np.ndarray, sample_rate: int, options: ClassifierOptions = ClassifierOptions()) -> np.ndarray:
-    """Feature frames ``(T, n_features)`` of one recording ``(n,)``."""
-    from fhmm_ppl.audio.features import STFTConfig, log_mel, mfcc
-
-    config = STFTConfig(options.n_fft, options.hop_length)
-    if options.features == "mfcc":
-        return mfcc(signal, sample_rate, config, n_mfcc=options.n_features, n_mels=max(64, options.n_features))
-    return log_mel(signal, sample_rate, config, n_mels=options.n_features)
+    """Feature frames ``(T, classification.n_features)`` of one recording ``(n,)``."""
+    kind, n_features = options.classification.features, options.classification.n_features
+    if kind == "mfcc":
+        return mfcc(signal, sample_rate, options.stft, n_mfcc=n_features, n_mels=max(options.features.n_mels, n_features))
+    return log_mel(signal, sample_rate, options.stft, n_mels=n_features)
 
 
 #: ``(B,)`` log p(sequence | HMM) for a padded batch ``(B, T, D)``, compiled once per shape.
@@ -79,22 +111,20 @@ class HMMClassifier:
         labels: the classes, in score-column order.
         models: ``{label: FHMMParams}`` (one chain each); spec: the shared ``FHMMSpec``.
         normalizer: the feature scaler fitted on training frames.
-        log_prior: ``(C,)`` log training frequencies (used when ``options.class_priors``).
+        log_prior: ``(C,)`` log training frequencies (used when ``options.classification.class_priors``).
         history: ``{label: (n_iter,)}`` training objective (EM log posterior, or minus the SVI loss).
     """
 
     options: ClassifierOptions
     labels: list
     models: dict
-    spec: object
-    normalizer: object
+    spec: FHMMSpec
+    normalizer: Normalizer
     log_prior: np.ndarray
     history: dict = field(default_factory=dict)
 
     def scores(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Log-likelihoods ``(R, C)`` of R unscaled feature sequences ``(T_r, D)`` under each label's HMM."""
-        from fhmm_ppl.train.batching import pad_sequences
-
         batch, lengths = pad_sequences([self.normalizer.transform(s) for s in sequences])
         columns = [np.asarray(_sequence_log_marginals(self.models[c], self.spec.family, batch, lengths))
                    for c in self.labels]
@@ -103,12 +133,10 @@ class HMMClassifier:
     def predict(self, sequences: Sequence[np.ndarray], scores: np.ndarray | None = None) -> np.ndarray:
         """Labels ``(R,)``: the highest score (plus the log class prior when enabled)."""
         scores = self.scores(sequences) if scores is None else scores
-        if self.options.class_priors:
+        if self.options.classification.class_priors:
             scores = scores + self.log_prior[None, :]
         hopeless = np.flatnonzero(~np.any(np.isfinite(scores), axis=1))
         if hopeless.size:
-            import warnings
-
             warnings.warn(f"recordings {hopeless.tolist()} have no finite score under any class model (features far "
                           f"outside the training range, or NaN); they are labelled {self.labels[0]!r} by default",
                           RuntimeWarning, stacklevel=2)
@@ -128,31 +156,21 @@ def fit_classifier(sequences: Sequence[np.ndarray], labels: Sequence[str],
     Returns:
         ``HMMClassifier``.
     """
-    from fhmm_ppl.audio.features import Normalizer
-    from fhmm_ppl.models.families import make_family
-    from fhmm_ppl.models.fhmm import make_spec
-    from fhmm_ppl.train.em import fit_em, initial_params
-    from fhmm_ppl.train.svi import fit_svi
-
     if len(sequences) != len(labels) or not len(sequences):
         raise ValueError(f"need one label per sequence and at least one sequence, got {len(sequences)} and {len(labels)}")
     progress = progress or (lambda items, description: items)
     classes = sorted(set(labels))
-    normalizer = Normalizer(options.scaler).fit(np.concatenate(list(sequences), axis=0))
+    normalizer = Normalizer(options.classification.scaler).fit(np.concatenate(list(sequences), axis=0))
     scaled = [normalizer.transform(s) for s in sequences]
-    spec = make_spec((options.n_states,), make_family("gaussian", covariance_type=options.covariance_type), options.priors)
+    model = options.model
+    spec = make_spec((model.n_states,), make_family("gaussian", covariance_type=model.covariance_type), model.prior_specs())
     models, history = {}, {}
     for label in progress(classes, "training class models"):
         mine = [s for s, y in zip(scaled, labels) if y == label]
         frames = sum(len(s) for s in mine)
-        if frames < options.n_states:
-            raise ValueError(f"class {label!r} has {frames} training frames, fewer than {options.n_states} states")
-        if options.trainer == "em":
-            result = fit_em(mine, spec, max_iter=options.max_iter, seed=options.seed)
-            models[label], history[label] = result.params, result.objective
-        else:
-            start = initial_params(spec, mine, options.seed)
-            result = fit_svi(mine, spec, init=start, n_steps=options.max_iter, seed=options.seed)
-            models[label], history[label] = result.params, -result.losses
+        if frames < model.n_states:
+            raise ValueError(f"class {label!r} has {frames} training frames, fewer than {model.n_states} states")
+        result = fit(mine, spec, options.training, seed=options.seed)
+        models[label], history[label] = result.params, result.history
     counts = np.array([list(labels).count(c) for c in classes], dtype=np.float64)
     return HMMClassifier(options, classes, models, spec, normalizer, np.log(counts / counts.sum()), history)

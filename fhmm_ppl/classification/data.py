@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import numpy as np
+from scipy.signal import fftconvolve
+
+from fhmm_ppl.audio import mma
+from fhmm_ppl.audio.demo import RATE, TALKERS, chirps, demo_speech, noise
+from fhmm_ppl.audio.io import read_audio
 
 #: Demo sessions (the demo's stand-in for the dataset's arrays / rooms).
 DEMO_SESSIONS = 4
@@ -71,10 +76,6 @@ def demo_recordings(seed: int = 0, clip_seconds: float = DEMO_CLIP_SECONDS) -> L
     has its own reverberant room and sensor-noise level. 60 recordings: speech
     32, chirp 12, noise 8, mix 8.
     """
-    from scipy.signal import fftconvolve
-
-    from fhmm_ppl.audio.demo import RATE, TALKERS, chirps, demo_speech, noise
-
     rng = np.random.default_rng(seed)
     n = int(clip_seconds * RATE)
     voices = {t: demo_speech(t) for t in TALKERS}
@@ -120,9 +121,6 @@ def mma_recordings(root: str, channel: int = 0, sample_rate: int = 16000, max_se
         sample_rate: resample to this rate; max_seconds: read at most this much of each file.
         progress: wraps an iterable with a progress display, as ``progress(items, description)``.
     """
-    from fhmm_ppl.audio import mma
-    from fhmm_ppl.audio.io import read_audio
-
     progress = progress or (lambda items, description: items)
     out = LabelledRecordings(sample_rate)
     for rec in progress(mma.list_recordings(root), "reading recordings"):
@@ -136,8 +134,6 @@ def mma_recordings(root: str, channel: int = 0, sample_rate: int = 16000, max_se
 def file_recordings(classes: Mapping[str, list[str]], sample_rate: int = 16000, channel="mean",
                     max_seconds: Optional[float] = None) -> LabelledRecordings:
     """The user's files: ``{label: [paths or globs]}``; each file is its own group."""
-    from fhmm_ppl.audio.io import read_audio
-
     out = LabelledRecordings(sample_rate)
     for label, patterns in classes.items():
         paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})

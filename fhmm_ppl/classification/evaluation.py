@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence
 
 import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from fhmm_ppl.classification.classifier import ClassifierOptions, HMMClassifier, fit_classifier
 
@@ -35,8 +36,6 @@ def make_splits(labels: Sequence[str], groups: Optional[Sequence[str]] = None, m
     Raises:
         ValueError: too few recordings or groups for the split, or a training part missing a class.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
-
     labels = np.asarray(labels)
     index = np.arange(len(labels))
     if method not in ("cv", "holdout"):

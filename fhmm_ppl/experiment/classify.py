@@ -14,19 +14,24 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import yaml
 
+from fhmm_ppl.classification import (ClassifierOptions, LabelledRecordings, demo_recordings, evaluate, features,
+                                     file_recordings, make_splits, mma_recordings)
+from fhmm_ppl.experiment import plots
 from fhmm_ppl.experiment.config import ExperimentConfig
+from fhmm_ppl.experiment.data import fingerprint_arrays
+from fhmm_ppl.experiment.tracking import run_tags
+from fhmm_ppl.metrics import classification_report
 
 #: Seconds read from each dataset recording unless ``data.max_seconds`` says otherwise.
 MMA_SECONDS = 10.0
 
 
-def load_recordings(config: ExperimentConfig, progress):
-    """The experiment's labelled recordings (``LabelledRecordings``)."""
-    from fhmm_ppl.classification import demo_recordings, file_recordings, mma_recordings
-
+def load_recordings(config: ExperimentConfig, progress) -> LabelledRecordings:
+    """The experiment's labelled recordings."""
     data = config.data
     if data.source == "demo":
         return demo_recordings(config.seed)
@@ -36,17 +41,10 @@ def load_recordings(config: ExperimentConfig, progress):
     return file_recordings(data.classes, data.sample_rate, data.channel, data.max_seconds)
 
 
-def options_from(config: ExperimentConfig):
-    """``ClassifierOptions`` from an experiment."""
-    from fhmm_ppl.classification import ClassifierOptions
-
-    c = config.classification
-    return ClassifierOptions(
-        features=c.features, n_features=c.n_features, n_fft=config.features.n_fft, hop_length=config.features.hop_length,
-        scaler=c.scaler, n_states=config.model.n_states, covariance_type=config.model.covariance_type,
-        trainer=config.training.method, max_iter=config.training.max_iter, class_priors=c.class_priors, seed=config.seed,
-        priors=config.model.prior_specs(),
-    )
+def options_from(config: ExperimentConfig) -> ClassifierOptions:
+    """The classifier's options: the experiment's settings sections and seed."""
+    return ClassifierOptions(features=config.features, model=config.model, training=config.training,
+                             classification=config.classification, seed=config.seed)
 
 
 def imbalance_line(counts: dict) -> str:
@@ -71,29 +69,23 @@ def report_markdown(report: dict, counts: dict, n_tested: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_classification(config: ExperimentConfig, mlflow, progress, on_status, workdir: Path, tags) -> tuple[dict, dict]:
+def run_classification(config: ExperimentConfig, progress, on_status, workdir: Path) -> tuple[dict, dict]:
     """Run a classification experiment inside the active MLflow run.
 
     Args:
-        config: a validated experiment with ``task: classification``.
-        mlflow: the mlflow module (its active run receives everything).
+        config: a validated experiment with ``task: classification``; the active MLflow run receives everything.
         progress: ``progress(items, description)``; on_status: status lines.
-        workdir: a scratch folder for artifacts; tags: ``tags(fingerprint) -> dict`` of run tags.
+        workdir: a scratch folder for artifacts.
 
     Returns:
         ``(report, flat final metrics)``: the report of ``metrics.classification_report``
         plus ``counts`` (recordings per class) and ``n_tested``.
     """
-    from fhmm_ppl.classification import evaluate, features, make_splits
-    from fhmm_ppl.experiment import plots
-    from fhmm_ppl.experiment.data import fingerprint_arrays
-    from fhmm_ppl.metrics import classification_report
-
     recordings = load_recordings(config, progress)
     counts = recordings.counts()
     if len(counts) < 2:
         raise ValueError(f"classification needs at least two classes, found {list(counts)}")
-    mlflow.set_tags(tags(fingerprint_arrays(
+    mlflow.set_tags(run_tags(fingerprint_arrays(
         (f"{name}|{label}", signal) for name, label, signal in zip(recordings.names, recordings.labels, recordings.signals))))
     mlflow.log_params({"data.n_recordings": len(recordings.signals), "data.n_groups": len(set(recordings.groups)),
                        **{f"data.count.{label}": n for label, n in counts.items()}})
@@ -103,8 +95,10 @@ def run_classification(config: ExperimentConfig, mlflow, progress, on_status, wo
     c = config.classification
     splits = make_splits(recordings.labels, recordings.groups if c.grouped else None, c.split, c.n_splits,
                          c.test_fraction, config.seed)
-    on_status(f"{len(splits)} {c.split} split(s), stratified{' and grouped' if c.grouped else ''}; one {options.n_states}-state {options.covariance_type} HMM per class on {options.features} "
-              f"({options.trainer}, {options.scaler} scaling fitted on training recordings only)")
+    model = config.model
+    on_status(f"{len(splits)} {c.split} split(s), stratified{' and grouped' if c.grouped else ''}; one {model.n_states}-state "
+              f"{model.covariance_type} HMM per class on {c.features} ({config.training.method}, {c.scaler} scaling "
+              "fitted on training recordings only)")
     result = evaluate(sequences, recordings.labels, splits, options, progress)
     report = classification_report(result.y_true, result.y_pred, result.labels)
     for fold, model in enumerate(result.classifiers):
@@ -118,11 +112,11 @@ def run_classification(config: ExperimentConfig, mlflow, progress, on_status, wo
         flat.update({f"{metric}.{label}": float(v) for metric, v in values.items()})
     flat["majority.accuracy"] = float(np.mean(result.y_true == max(counts, key=counts.get)))
     mlflow.log_metrics(flat)
-    _log_artifacts(mlflow, config, recordings, sequences, result, report, counts, workdir, plots)
+    _log_artifacts(config, recordings, sequences, result, report, counts, workdir)
     return {**report, "counts": counts, "n_tested": len(result.tested)}, flat
 
 
-def _log_artifacts(mlflow, config, recordings, sequences, result, report, counts, workdir: Path, plots) -> None:
+def _log_artifacts(config, recordings, sequences, result, report, counts, workdir: Path) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     mlflow.log_artifact(str(workdir / "config.yaml"))
     (workdir / "report.md").write_text(report_markdown(report, counts, len(result.tested)))
@@ -140,7 +134,7 @@ def _log_artifacts(mlflow, config, recordings, sequences, result, report, counts
     train, first = result.splits[0][0], result.classifiers[0]
     raw = np.concatenate([sequences[i] for i in train])
     mlflow.log_artifact(str(plots.feature_statistics(folder / "feature_statistics.png", raw, first.normalizer.transform(raw),
-                                                     first.options.scaler)), "plots")
+                                                     first.options.classification.scaler)), "plots")
     per_frame = result.scores / result.n_frames[:, None]
     mlflow.log_artifact(str(plots.log_likelihoods(folder / "log_likelihoods.png", per_frame, result.y_true, result.labels)), "plots")
     mlflow.log_artifact(str(plots.training_curves(folder / "training_fold0.png", first.history)), "plots")

@@ -1,19 +1,40 @@
 """The experiment file: a validated schema with one-line errors and ``--set`` overrides.
 
-Errors name the dotted path of the bad entry and what is wrong: an unknown
-key (with the closest valid one), a wrong type or range, a missing file.
+The ``features``, ``model``, ``training``, ``inference`` and ``classification`` sections are the
+settings of ``fhmm_ppl.settings`` (one schema for the experiment and the library); ``data``,
+``evaluation``, ``tracking`` and ``sweep`` are the experiment's own. Errors name the dotted path
+of the bad entry and what is wrong: an unknown key (with the closest valid one, or the new name
+of a renamed one), a wrong type or range, a combination that cannot work. Validation reads
+nothing but the file: plug-ins are imported and data globs expanded when a run starts
+(``fhmm_ppl.experiment.prepare``).
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
-import glob
+import itertools
 import math
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fhmm_ppl.separation.options import check_separation
+from fhmm_ppl.settings import (
+    CLASSIFICATION_MODEL,
+    ClassificationSettings,
+    FeatureSettings,
+    InferenceSettings,
+    ModelSettings,
+    TrainingSettings,
+)
+
+#: Keys that were renamed: (section, old key) -> the new dotted key.
+RENAMED_KEYS = {("inference", "logmax_mask"): "inference.soft_mask"}
+#: Values that were renamed: (section, key, old value) -> the new value.
+RENAMED_VALUES = {("inference", "mask", "wiener"): "soft"}
 
 
 class ConfigError(ValueError):
@@ -42,7 +63,8 @@ class DataConfig(_Strict):
     ``max_seconds`` reads at most that much of each classification recording.
     ``mma_task``: ``two_talkers`` sums the solo recordings of ``talkers``;
     ``real_mix`` separates the recorded ten-talker mix (references: the ten
-    solo recordings at the same array).
+    solo recordings at the same array). Files, globs and ``root`` are checked
+    when a run starts, not here.
     """
 
     source: Literal["demo", "files", "mma"] = "demo"
@@ -67,12 +89,8 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _mma_given(self) -> "DataConfig":
         if self.source == "mma":
-            from fhmm_ppl.audio.mma import DOWNLOAD_HINT
-
             if not self.root:
-                raise ValueError(f"root must name the dataset folder when source is 'mma'; {DOWNLOAD_HINT}")
-            if not Path(self.root).is_dir():
-                raise ValueError(f"root {self.root!r} is not a folder; {DOWNLOAD_HINT}")
+                raise ValueError("root must name the dataset folder when source is 'mma'")
             if len(set(self.talkers)) < 2 or not all(1 <= t <= 10 for t in self.talkers):
                 raise ValueError(f"talkers needs at least two different talker numbers in 1-10, got {self.talkers}")
             if self.array == "wearable" and self.array_number > 4:
@@ -87,126 +105,23 @@ class DataConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _files_exist(self) -> "DataConfig":
+    def _files_listed(self) -> "DataConfig":
         if self.source == "files":
             for kind, entries in (("train", self.train), ("test_clean", self.test_clean), ("classes", self.classes)):
                 for name, patterns in entries.items():
                     if not patterns:
                         raise ValueError(f"{kind}.{name} lists no files")
-                    for pattern in patterns:
-                        if not glob.glob(pattern):
-                            raise ValueError(f"no file matches {pattern!r} ({kind}.{name})")
-            for item in self.test:
-                for path in [item.mixture, *item.references.values()]:
-                    if not Path(path).exists():
-                        raise ValueError(f"no such file: {path}")
         return self
 
 
-class FeatureConfig(_Strict):
-    """STFT frames (and mel bands for the ``log_mel`` separator)."""
-
-    n_fft: int = Field(512, ge=64, le=8192)
-    hop_length: int = Field(128, ge=16, le=4096)
-    n_mels: int = Field(64, ge=8, le=256)
-
-    @model_validator(mode="after")
-    def _hop_within_frame(self) -> "FeatureConfig":
-        if self.hop_length > self.n_fft:
-            raise ValueError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft}): "
-                             "samples between frames would be lost")
-        return self
-
-
-class PriorConfig(_Strict):
-    """A registered prior by name, with its hyperparameters."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelConfig(_Strict):
-    """The source (or class) models.
-
-    ``emission``: ``log_mel`` (the default: the most accurate on two sources), ``complex_gaussian``
-    (fast; mean field for many sources) or ``logmax`` for separation, ``gaussian``
-    (with ``covariance_type``) for classification. ``priors`` maps a role (``initial``, ``transition``, ``psd``; ``means`` and
-    ``covars`` for log-max) to a registered prior; ``plugins`` are Python files
-    imported first, so the priors they register can be named here.
-    """
-
-    emission: Literal["complex_gaussian", "logmax", "log_mel", "gaussian"] = "log_mel"
-    n_states: int = Field(64, ge=1, le=256)
-    #: components of each state's NMF dictionary (separation; empty: 16 for log_mel, 0 otherwise; 0: none)
-    state_components: Optional[int] = Field(None, ge=0, le=128)
-    covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
-    priors: dict[str, PriorConfig] = Field(default_factory=dict)
-    plugins: list[str] = Field(default_factory=list)
-
-    def prior_specs(self) -> dict[str, dict]:
-        """The priors as ``{role: {"name": ..., "params": {...}}}`` (what the model builders take)."""
-        return {role: {"name": p.name, "params": dict(p.params)} for role, p in self.priors.items()}
-
-    @model_validator(mode="after")
-    def _priors_exist(self) -> "ModelConfig":
-        from fhmm_ppl.experiment.plugins import load_plugins
-
-        load_plugins(self.plugins)
-        roles = {"initial", "transition"} | ({"psd"} if self.emission == "complex_gaussian" else {"means", "covars"})
-        if self.emission != "gaussian" and self.covariance_type != "diag":
-            raise ValueError(f"covariance_type applies to the gaussian emission only, not {self.emission}")
-        for role, prior in self.priors.items():
-            if role not in roles:
-                raise ValueError(f"no prior role {role!r} for the {self.emission} emission; roles: {', '.join(sorted(roles))}")
-            from fhmm_ppl.models.priors import check_prior_role, make_prior
-
-            built = make_prior(prior.name, **prior.params)
-            check_prior_role(built, role, self.covariance_type if self.emission == "gaussian" else None)
-        return self
-
-
-class TrainingConfig(_Strict):
-    """How the source models are trained; ``n_init`` runs per source keep the best objective;
-    ``n_models`` independently trained sets of source models are averaged (an ensemble)."""
-
-    method: Literal["em", "svi"] = "em"
-    max_iter: int = Field(30, ge=1, le=10000)
-    n_init: int = Field(1, ge=1, le=20)
-    n_models: int = Field(3, ge=1, le=10)
-
-
-class InferenceConfig(_Strict):
-    """How the mixture is separated. ``likelihood_scale`` multiplies the frames' log-likelihoods
-    (empty: ``hop_length / n_fft``, which counts each sample of overlapping frames once; 1: the plain model)."""
-
-    method: Literal["auto", "exact", "mean_field"] = "auto"
-    mask: Literal["wiener", "binary"] = "wiener"
-    logmax_mask: Optional[Literal["blend", "dominance", "wiener"]] = None
-    likelihood_scale: Optional[float] = Field(None, gt=0, le=10)
+#: ``check_separation``'s messages by their first words -> the dotted key they are about.
+_SEPARATION_KEYS = (("emission ", "model.emission"), ("no prior role", "model.priors"),
+                    ("soft_mask ", "inference.soft_mask"), ("inference method", "inference.method"))
 
 
 class EvaluationConfig(_Strict):
     baselines: list[Literal["nmf", "irm", "ibm"]] = Field(default_factory=lambda: ["nmf", "irm", "ibm"])
     nmf_components: int = Field(32, ge=1, le=512)
-
-
-class ClassificationConfig(_Strict):
-    """Classifying recordings: features, scaling, decision rule and evaluation split.
-
-    ``split: cv`` tests every recording once over ``n_splits`` folds;
-    ``holdout`` tests about ``test_fraction`` of them once. Splits are
-    stratified by label and, with ``grouped``, keep each group (room, array,
-    session) on one side.
-    """
-
-    features: Literal["mfcc", "log_mel"] = "mfcc"
-    n_features: int = Field(40, ge=1, le=128)
-    scaler: Literal["minmax", "standard", "none"] = "minmax"
-    class_priors: bool = False
-    split: Literal["cv", "holdout"] = "cv"
-    grouped: bool = True
-    n_splits: int = Field(4, ge=2, le=20)
-    test_fraction: float = Field(0.25, gt=0.05, lt=0.9)
 
 
 class TrackingConfig(_Strict):
@@ -216,43 +131,47 @@ class TrackingConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    """A whole experiment: what to separate, how to model and train, what to report."""
+    """A whole experiment: what to separate or classify, how to model and train, what to report."""
 
     name: str = "experiment"
     task: Literal["separation", "classification"] = "separation"
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
-    features: FeatureConfig = Field(default_factory=FeatureConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
+    classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
+    def _renamed(cls, raw: Any) -> Any:
+        """A renamed key or value is one line naming its new spelling, not an unknown-key hint."""
+        if isinstance(raw, dict):
+            for (section, key), new in RENAMED_KEYS.items():
+                if isinstance(raw.get(section), dict) and key in raw[section]:
+                    raise ValueError(f"{section}.{key} is now {new}")
+            for (section, key, old), new in RENAMED_VALUES.items():
+                if isinstance(raw.get(section), dict) and raw[section].get(key) == old:
+                    raise ValueError(f"{section}.{key}: {old} is now {section}.{key}: {new}")
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
     def _task_defaults(cls, raw: Any) -> Any:
-        """Classification models default to Gaussian emissions and 4 states."""
+        """A classification experiment's model section defaults to ``CLASSIFICATION_MODEL``."""
         if isinstance(raw, dict) and raw.get("task") == "classification":
             model = raw.get("model")
             model = dict(model) if isinstance(model, dict) else ({} if model is None else model)
             if isinstance(model, dict):
-                model.setdefault("emission", "gaussian")
-                model.setdefault("n_states", 4)
-                raw = {**raw, "model": model}
+                raw = {**raw, "model": {**CLASSIFICATION_MODEL, **model}}
         return raw
 
     @model_validator(mode="after")
     def _task_fits(self) -> "ExperimentConfig":
-        if self.training.method == "em":
-            from fhmm_ppl.models.priors import make_prior
-
-            for role, prior in self.model.priors.items():
-                if not hasattr(make_prior(prior.name, **prior.params), "map_update"):
-                    raise ValueError(f"model.priors.{role}: prior {prior.name!r} has no closed-form M-step, so EM "
-                                     "cannot honour it; use training.method: svi")
         if self.task == "classification":
             if self.model.emission != "gaussian":
                 raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
@@ -263,11 +182,12 @@ class ExperimentConfig(_Strict):
             raise ValueError("the gaussian emission is for classification; separation uses log_mel, complex_gaussian or logmax")
         if self.data.classes:
             raise ValueError("data.classes is for classification; separation trains on data.train")
-        from fhmm_ppl.separation.separator import LOGMAX_EMISSIONS
-
-        if self.model.emission in LOGMAX_EMISSIONS and self.inference.method == "mean_field":
-            raise ValueError(f"inference.method mean_field is for the complex_gaussian emission; {self.model.emission} "
-                             "needs exact inference (method: exact or auto)")
+        try:
+            check_separation(self.model, self.inference)
+        except ValueError as err:
+            message = str(err)
+            key = next((k for prefix, k in _SEPARATION_KEYS if message.startswith(prefix)), None)
+            raise ValueError(f"{key}: {message}" if key else message) from None
         if self.data.source == "files":
             if len(self.data.train) < 2:
                 raise ValueError("data.train needs training files for at least two sources when data.source is 'files'")
@@ -304,8 +224,6 @@ class ExperimentConfig(_Strict):
 
     def variants(self) -> list[tuple[dict[str, Any], "ExperimentConfig"]]:
         """Every point of the sweep grid as ``(overrides, validated config)``; one point if no sweep."""
-        import itertools
-
         if not self.sweep:
             return [({}, self)]
         keys = list(self.sweep)
@@ -362,8 +280,6 @@ def _one_line(error: ValidationError) -> str:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``path.to.key=value`` overrides (values parsed as YAML) to a raw config dict."""
-    import copy
-
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:

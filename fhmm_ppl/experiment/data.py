@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 
 import numpy as np
 
-from fhmm_ppl.audio.tasks import SeparationTask, demo_task, mix_at_snr
+from fhmm_ppl.audio import mma
 from fhmm_ppl.audio.io import read_audio
+from fhmm_ppl.audio.tasks import SeparationTask, demo_task, mix_at_snr
 from fhmm_ppl.experiment.config import ExperimentConfig
 
 
@@ -50,8 +52,6 @@ def load_task(config: ExperimentConfig) -> SeparationTask:
 def _mma_task(config: ExperimentConfig) -> SeparationTask:
     """Talkers' solo recordings at one array: the first part of each trains its HMM, the rest is
     scored: summed (``two_talkers``), or the same stretch of the recorded ten-talker mix (``real_mix``)."""
-    from fhmm_ppl.audio import mma
-
     data = config.data
     recordings = mma.list_recordings(data.root)
     channel = data.channel if isinstance(data.channel, int) else 0
@@ -73,8 +73,6 @@ def _mma_task(config: ExperimentConfig) -> SeparationTask:
 
 def fingerprint_arrays(items) -> str:
     """A short hash of ``(name, array)`` pairs, in order (identifies the data a run saw)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, array in items:
         digest.update(str(name).encode())

@@ -9,17 +9,31 @@ traceback saved as ``error.txt``.
 
 from __future__ import annotations
 
-import subprocess
+import json
 import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import mlflow
 import numpy as np
 import yaml
+from mlflow.tracking import MlflowClient
 
+from fhmm_ppl.audio.features import STFTConfig, stft
+from fhmm_ppl.audio.io import write_audio
+from fhmm_ppl.experiment import plots
+from fhmm_ppl.experiment.classify import run_classification
 from fhmm_ppl.experiment.config import ExperimentConfig
+from fhmm_ppl.experiment.data import fingerprint, load_task
+from fhmm_ppl.experiment.prepare import prepare
+from fhmm_ppl.experiment.pyfunc import log_separator_model
+from fhmm_ppl.experiment.tracking import experiment_id, run_tags, tracking_uri
+from fhmm_ppl.metrics import separation_report
+from fhmm_ppl.runtime import enable_compilation_cache
+from fhmm_ppl.separation import SeparatorOptions, fit_separator
+from fhmm_ppl.separation.baselines import apply_masks, fit_supervised_nmf, oracle_masks
 
 METRICS = ("sdr", "sir", "sar", "si_sdr", "snr", "sdr_improvement", "si_sdr_improvement")
 
@@ -42,41 +56,8 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _tags(fingerprint: str) -> dict[str, str]:
-    import jax
-    import mlflow
-    import numpyro
-
-    import fhmm_ppl
-
-    return {
-        "git_commit": _git_commit(),
-        "fhmm_ppl_version": fhmm_ppl.__version__,
-        "jax_version": jax.__version__,
-        "numpyro_version": numpyro.__version__,
-        "mlflow_version": mlflow.__version__,
-        "numpy_version": np.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_device": str(jax.devices()[0]),
-        "data_fingerprint": fingerprint,
-    }
-
-
 def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dict, list]:
     """Scores per method, source and metric (mean over mixtures), and the per-mixture outputs."""
-    from fhmm_ppl.audio.features import STFTConfig, stft
-    from fhmm_ppl.metrics import separation_report
-    from fhmm_ppl.separation.baselines import apply_masks, fit_supervised_nmf, oracle_masks
-
     names = list(task.train)
     stft_config = STFTConfig(config.features.n_fft, config.features.hop_length)
     nmf = None
@@ -105,10 +86,7 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
     return scores, outputs
 
 
-def _log_artifacts(mlflow, config, task, separator, outputs, workdir: Path) -> None:
-    from fhmm_ppl.audio.io import write_audio
-    from fhmm_ppl.experiment import plots
-
+def _log_artifacts(config, task, separator, outputs, workdir: Path) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     mlflow.log_artifact(str(workdir / "config.yaml"))
     rate = task.sample_rate
@@ -135,32 +113,20 @@ def _log_artifacts(mlflow, config, task, separator, outputs, workdir: Path) -> N
         mlflow.log_artifact(str(plots.training_curves(workdir / "plots" / "training.png", separator.training_history)), "plots")
     saved = separator.save(workdir / "model")
     mlflow.log_artifacts(str(saved), "model")
-    from fhmm_ppl.experiment.pyfunc import log_separator_model
-
     uri = log_separator_model(saved)
     mlflow.set_tag("fhmm_ppl.model_uri", uri)
 
 
-def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: Path) -> tuple[dict, dict]:
+def _separation(config: ExperimentConfig, progress, on_status, workdir: Path) -> tuple[dict, dict]:
     """Train, separate, score and log a separation experiment; returns (scores, flat final metrics)."""
-    from fhmm_ppl.experiment.data import fingerprint, load_task
-    from fhmm_ppl.separation import fit_separator
-
     task = load_task(config)
-    mlflow.set_tags(_tags(fingerprint(task)))
+    mlflow.set_tags(run_tags(fingerprint(task)))
     sets = f", {config.training.n_models} sets" if config.training.n_models > 1 else ""
     on_status(f"training {len(task.train)} source models ({config.model.emission}, {config.model.n_states} states each, "
               f"{config.training.method}{sets})")
-    separator = fit_separator(
-        task.train, task.sample_rate, n_states=config.model.n_states, emission=config.model.emission,
-        trainer=config.training.method, max_iter=config.training.max_iter, inference=config.inference.method,
-        mask=config.inference.mask, logmax_mask=config.inference.logmax_mask, n_fft=config.features.n_fft,
-        hop_length=config.features.hop_length, n_mels=config.features.n_mels, seed=config.seed,
-        n_init=config.training.n_init, n_models=config.training.n_models,
-        likelihood_scale=config.inference.likelihood_scale, state_components=config.model.state_components,
-        progress=True,
-        priors=config.model.prior_specs(),
-    )
+    options = SeparatorOptions(features=config.features, model=config.model, training=config.training,
+                               inference=config.inference, seed=config.seed)
+    separator = fit_separator(task.train, task.sample_rate, options, progress=True)
     for name, values in separator.training_history.items():
         for step, value in enumerate(np.asarray(values)):
             mlflow.log_metric(f"train.{name}.objective", float(value), step=step)
@@ -171,7 +137,7 @@ def _separation(config: ExperimentConfig, mlflow, progress, on_status, workdir: 
             flat.update({f"{method}.{name}.{k}": v for k, v in metrics.items()})
         flat.update({f"{method}.mean.{k}": float(np.mean([m[k] for m in per_source.values()])) for k in METRICS})
     mlflow.log_metrics(flat)
-    _log_artifacts(mlflow, config, task, separator, outputs, workdir)
+    _log_artifacts(config, task, separator, outputs, workdir)
     return scores, flat
 
 
@@ -188,14 +154,10 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
         run_name: overrides ``tracking.run_name``.
 
     Returns:
-        ``RunResult``; raises whatever failed after marking the run FAILED.
+        ``RunResult``; raises ``ConfigError`` before any run is created when ``prepare`` finds a
+        problem, and whatever else failed after marking the run FAILED.
     """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from fhmm_ppl.experiment.tracking import experiment_id, tracking_uri
-    from fhmm_ppl.runtime import enable_compilation_cache
-
+    prepare(config)
     progress = progress or (lambda items, description: items)
     enable_compilation_cache()
     uri = tracking_uri(config.tracking.uri)
@@ -210,11 +172,9 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
             mlflow.set_tag("fhmm_ppl.task", config.task)
             with tempfile.TemporaryDirectory() as tmp:
                 if config.task == "classification":
-                    from fhmm_ppl.experiment.classify import run_classification
-
-                    scores, flat = run_classification(config, mlflow, progress, on_status, Path(tmp), _tags)
+                    scores, flat = run_classification(config, progress, on_status, Path(tmp))
                 else:
-                    scores, flat = _separation(config, mlflow, progress, on_status, Path(tmp))
+                    scores, flat = _separation(config, progress, on_status, Path(tmp))
         except BaseException:
             mlflow.log_text(traceback.format_exc(), "error.txt")
             raise
@@ -256,14 +216,9 @@ def sweep_table(children: list, task: str = "separation") -> str:
 def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
               on_status: Callable[[str], None] = lambda message: None) -> SweepResult:
     """Run every point of ``config.sweep`` as a nested child of one parent run, ending with a table."""
-    import json
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from fhmm_ppl.experiment.tracking import experiment_id, tracking_uri
-
-    variants = config.variants()  # every point validated before anything runs
+    variants = config.variants()  # every point validated and prepared before anything runs
+    for _, variant in variants:
+        prepare(variant)
     uri = tracking_uri(config.tracking.uri)
     mlflow.set_tracking_uri(uri)
     exp_id = experiment_id(MlflowClient(uri), config.tracking.experiment or config.name, uri)

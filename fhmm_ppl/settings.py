@@ -1,0 +1,129 @@
+"""The settings every part of fhmm-ppl reads: one schema, every default written once.
+
+These pydantic models are the sections of an experiment file (``features``,
+``model``, ``training``, ``inference``) and the library's options are built
+from them: ``SeparatorOptions`` and ``ClassifierOptions`` hold these sections,
+and ``fhmm_ppl.train.fit`` takes ``TrainingSettings``. Validation checks types,
+ranges and combinations only: it never imports plug-ins or touches the disk
+(that happens when a run starts, see ``fhmm_ppl.experiment.prepare``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Frozen, no unknown keys (a misspelt key is an error, not a silently ignored default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSettings(Strict):
+    """STFT frames, and mel bands where an emission or classifier uses them."""
+
+    n_fft: int = Field(512, ge=64, le=8192)
+    hop_length: int = Field(128, ge=16, le=4096)
+    n_mels: int = Field(64, ge=8, le=256)
+
+    @model_validator(mode="after")
+    def _hop_within_frame(self) -> "FeatureSettings":
+        if self.hop_length > self.n_fft:
+            raise ValueError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft}): "
+                             "samples between frames would be lost")
+        return self
+
+
+class PriorSettings(Strict):
+    """A registered prior by name, with its hyperparameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSettings(Strict):
+    """The per-source (or per-class) HMMs.
+
+    ``emission`` names a separation emission (``log_mel``, ``complex_gaussian``, ``logmax``; see
+    ``fhmm_ppl.separation.emissions``) or ``gaussian`` for classification. ``state_components``:
+    spectra in each state's NMF dictionary (``None``: the emission's default). ``priors`` maps a
+    role (``initial``, ``transition`` and the emission's parameters) to a registered prior;
+    ``plugins`` are Python files imported when a run starts, so the priors they register can be named.
+    """
+
+    emission: str = "log_mel"
+    n_states: int = Field(64, ge=1, le=256)
+    state_components: Optional[int] = Field(None, ge=0, le=128)
+    covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
+    priors: dict[str, PriorSettings] = Field(default_factory=dict)
+    plugins: list[str] = Field(default_factory=list)
+
+    def prior_specs(self) -> dict[str, dict]:
+        """The priors as ``{role: {"name": ..., "params": {...}}}`` (what ``models.make_spec`` takes)."""
+        return {role: {"name": p.name, "params": dict(p.params)} for role, p in self.priors.items()}
+
+    @model_validator(mode="after")
+    def _covariance_for_gaussian(self) -> "ModelSettings":
+        if self.emission != "gaussian" and self.covariance_type != "diag":
+            raise ValueError(f"covariance_type applies to the gaussian emission only, not {self.emission}")
+        return self
+
+
+#: The model section's defaults for classification (one Gaussian HMM per label).
+CLASSIFICATION_MODEL = {"emission": "gaussian", "n_states": 4}
+
+
+class TrainingSettings(Strict):
+    """How each HMM is trained.
+
+    ``method``: EM (closed-form MAP M-step) or SVI (NumPyro + optax). ``max_iter``: EM iterations;
+    ``svi_steps``: SVI steps. ``n_init`` runs from seeds ``seed, seed + 1, ...`` keep the best final
+    objective (EM finds local optima); ``n_models`` independently trained models per source are an
+    ensemble whose masks a separator averages.
+    """
+
+    method: Literal["em", "svi"] = "em"
+    max_iter: int = Field(50, ge=1, le=10000)
+    svi_steps: int = Field(500, ge=1, le=100000)
+    n_init: int = Field(1, ge=1, le=20)
+    n_models: int = Field(3, ge=1, le=10)
+
+
+class InferenceSettings(Strict):
+    """How a mixture is separated.
+
+    ``method``: ``auto`` (exact while it fits the planner's budget, else mean field), ``exact`` or
+    ``mean_field``. ``mask``: ``soft`` masks from the posterior, or ``binary`` (the dominant
+    source per bin). ``soft_mask``: which soft mask an emission makes (``None``: the emission's
+    default; see ``fhmm_ppl.separation.masks``). ``likelihood_scale`` multiplies the frames'
+    log-likelihoods when separating (``None``: ``hop_length / n_fft``, which counts each sample of
+    overlapping frames once; ``1``: the plain model).
+    """
+
+    method: Literal["auto", "exact", "mean_field"] = "auto"
+    mask: Literal["soft", "binary"] = "soft"
+    soft_mask: Optional[Literal["blend", "dominance", "wiener"]] = None
+    likelihood_scale: Optional[float] = Field(None, gt=0, le=10)
+
+
+class ClassificationSettings(Strict):
+    """Classifying recordings: features, scaling, decision rule and evaluation split.
+
+    ``features``: ``mfcc`` or ``log_mel`` frames with ``n_features`` coefficients or bands.
+    ``scaler``: ``minmax``, ``standard`` or ``none``, fitted on the training recordings only.
+    ``class_priors`` adds the log training label frequency to each score. ``split: cv`` tests
+    every recording once over ``n_splits`` folds; ``holdout`` tests about ``test_fraction`` of
+    them once. Splits are stratified by label and, with ``grouped``, keep each group (room,
+    array, session) on one side.
+    """
+
+    features: Literal["mfcc", "log_mel"] = "mfcc"
+    n_features: int = Field(40, ge=1, le=128)
+    scaler: Literal["minmax", "standard", "none"] = "minmax"
+    class_priors: bool = False
+    split: Literal["cv", "holdout"] = "cv"
+    grouped: bool = True
+    n_splits: int = Field(4, ge=2, le=20)
+    test_fraction: float = Field(0.25, gt=0.05, lt=0.9)
