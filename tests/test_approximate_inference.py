@@ -88,7 +88,7 @@ def test_complex_gaussian_mean_field_is_linear_in_chains_and_bounds_the_exact_ev
 
 
 def test_mean_field_with_impossible_joint_states_stays_finite(rng):
-    """-inf log-likelihoods (impossible joint states) gave NaN through 0 * -inf in the expectations."""
+    """-inf log-likelihoods (impossible joint states) must not give NaN through 0 * -inf in the expectations."""
     for shape in [(3,), (3, 2), (2, 3, 2)]:
         log_init, log_trans, log_lik = random_problem(rng, shape, 6)
         log_lik = log_lik.at[3, 0].set(-jnp.inf)  # chain 0 cannot be in state 0 at frame 3

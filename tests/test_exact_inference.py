@@ -56,7 +56,7 @@ def test_gradient_of_log_marginal_is_the_joint_posterior(rng):
 def test_gradients_stay_finite_for_peaky_likelihoods():
     """Both chains jump at every frame through transitions of probability 1e-13 to the only likely
     joint state: the log marginal is finite, and so must its gradient be (autodiff through the scaled
-    recursion divided by squared frame totals of ~1e-26, which underflow: NaN)."""
+    recursion would divide by squared frame totals of ~1e-26, which underflow: NaN)."""
     def sticky(n, eps):
         trans = np.full((n, n), eps)
         np.fill_diagonal(trans, 1 - eps * (n - 1))
@@ -132,8 +132,8 @@ def test_impossible_data_give_minus_infinity_not_nan(rng):
 
 def test_unlikely_jumps_stay_finite_where_float32_products_underflow():
     # Sticky chains (switching probability 1e-12, the training floor) and data that jump twice to
-    # states the prediction gives ~1e-24: deferring normalisation by one frame multiplied two such
-    # factors (1e-48, below float32's range) and returned -inf for data with a finite likelihood.
+    # states the prediction gives ~1e-24: deferring normalisation by one frame would multiply two
+    # such factors (1e-48, below float32's range) and return -inf for data with a finite likelihood.
     n = 3
     trans = np.full((n, n), 1e-12) + np.eye(n) * (1 - (n - 1) * 1e-12)
     init = np.array([1 - 2e-12, 1e-12, 1e-12])
@@ -170,9 +170,9 @@ def sticky_problem(seed: int, n_frames: int = 10):
 
 @pytest.mark.parametrize("seed", [32, 43, 66, 75])
 def test_sticky_chains_with_widely_spread_likelihoods_match_float64(seed):
-    # Each seed failed before the likelihood headroom: states 87 nats below a frame's best were
-    # flushed to zero, the data then favoured them, and the log marginal came out 5-11 nats low
-    # with wrong posteriors; the textbook backward recursion also made beta 1e4-1e5 too large
+    # Each seed needs the likelihood headroom: without it states 87 nats below a frame's best
+    # flush to zero, the data then favour them, and the log marginal comes out nats too low with
+    # wrong posteriors; the textbook backward recursion would also make beta far too large
     # (posteriors summing to far more than one).
     log_init, log_trans, log_lik = sticky_problem(seed)
     ref_z, ref_marginals, ref_counts = dense_smoother(log_init, log_trans, log_lik)
@@ -189,7 +189,7 @@ def test_sticky_chains_with_widely_spread_likelihoods_match_float64(seed):
 
 def test_huge_log_likelihoods_match_float64(rng):
     # STFT frames give log-likelihoods of -1e9 and below; float32 cannot hold (top - headroom)
-    # exactly there, which once produced exp(+ulp) = inf and NaN posteriors.
+    # exactly there: shifting by a rounded (top - headroom) would give exp(+ulp) = inf and NaN.
     log_init, log_trans, log_lik = random_problem(rng, (2, 3), 6, scale=200.0)
     for offset in (-3e8, -1e9, -1.25e13):
         data = log_lik + offset  # float32: the differences between states are rounded to its spacing
@@ -267,7 +267,7 @@ def test_arrays_instead_of_lists_and_nan_data_are_reported(rng):
         hmm.log_marginal(log_init[0], log_trans, log_lik)
     nan_lik = log_lik.at[2, 1].set(jnp.nan)
     assert np.isnan(float(hmm.log_marginal(log_init, log_trans, nan_lik)))
-    assert np.isnan(float(hmm.posteriors(log_init, log_trans, nan_lik).log_marginal))  # was -inf, "impossible"
+    assert np.isnan(float(hmm.posteriors(log_init, log_trans, nan_lik).log_marginal))
 
 
 def test_lengths_and_chunk_sizes_are_checked(rng):
@@ -389,48 +389,42 @@ def test_two_filter_product_keeps_states_both_messages_hold_unlikely():
     np.testing.assert_allclose(np.asarray(_combine(alphas, betas)), [[0.0, 1.0, 0.0], [0.25, 0.75, 0.0]], atol=1e-6)
 
 
-# --------------------------------------------------------------------------- log marginal on two threads
+# --------------------------------------------------------------------------- log marginal on two threads (explicit)
 
 
 @pytest.mark.parametrize("n_states", SHAPES)
 @pytest.mark.parametrize("n_frames", [2, 3, 4])
-def test_split_log_marginal_matches_brute_force(rng, n_states, n_frames):
-    from fhmm_ppl.hmm.two_filter import split_log_marginal
-
+def test_log_marginal_two_threads_matches_brute_force(rng, n_states, n_frames):
     log_init, log_trans, log_lik = random_problem(rng, n_states, n_frames)
     log_z = brute_force(log_init, log_trans, log_lik)[0]
-    assert float(split_log_marginal(log_init, log_trans, log_lik)) == pytest.approx(log_z, abs=1e-4)
+    assert float(hmm.log_marginal_two_threads(log_init, log_trans, log_lik)) == pytest.approx(log_z, abs=1e-4)
 
 
 @pytest.mark.parametrize("seed", [32, 43, 66, 75])
-def test_split_log_marginal_on_sticky_chains_and_huge_values_matches_float64(seed):
-    from fhmm_ppl.hmm.two_filter import split_log_marginal
-
+def test_log_marginal_two_threads_on_sticky_chains_and_huge_values_matches_float64(seed):
     log_init, log_trans, log_lik = sticky_problem(seed, n_frames=30)
     for data in (log_lik, log_lik - 1e9):
         ref_z = dense_smoother(log_init, log_trans, data)[0]
-        assert float(split_log_marginal(log_init, log_trans, data)) == pytest.approx(ref_z, abs=1e-3, rel=1e-6)
+        assert float(hmm.log_marginal_two_threads(log_init, log_trans, data)) == pytest.approx(ref_z, abs=1e-3, rel=1e-6)
 
 
-def test_split_log_marginal_of_impossible_and_nan_data(rng):
-    from fhmm_ppl.hmm.two_filter import split_log_marginal
-
+def test_log_marginal_two_threads_of_impossible_and_nan_data(rng):
     log_init, log_trans, log_lik = random_problem(rng, (2, 3), 8)
     for t in (0, 3, 4, 7):  # in either half, at its ends and at the meeting point
-        assert float(split_log_marginal(log_init, log_trans, log_lik.at[t].set(-jnp.inf))) == -np.inf
-        assert np.isnan(float(split_log_marginal(log_init, log_trans, log_lik.at[t, 1, 2].set(jnp.nan))))
+        assert float(hmm.log_marginal_two_threads(log_init, log_trans, log_lik.at[t].set(-jnp.inf))) == -np.inf
+        assert np.isnan(float(hmm.log_marginal_two_threads(log_init, log_trans, log_lik.at[t, 1, 2].set(jnp.nan))))
     # possible frame by frame, impossible together: chain 0 cannot leave state 0, the second half needs state 1
     stuck = [jnp.log(jnp.asarray([[1.0, 0.0], [0.5, 0.5]], jnp.float32)), log_trans[1]]
     data = log_lik.at[:4, 1].set(-jnp.inf).at[4:, 0].set(-jnp.inf)
     assert float(hmm.log_marginal(log_init, stuck, data)) == -np.inf
-    assert float(split_log_marginal(log_init, stuck, data)) == -np.inf
+    assert float(hmm.log_marginal_two_threads(log_init, stuck, data)) == -np.inf
 
 
-def test_split_log_marginal_survives_transition_columns_summing_far_above_one():
+def test_log_marginal_two_threads_survives_transition_columns_summing_far_above_one():
     # Every state of both 128-state chains but state 0 jumps to state 0, state 0 jumps to 1, and
     # the frames alternate between the joint states (0, 0) and (1, 1): a message pulled back from
     # a frame that favours (0, 0) sums to ~127^2 times its best frame likelihood, which overflowed
-    # float32 (inf, then NaN) before the backward half's headroom was lowered by log(128^2).
+    # float32 (inf, then NaN) unless the backward half's headroom is lowered by log(128^2).
     n = 128
     trans = np.full((n, n), 1e-6 / (n - 1), np.float32)
     trans[1:, 0] = 1 - 1e-6
@@ -440,29 +434,26 @@ def test_split_log_marginal_survives_transition_columns_summing_far_above_one():
     log_lik = jnp.full((6, n, n), -50.0, jnp.float32)
     for t in range(6):
         log_lik = log_lik.at[t, t % 2, t % 2].set(0.0)
-    from fhmm_ppl.hmm.exact import _jitted_log_marginal
-    from fhmm_ppl.hmm.two_filter import split_log_marginal
-
-    single = float(_jitted_log_marginal(tuple(log_init), tuple(log_trans), log_lik, None, 1))
+    single = float(hmm.log_marginal(log_init, log_trans, log_lik))
     assert np.isfinite(single)
-    assert float(split_log_marginal(log_init, log_trans, log_lik)) == pytest.approx(single, abs=1e-3)
+    assert float(hmm.log_marginal_two_threads(log_init, log_trans, log_lik)) == pytest.approx(single, abs=1e-3)
 
 
-def test_log_marginal_splits_only_concrete_problems_worth_it(rng, monkeypatch):
+def test_log_marginal_is_one_computation_eager_or_traced(rng):
+    # Large enough that a split over two threads would pay: log_marginal must not take it.
     from fhmm_ppl.hmm import two_filter
-    from fhmm_ppl.hmm.exact import _jitted_log_marginal
 
-    calls = []
-    real = two_filter.split_log_marginal
-    monkeypatch.setattr(two_filter, "split_log_marginal", lambda *a: calls.append(1) or real(*a))
     log_init, log_trans, log_lik = random_problem(rng, (32, 32), 1200, scale=3.0)
     assert two_filter.worth_two_threads(log_lik.shape) and not two_filter.worth_two_threads((1200, 4, 4))
-    single = float(_jitted_log_marginal(tuple(log_init), tuple(log_trans), log_lik, None, 1))
-    assert float(hmm.log_marginal(log_init, log_trans, log_lik)) == pytest.approx(single, rel=1e-5)
-    assert len(calls) == 1
-    # traced (jit, grad) or padded: one forward pass, the same value
-    assert float(jax.jit(hmm.log_marginal)(log_init, log_trans, log_lik)) == pytest.approx(single, rel=1e-5)
-    assert float(hmm.log_marginal(log_init, log_trans, log_lik, length=1200)) == pytest.approx(single, rel=1e-5)
-    grad = jax.grad(lambda ll: hmm.log_marginal(log_init, log_trans, ll))(log_lik)
+    eager = np.asarray(hmm.log_marginal(log_init, log_trans, log_lik))
+    jitted = np.asarray(jax.jit(hmm.log_marginal)(log_init, log_trans, log_lik))
+    value, grad = jax.value_and_grad(lambda ll: hmm.log_marginal(log_init, log_trans, ll))(log_lik)
+    assert eager.tobytes() == jitted.tobytes() == np.asarray(value).tobytes()
     np.testing.assert_allclose(np.asarray(grad).reshape(1200, -1).sum(axis=1), 1.0, atol=1e-4)
-    assert len(calls) == 1
+    # the two-thread split is a separate, explicit choice: the same value up to float32 rounding
+    assert float(hmm.log_marginal_two_threads(log_init, log_trans, log_lik)) == pytest.approx(float(eager), rel=1e-5)
+    with pytest.raises(ValueError, match="log_marginal_two_threads needs concrete arrays"):
+        jax.jit(hmm.log_marginal_two_threads)(log_init, log_trans, log_lik)
+    one_frame = log_lik[:1]
+    assert float(hmm.log_marginal_two_threads(log_init, log_trans, one_frame)) == float(
+        hmm.log_marginal(log_init, log_trans, one_frame))

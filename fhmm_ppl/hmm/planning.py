@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Sequence
 
-#: Multiply-adds per second assumed for the exact forward-backward on a CPU core
-#: (measured on the 2-core development machine: about 1e10 for K = 2, N = 32).
+#: Multiply-adds per second assumed for the exact forward-backward on one CPU core
+#: (the figure behind it is in docs/benchmarks-inference.md).
 ASSUMED_FLOPS = 1.0e10
 
 

@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from fhmm_ppl.hmm._factored import joint_initial, joint_log_initial
-from fhmm_ppl.hmm.exact import _filter_step, _validate
+from fhmm_ppl.hmm._factored import joint_log_initial
+from fhmm_ppl.hmm._validate import validate
+from fhmm_ppl.hmm.filtering import forward_filter, log_normaliser, scaled_likelihoods, transitions
 
 
 @partial(jax.jit, static_argnames=("n_frames",))
@@ -46,17 +47,11 @@ def sample_prior(key: Array, log_init: Sequence[Array], log_trans: Sequence[Arra
 
 @jax.jit
 def _sample_posterior(key, log_init, log_trans, log_lik):
-    trans = [jnp.exp(m) for m in log_trans]
-    prior = joint_initial([jnp.exp(v) for v in log_init])
     state_shape = log_lik.shape[1:]
     n_frames = log_lik.shape[0]
-
-    def fwd(alpha, frame):
-        ll_t, t = frame
-        alpha, _, _, _ = _filter_step(trans, prior, alpha, ll_t, t)
-        return alpha, alpha
-
-    _, alphas = lax.scan(fwd, prior, (log_lik, jnp.arange(n_frames)))
+    lik, shift = scaled_likelihoods(log_lik)
+    _, (first, others), totals = forward_filter(transitions(log_init, log_trans), lik)
+    alphas = jnp.concatenate([first, others]).reshape(log_lik.shape)
     keys = jax.random.split(key, n_frames)
 
     def draw(weights, step_key):
@@ -73,7 +68,8 @@ def _sample_posterior(key, log_init, log_trans, log_lik):
         return s_t, s_t
 
     _, earlier = lax.scan(back, last, (alphas[:-1], keys[:-1]), reverse=True)
-    return jnp.concatenate([earlier, last[None]], axis=0)
+    path = jnp.concatenate([earlier, last[None]], axis=0)
+    return jnp.where(log_normaliser(totals, shift) > -jnp.inf, path, -1)  # no path for impossible or NaN data
 
 
 def sample_posterior(key: Array, log_init: Sequence[Array], log_trans: Sequence[Array], log_lik: Array) -> Array:
@@ -84,7 +80,8 @@ def sample_posterior(key: Array, log_init: Sequence[Array], log_trans: Sequence[
         log_lik: ``(T, N_1, ..., N_K)``.
 
     Returns:
-        ``(T, K)`` int32 path. Stores all T filtered messages (``T * prod(N)`` floats).
+        ``(T, K)`` int32 path, all ``-1`` for impossible or NaN data. Stores all T filtered
+        messages (``T * prod(N)`` floats).
     """
-    _validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
+    validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
     return _sample_posterior(key, tuple(log_init), tuple(log_trans), log_lik)

@@ -11,15 +11,14 @@ so the two recursions can run concurrently (Kitagawa's two-filter smoother):
 
 Each pass is a sequential scan whose per-frame matrix products are too small
 for XLA-CPU to spread over cores, so the backward pass runs on a second thread
-(JAX releases the GIL while a computation runs): on two cores a 64 x 64-state
-joint posterior took about 60 % of the time of ``posteriors``.
+(``runtime.run_beside``; JAX releases the GIL while a computation runs). The
+same split gives ``log_marginal_two_threads``: the first half of a sequence
+filtered forwards, the second pulled backwards, met in the middle.
 
-Numerics as in ``exact``: likelihoods are scaled per frame with the best state at
-``exp(LIK_HEADROOM)``, and every message is renormalised at every frame. The
-product ``alpha_t * beta_t`` of two normalised messages can be far below one
+The product ``alpha_t * beta_t`` of two normalised messages can be far below one
 where the filter and the future disagree (a jump the prediction held unlikely),
-so both are multiplied by ``exp(40)`` first (both are at most one, so the
-product stays below ``exp(80)``): values down to about 1e-72 stay representable.
+so both are multiplied by ``exp(PRODUCT_HEADROOM)`` first (both are at most one,
+so the product stays below ``exp(2 PRODUCT_HEADROOM)``).
 
 Memory: the likelihoods and both passes' messages, three ``(T, prod(N))``
 float32 tensors. ``joint_posterior`` falls back to the chunked ``posteriors``
@@ -36,81 +35,36 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from fhmm_ppl.hmm._factored import joint_initial, propagate_forward
-from fhmm_ppl.hmm.exact import LIK_HEADROOM, _scaled_likelihoods_flat, _validate, posteriors
+from fhmm_ppl.hmm._validate import is_traced, state_shape, validate
+from fhmm_ppl.hmm.filtering import (
+    LIK_HEADROOM,
+    backward_filter,
+    forward_filter,
+    log_normaliser,
+    scaled_likelihoods,
+    transitions,
+)
+from fhmm_ppl.hmm.marginal import one_thread_log_marginal
 from fhmm_ppl.hmm.planning import DEFAULT_MESSAGE_BYTES
+from fhmm_ppl.hmm.smoothing import posteriors
 from fhmm_ppl.runtime import run_beside
 
 #: Each message is multiplied by exp(PRODUCT_HEADROOM) before the two are multiplied.
 PRODUCT_HEADROOM = 40.0
 
 
-def _safe_normalise(message: Array) -> tuple[Array, Array]:
-    total = message.sum()
-    return message / jnp.where(total > 0, total, 1.0), total
-
-
-def _log_total(totals: Array) -> Array:
-    """``sum(log totals)``; ``-inf`` if a total is zero (impossible data), NaN if one is NaN."""
-    return jnp.where(jnp.all(totals > 0), jnp.sum(jnp.log(totals)),
-                     jnp.where(jnp.any(jnp.isnan(totals)), jnp.nan, -jnp.inf))
-
-
 @jax.jit
 def _scaled(log_lik):
-    """Scaled likelihoods ``(T, prod(N))`` (flat: see ``exact._scaled_likelihoods_flat``) and shifts ``(T,)``."""
-    return _scaled_likelihoods_flat(log_lik)
-
-
-def _state_shape(log_init) -> tuple[int, ...]:
-    return tuple(int(v.shape[0]) for v in log_init)
-
-
-def _filter(log_init, log_trans, lik, keep: bool = True):
-    """Normalised filtered messages over flat frames ``lik`` ``(T, P)``: the last message
-    ``(N_1, ..., N_K)``, the first ``(1, P)`` and the others ``(T - 1, P)`` (``None`` unless
-    ``keep``; kept apart so the consumer's fused kernel joins them, not a 4-byte x T x P copy)
-    and the frame totals ``(T,)``."""
-    shape = _state_shape(log_init)
-    trans = [jnp.exp(m) for m in log_trans]
-    first_trans_t = trans[0].T
-    first, first_total = _safe_normalise(joint_initial([jnp.exp(v) for v in log_init]) * lik[0].reshape(shape))
-
-    def step(alpha, lik_t):
-        alpha, total = _safe_normalise(propagate_forward(alpha, trans, first_trans_t=first_trans_t)
-                                       * lik_t.reshape(shape))
-        return alpha, ((alpha.reshape(-1) if keep else None), total)
-
-    last, (alphas, totals) = lax.scan(step, first, lik[1:])
-    totals = jnp.concatenate([first_total[None], totals])
-    return last, ((first.reshape(1, -1), alphas) if keep else None), totals
-
-
-def _pull_back(log_trans, shape, lik, last, keep: bool = True):
-    """The backward recursion ``beta_{t-1} = A (lik_t * beta_t)`` along every chain's axis over
-    flat frames ``lik`` ``(T', P)``, from ``beta = last`` after the last of them, each message
-    normalised to sum to one. Returns the first message ``(N_1, ..., N_K)``, all of them
-    ``(T', P)`` (message ``t`` is the one *before* frame ``t``) and their totals ``(T',)``."""
-    trans = [jnp.exp(m) for m in log_trans]
-    # Transposes made once, outside the scan: measured 5-15 % faster here than propagate_backward's
-    # transposes inside it (K = 2, N = 64; for the smoother's one-chain EM case it made no difference).
-    back_trans = [m.T for m in trans]
-
-    def step(beta, lik_t):  # beta_t -> beta_{t-1} = A (lik_t * beta_t)
-        beta, total = _safe_normalise(propagate_forward(lik_t.reshape(shape) * beta, back_trans,
-                                                        first_trans_t=trans[0]))
-        return beta, ((beta.reshape(-1) if keep else None), total)
-
-    first, (betas, totals) = lax.scan(step, last, lik, reverse=True)
-    return first, betas, totals
+    """``scaled_likelihoods`` of the whole sequence, flat ``(T, prod(N))``, and shifts ``(T,)``."""
+    return scaled_likelihoods(log_lik)
 
 
 @jax.jit
 def _forward(log_init, log_trans, lik, shift):
     """Normalised filtered messages, the first ``(1, P)`` and the others ``(T - 1, P)``, and
     ``log p(y_{1:T})`` from flat frames ``(T, P)``."""
-    _, alphas, totals = _filter(log_init, log_trans, lik)
-    return alphas, _log_total(totals) + shift.sum()
+    _, alphas, totals = forward_filter(transitions(log_init, log_trans), lik)
+    return alphas, log_normaliser(totals, shift)
 
 
 @partial(jax.jit, static_argnums=(1,))
@@ -118,7 +72,7 @@ def _backward(log_trans, shape, lik):
     """Backward messages of frames ``0 .. T - 2`` ``(T - 1, P)``, each normalised to sum to one,
     from flat frames ``(T, P)`` (the last frame's, uniform, is ``_messages``' to add)."""
     last = jnp.full(shape, 1.0 / lik.shape[1], lik.dtype)
-    _, betas, _ = _pull_back(log_trans, shape, lik[1:], last)
+    _, betas, _ = backward_filter(log_trans, shape, lik[1:], last)
     return betas
 
 
@@ -170,7 +124,7 @@ def _two_passes(log_init, log_trans, log_lik):
     """The forward pass on this thread and the backward pass on another: ``(alphas, betas, log_z)``
     as ``_forward`` and ``_backward`` give them."""
     lik, shift = _scaled(jnp.asarray(log_lik, jnp.float32))
-    shape = _state_shape(log_init)
+    shape = state_shape(log_init)
     (alphas, log_z), betas = run_beside(lambda: jax.block_until_ready(_forward(log_init, log_trans, lik, shift)),
                                         lambda: jax.block_until_ready(_backward(log_trans, shape, lik)))
     return alphas, betas, log_z
@@ -199,16 +153,13 @@ def joint_posterior(
             layout, so this saves a copy; it is what a product over joint states wants).
 
     Returns:
-        ``(joint (T, N_1, ..., N_K), log_marginal ())``, or ``(T, prod(N))`` with ``flat``. Impossible data give a log marginal
-        of ``-inf`` (and all-zero posteriors at some frames); NaN log-likelihoods give NaN.
+        ``(joint (T, N_1, ..., N_K), log_marginal ())``, or ``(T, prod(N))`` with ``flat``.
     """
     log_init, log_trans = tuple(log_init), tuple(log_trans)
-    _validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
+    validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
     if 3 * 4 * log_lik.size > max_bytes:
         post = posteriors(log_init, log_trans, log_lik, joint=True)
-        log_z = post.log_marginal
-        # the chunked smoother leaves NaN after an impossible frame; the two passes give zeros there
-        joint = jnp.where((log_z == -jnp.inf) & ~jnp.isfinite(post.joint), 0.0, post.joint)
+        joint, log_z = post.joint, post.log_marginal
     else:
         alphas, betas, log_z = _two_passes(log_init, log_trans, log_lik)
         joint = _combine_passes(alphas, betas)
@@ -226,9 +177,8 @@ def posterior_expectation(
     """Posterior means of per-joint-state vectors, ``E[values[s_t] | y_{1:T}]``, and ``log p(y_{1:T})``.
 
     What ``joint_posterior(..., flat=True)[0] @ values`` gives, without writing the normalised
-    posterior out (below ``max_bytes``): the two passes' messages go straight into one product (measured on a 64 x
-    64-state separation: the smoother and the product about 25 % faster than the two steps).
-    Frames whose posterior is all zero (impossible data) get zeros.
+    posterior out (below ``max_bytes``): the two passes' messages go straight into one product,
+    which saves writing and reading a ``(T, prod(N))`` tensor.
 
     Args:
         log_init: K arrays ``(N_k,)``.
@@ -241,8 +191,8 @@ def posterior_expectation(
         ``(expectations (T, D), log_marginal ())``.
     """
     log_init, log_trans = tuple(log_init), tuple(log_trans)
-    _validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
-    n_joint = math.prod(_state_shape(log_init))
+    validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
+    n_joint = math.prod(state_shape(log_init))
     if values.ndim != 2 or values.shape[0] != n_joint:
         raise ValueError(f"values must be (prod(N), D) = ({n_joint}, D), got shape {tuple(values.shape)}")
     if 3 * 4 * log_lik.size > max_bytes:
@@ -254,14 +204,13 @@ def posterior_expectation(
 
 # --------------------------------------------------------------------------- log marginal on two threads
 
-#: ``log_marginal`` splits a sequence over two threads when a half holds at least this many
-#: multiply-adds of factored products (frames x joint states x summed chain sizes); below it the
-#: hand-over costs more than it saves (measured: neutral at T = 2000 with 16 x 16 states).
+#: Below this many multiply-adds of factored products in each half (frames x joint states x
+#: summed chain sizes), handing a half to the helper thread costs about what it saves.
 SPLIT_MIN_WORK = 2**25
 
 
 def worth_two_threads(shape: tuple[int, ...]) -> bool:
-    """Whether a ``(T, N_1, ..., N_K)`` problem's log marginal is faster split over two threads."""
+    """Whether a ``(T, N_1, ..., N_K)`` problem's log marginal is worth ``log_marginal_two_threads``."""
     n_frames, n_states = shape[0], shape[1:]
     return n_frames >= 64 and n_frames // 2 * math.prod(n_states) * sum(n_states) >= SPLIT_MIN_WORK
 
@@ -269,9 +218,9 @@ def worth_two_threads(shape: tuple[int, ...]) -> bool:
 @partial(jax.jit, static_argnums=(3,))
 def _first_half(log_init, log_trans, log_lik, stop):
     """Filtered message at frame ``stop - 1`` ``(N_1, ..., N_K)`` and ``log p(y_{0:stop})``."""
-    lik, shift = _scaled_likelihoods_flat(log_lik[:stop])
-    last, _, totals = _filter(log_init, log_trans, lik, keep=False)
-    return last, _log_total(totals) + shift.sum()
+    lik, shift = scaled_likelihoods(log_lik[:stop])
+    last, _, totals = forward_filter(transitions(log_init, log_trans), lik, keep=False)
+    return last, log_normaliser(totals, shift)
 
 
 @partial(jax.jit, static_argnums=(1, 3))
@@ -281,37 +230,47 @@ def _second_half(log_trans, shape, log_lik, start):
     n_joint = math.prod(shape)
     # A pulled-back message sums to at most n_joint times the frame's best likelihood (columns of
     # a transition matrix need not sum to one): headroom lowered by log(n_joint) keeps it finite.
-    lik, shift = _scaled_likelihoods_flat(log_lik[start:], LIK_HEADROOM - math.log(n_joint))
+    lik, shift = scaled_likelihoods(log_lik[start:], LIK_HEADROOM - math.log(n_joint))
     last = jnp.full(shape, 1.0 / n_joint, lik.dtype)  # beta = 1 after the last frame, normalised
-    first, _, totals = _pull_back(log_trans, shape, lik, last, keep=False)
-    return first, _log_total(totals) + shift.sum() + math.log(n_joint)
+    first, _, totals = backward_filter(log_trans, shape, lik, last, keep=False)
+    return first, log_normaliser(totals, shift) + math.log(n_joint)
 
 
 @jax.jit
 def _join(alpha, beta, log_first, log_second):
-    """``log p(y) = log sum_s alpha(s) beta(s) + both halves' normalisers`` (headroom as ``_combine``)."""
+    """``log p(y) = log sum_s alpha(s) beta(s) + both halves' normalisers`` (headroom as ``_product``)."""
     headroom = jnp.exp(jnp.float32(PRODUCT_HEADROOM))
     total = jnp.sum((alpha * headroom) * (beta * headroom))
-    return _log_total(total[None]) - 2 * PRODUCT_HEADROOM + log_first + log_second
+    return jnp.log(total) - 2 * PRODUCT_HEADROOM + log_first + log_second
 
 
-def split_log_marginal(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik: Array) -> Array:
-    """``log p(y_{1:T})`` with the sequence's first half filtered forwards on this thread and its
-    second half pulled backwards on another, met in the middle: ``p(y) = sum_s alpha_m(s) beta_m(s)``
-    at the last frame ``m`` of the first half. Exact, and on two cores up to twice as fast as one
-    forward pass (each half is a sequential scan of its own). For concrete arrays only (called by
-    ``log_marginal`` outside traces); inputs are trusted.
+def log_marginal_two_threads(log_init: Sequence[Array], log_trans: Sequence[Array], log_lik: Array) -> Array:
+    """``log_marginal`` of one concrete sequence, its halves on two threads, met in the middle.
+
+    The first half is filtered forwards on this thread and the second pulled backwards on the
+    helper thread; ``p(y) = sum_s alpha_m(s) beta_m(s)`` at the last frame ``m`` of the first
+    half. The same value as ``log_marginal`` up to float32 rounding (not bit for bit), in about
+    half the time on two free cores for long sequences (see ``worth_two_threads``).
 
     Args:
         log_init: K arrays ``(N_k,)``; log_trans: K arrays ``(N_k, N_k)``;
-        log_lik: ``(T, N_1, ..., N_K)`` with ``T >= 2``.
+        log_lik: ``(T, N_1, ..., N_K)`` concrete arrays (not inside ``jit``, ``grad`` or
+            ``vmap``: each half blocks until it is done).
 
     Returns:
-        ``()`` log marginal; ``-inf`` for impossible data, NaN for NaN log-likelihoods.
+        ``()`` log marginal; ``-inf`` for impossible data, NaN for NaN data. No gradient:
+        differentiate ``log_marginal``.
     """
     log_init, log_trans = tuple(log_init), tuple(log_trans)
+    validate(log_init, log_trans, tuple(jnp.shape(log_lik)))
+    if is_traced(log_init, log_trans, log_lik):
+        raise ValueError("log_marginal_two_threads needs concrete arrays (it runs two computations on two threads); "
+                         "inside jit, grad or vmap call log_marginal")
+    log_lik = jnp.asarray(log_lik, jnp.float32)
+    if log_lik.shape[0] < 2:
+        return one_thread_log_marginal(log_init, log_trans, log_lik, None, 1)
     stop = log_lik.shape[0] // 2
     (alpha, log_first), (beta, log_second) = run_beside(
         lambda: jax.block_until_ready(_first_half(log_init, log_trans, log_lik, stop)),
-        lambda: jax.block_until_ready(_second_half(log_trans, _state_shape(log_init), log_lik, stop)))
+        lambda: jax.block_until_ready(_second_half(log_trans, state_shape(log_init), log_lik, stop)))
     return _join(alpha, beta, log_first, log_second)

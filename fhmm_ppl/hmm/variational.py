@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from fhmm_ppl.hmm.exact import _identity, _smooth
+from fhmm_ppl.hmm._validate import state_shape, validate
+from fhmm_ppl.hmm.smoothing import identity, smooth
 
 
 class MeanFieldResult(NamedTuple):
@@ -72,9 +73,7 @@ def dense_expected_log_lik(log_lik: Array, marginals: Sequence[Array], k: int) -
 
 def _single_chain(log_init_k, log_trans_k, log_h):
     n_frames = log_h.shape[0]
-    post = _smooth(
-        (log_init_k,), (log_trans_k,), _identity, log_h[None], n_frames, 1, n_frames, True, False
-    )
+    post = smooth((log_init_k,), (log_trans_k,), identity, log_h[None], n_frames, 1, n_frames, True, False)
     return post.marginals[0], post.trans_counts[0], post.log_marginal
 
 
@@ -141,18 +140,17 @@ def structured_mean_field(
             matters (see ``separation.separator._informed_marginals``).
 
     Returns:
-        ``MeanFieldResult``; ``elbo <= log_marginal`` of the exact model.
+        ``MeanFieldResult``; ``elbo <= log_marginal`` of the exact model. NaN log-likelihoods
+        give NaN marginals and ELBO. A dense ``log_lik``'s ``-inf`` entries are floored at
+        ``IMPOSSIBLE_LOG_LIK`` (q gives them zero mass where it can), so on impossible data
+        the ELBO is ``-inf`` or about that floor.
     """
     if (log_lik is None) == (expected_log_lik is None):
         raise ValueError("give exactly one of log_lik (dense tensor) or expected_log_lik (with data)")
-    if len(log_init) != len(log_trans) or not log_init:
-        raise ValueError("log_init and log_trans must hold one entry per chain (at least one)")
-    key = jax.random.PRNGKey(0) if key is None else key
     n_frames = (log_lik if log_lik is not None else jax.tree_util.tree_leaves(data)[0]).shape[0]
+    validate(log_init, log_trans, tuple(log_lik.shape) if log_lik is not None else (n_frames,) + state_shape(log_init))
+    key = jax.random.PRNGKey(0) if key is None else key
     if log_lik is not None:
-        n_states = tuple(int(v.shape[0]) for v in log_init)
-        if tuple(log_lik.shape[1:]) != n_states:
-            raise ValueError(f"log_lik must have shape (T, {', '.join(map(str, n_states))}), got {log_lik.shape}")
         # Impossible joint states (log-likelihood -inf) get a finite floor: the expectations over other
         # chains would otherwise meet 0 * -inf = NaN. Updated marginals give such states exactly zero mass.
         expected_log_lik, data = _dense_expectation, jnp.maximum(log_lik, IMPOSSIBLE_LOG_LIK)
