@@ -15,6 +15,9 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 
+import fhmm_ppl
+from fhmm_ppl.separation import load
+
 ARTIFACT_KEY = "separator"
 
 
@@ -28,8 +31,6 @@ class SeparatorModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        from fhmm_ppl.separation import load
-
         self.separator = load(context.artifacts[ARTIFACT_KEY])
 
     def predict(self, context, model_input, params=None):
@@ -40,8 +41,6 @@ class SeparatorModel(mlflow.pyfunc.PythonModel):
 
 def log_separator_model(folder: Path, name: str = "separator") -> str:
     """Log a saved separator folder as a pyfunc model of the active run; returns its model URI."""
-    import fhmm_ppl
-
     with _quiet_mlflow():
         info = mlflow.pyfunc.log_model(
             name=name,
