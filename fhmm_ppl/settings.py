@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -105,7 +105,14 @@ class InferenceSettings(Strict):
     method: Literal["auto", "exact", "mean_field"] = "auto"
     mask: Literal["soft", "binary"] = "soft"
     soft_mask: Optional[Literal["blend", "dominance", "wiener"]] = None
-    likelihood_scale: Optional[float] = Field(None, gt=0, le=10)
+    likelihood_scale: Optional[float] = Field(None, gt=0, le=10, allow_inf_nan=False)
+
+    @field_validator("likelihood_scale", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a positive number (or empty for hop_length / n_fft), got {value!r}")
+        return value
 
 
 class ClassificationSettings(Strict):

@@ -96,7 +96,7 @@ def test_log_mel_separator_with_state_dictionaries_round_trips_and_reads_older_f
     old = load(folder)
     assert old.options.dictionary_size == 0 and old.options.soft_mask == "blend"
     assert np.abs(old.gains(_stft(refs.sum(0), sep)) - gains).max() > 1e-3  # masks straight from the states
-    with pytest.raises(ValueError, match="state_components must be a whole number"):
+    with pytest.raises(ValueError, match="state_components: Input should be greater than or equal to 0"):
         fit_separator(train, RATE, state_components=-1)
 
 

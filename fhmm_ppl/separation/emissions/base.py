@@ -1,0 +1,85 @@
+"""What a separation emission is: the observation model of one source HMM and of their mixture.
+
+An emission is a class; a separator makes one instance for its STFT settings and sample
+rate. It provides:
+
+- class attributes: ``name`` (the registry key, ``model.emission`` in YAML), ``family`` (the
+  ``fhmm_ppl.models`` family a source HMM is trained with) and ``family_options``,
+  ``prior_roles`` (the emission parameters a prior can be put on), ``soft_masks`` (the soft
+  masks of ``fhmm_ppl.separation.masks`` it can make; the first is its default),
+  ``state_components`` (default spectra per state dictionary; 0: none), ``mean_field``
+  (whether it has the expected log-likelihood structured mean field needs), and ``Params``,
+  a NamedTuple of K-tuples of arrays: every source's emission parameters, a pytree;
+- ``frames(spectrum)``: the model frames ``(T, D)`` of a complex STFT ``(T, F)``;
+- ``source_params(fitted, power, marginals)``: the arrays kept (and saved) per trained source,
+  which always include ``psd`` ``(N, F)``, each state's power spectrum (Wiener masks);
+- ``prepare(params, scale)``: what the log-likelihood needs that does not depend on the
+  mixture, computed once per set of source models (default: the parameters and the scale);
+- ``log_lik(prepared, frames)``: scaled frame log-likelihoods of every joint state
+  ``(T, N_1, ..., N_K)``;
+- ``expected_log_lik(data, marginals, k)`` and ``mean_field_data(params, frames, scale)``
+  where ``mean_field`` is true (see ``hmm.structured_mean_field``);
+- ``spread(masks)``: masks over the frames' D dimensions ``(K, T, D)`` to STFT bins ``(K, T, F)``
+  (identity where D is F).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from fhmm_ppl.settings import FeatureSettings
+
+#: Added to magnitudes before a log (silence stays finite).
+LOG_FLOOR = 1e-5
+
+
+class Emission:
+    """Base class: see the module docstring for what a subclass provides."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    family_options: ClassVar[Mapping[str, Any]] = {}
+    prior_roles: ClassVar[tuple[str, ...]]
+    soft_masks: ClassVar[tuple[str, ...]] = ("wiener",)
+    state_components: ClassVar[int] = 0
+    mean_field: ClassVar[bool] = False
+    Params: ClassVar[type]
+
+    def __init__(self, features: FeatureSettings, sample_rate: int) -> None:
+        self.features = features
+        self.sample_rate = int(sample_rate)
+
+    def frames(self, spectrum: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def source_params(self, fitted, power: np.ndarray, marginals: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def stack(self, sources: Sequence[Mapping[str, np.ndarray]]) -> NamedTuple:
+        """``Params`` of K sources from their saved arrays, as float32 device arrays."""
+        return self.Params(*(tuple(jnp.asarray(s[key], jnp.float32) for s in sources) for key in self.Params._fields))
+
+    def prepare(self, params: NamedTuple, scale: float) -> Any:
+        return params, scale
+
+    def log_lik(self, prepared: Any, frames) -> Any:
+        raise NotImplementedError
+
+    def spread(self, masks: np.ndarray) -> np.ndarray:
+        return masks
+
+
+def state_power_spectra(marginals: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """Each state's mean power spectrum ``(N, F)`` on the training audio: the STFT power ``(T, F)``
+    averaged with the trained one-chain HMM's posterior state probabilities ``(T, N)`` on the same
+    frames (the complex-Gaussian M-step with the states held fixed). A state no frame visits gets
+    the mean spectrum; every value is floored at 1e-6 of the mean power (Wiener gains divide).
+    """
+    weight = marginals.sum(axis=0)  # (N,)
+    mean = power.mean(axis=0)
+    psd = (marginals.T @ power) / np.maximum(weight, 1e-12)[:, None]
+    psd[weight < 1e-6] = mean
+    return np.maximum(psd, 1e-6 * float(mean.mean()) + 1e-20).astype(np.float32)

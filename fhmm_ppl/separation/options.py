@@ -1,0 +1,110 @@
+"""How a separator is trained and applied: the settings sections of ``fhmm_ppl.settings``, resolved.
+
+``SeparatorOptions`` holds the same sections as an experiment file (``features``, ``model``,
+``training``, ``inference``) plus the seed, so an experiment's separator and one built in Python
+read the same defaults. ``fit_separator`` also takes the flat keywords of ``FLAT_KEYS``
+(``n_states=32``, ``emission="complex_gaussian"``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from fhmm_ppl.audio.features import STFTConfig
+from fhmm_ppl.separation.emissions import EMISSIONS, get_emission
+from fhmm_ppl.settings import FeatureSettings, InferenceSettings, ModelSettings, Strict, TrainingSettings
+
+#: Flat keyword -> (section, field) for ``fit_separator(..., **flat)``: every field by its own name,
+#: except the two ``method`` fields, which are ``trainer`` and ``inference``.
+FLAT_KEYS = {
+    **{name: ("features", name) for name in FeatureSettings.model_fields},
+    **{name: ("model", name) for name in ModelSettings.model_fields if name not in ("plugins", "covariance_type")},
+    **{name: ("training", name) for name in TrainingSettings.model_fields if name != "method"},
+    **{name: ("inference", name) for name in InferenceSettings.model_fields if name != "method"},
+    "trainer": ("training", "method"),
+    "inference": ("inference", "method"),
+}
+
+
+class SeparatorOptions(Strict):
+    """A separator's settings: the experiment file's sections and the seed (k-means starts, SVI)."""
+
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _fits_emission(self) -> "SeparatorOptions":
+        check_separation(self.model, self.inference)
+        return self
+
+    @classmethod
+    def from_flat(cls, base: "SeparatorOptions | None" = None, **flat: Any) -> "SeparatorOptions":
+        """``base`` (default: the defaults) with flat keywords applied, e.g. ``n_states=32, trainer="svi"``;
+        a bad name or value is one ``ValueError`` line naming the keyword."""
+        sections = (base or cls()).model_dump()
+        for key, value in flat.items():
+            if key == "seed":
+                sections["seed"] = value
+                continue
+            if key not in FLAT_KEYS:
+                raise ValueError(f"unknown separator option {key!r}; options: seed, {', '.join(FLAT_KEYS)}")
+            section, name = FLAT_KEYS[key]
+            sections[section][name] = value
+        try:
+            return cls.model_validate(sections)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            flat_name = next((k for k, v in FLAT_KEYS.items() if ".".join(v) == where), where)
+            message = first["msg"].removeprefix("Value error, ")
+            if first["type"] != "value_error":
+                message += f" (got {first['input']!r})"
+            raise ValueError(f"{flat_name}: {message}" if flat_name else message) from None
+
+    def replace(self, **flat: Any) -> "SeparatorOptions":
+        """A copy with flat keywords applied (``options.replace(soft_mask="wiener", n_states=32)``)."""
+        return type(self).from_flat(self, **flat)
+
+    @property
+    def stft(self) -> STFTConfig:
+        return STFTConfig(self.features.n_fft, self.features.hop_length)
+
+    @property
+    def evidence_scale(self) -> float:
+        """The factor on frame log-likelihoods when separating (``likelihood_scale`` resolved)."""
+        scale = self.inference.likelihood_scale
+        return min(1.0, self.features.hop_length / self.features.n_fft) if scale is None else float(scale)
+
+    @property
+    def soft_mask(self) -> str:
+        """The soft mask (``inference.soft_mask`` resolved by the emission's default)."""
+        return self.inference.soft_mask or get_emission(self.model.emission).soft_masks[0]
+
+    @property
+    def dictionary_size(self) -> int:
+        """Spectra per state dictionary (``model.state_components`` resolved; 0: none)."""
+        comps = self.model.state_components
+        return get_emission(self.model.emission).state_components if comps is None else int(comps)
+
+
+def check_separation(model: ModelSettings, inference: InferenceSettings) -> None:
+    """One-line ``ValueError`` unless the model and inference sections suit separation: a registered
+    emission, prior roles it has, a soft mask it makes, mean field only where it has an expectation."""
+    if model.emission not in EMISSIONS:
+        raise ValueError(f"emission must be one of {', '.join(EMISSIONS)} for separation, got {model.emission!r}")
+    emission = EMISSIONS[model.emission]
+    roles = ("initial", "transition") + emission.prior_roles
+    for role in model.priors:
+        if role not in roles:
+            raise ValueError(f"no prior role {role!r} for the {model.emission} emission; roles: {', '.join(sorted(roles))}")
+    if inference.soft_mask is not None and inference.soft_mask not in emission.soft_masks:
+        raise ValueError(f"soft_mask {inference.soft_mask!r} is not made by the {model.emission} emission; "
+                         f"it makes {', '.join(emission.soft_masks)}")
+    if inference.method == "mean_field" and not emission.mean_field:
+        raise ValueError(f"inference method mean_field is not available for the {model.emission} emission (it needs "
+                         "exact inference: method exact or auto); complex_gaussian has mean field")

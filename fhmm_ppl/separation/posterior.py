@@ -1,0 +1,104 @@
+"""The posterior over a mixture's joint states, in the form the chosen masks read.
+
+A separator decides once, from its masks, which form it needs (``FORMS``):
+
+- ``Passes``: the exact posterior kept as the two-filter passes' inputs; masks read only posterior
+  expectations of per-joint-state values (``hmm.posterior_expectation``), so the posterior over
+  ``prod N`` joint states is never written out;
+- ``Joint``: the exact posterior written out, ``(T, prod N)``;
+- ``Factored``: per-source state marginals only (structured mean field; or the product of
+  marginals found on each clean source, a diagnostic).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+from fhmm_ppl import hmm
+from fhmm_ppl.hmm._factored import chain_marginals
+
+
+class ModelSet(NamedTuple):
+    """One set of source models as device arrays, converted once when a separator is built.
+
+    Attributes:
+        log_init: K arrays ``(N_k,)``; log_trans: K arrays ``(N_k, N_k)``.
+        params: the emission's ``Params`` (K-tuples of arrays).
+        prepared: ``emission.prepare(params, scale)``: the log-likelihood's mixture-independent part.
+        shares: ``(prod N, (K - 1) F)`` Wiener shares (``masks.wiener_shares``) or ``None``.
+        dictionaries: K arrays ``(N_k, F, R)`` or ``None``.
+    """
+
+    log_init: tuple
+    log_trans: tuple
+    params: tuple
+    prepared: object
+    shares: object
+    dictionaries: object
+
+    @property
+    def n_states(self) -> tuple[int, ...]:
+        return tuple(int(v.shape[0]) for v in self.log_init)
+
+
+class Passes(NamedTuple):
+    log_init: tuple
+    log_trans: tuple
+    log_lik: jax.Array  # (T, N_1, ..., N_K), scaled
+
+    def expect(self, values):
+        """``E[values[s_t] | y]`` ``(T, D)`` for per-joint-state values ``(prod N, D)``."""
+        return hmm.posterior_expectation(self.log_init, self.log_trans, self.log_lik, values)[0]
+
+
+class Joint(NamedTuple):
+    joint: jax.Array  # (T, prod N)
+    n_states: tuple
+
+    def expect(self, values):
+        return self.joint @ values
+
+    def marginals(self):
+        shape = (self.joint.shape[0],) + self.n_states
+        return chain_marginals(self.joint.reshape(shape), len(self.n_states), first_axis=1)
+
+
+class Factored(NamedTuple):
+    per_source: tuple  # K arrays (T, N_k)
+
+    def marginals(self):
+        return self.per_source
+
+
+#: The posterior forms, from the cheapest to make to the most general.
+FORMS = ("expectation", "joint", "marginals")
+
+
+def infer(models: ModelSet, emission, frames, scale: float, method: str, form: str):
+    """The posterior of ``models`` on the mixture's model frames ``(T, D)`` (a JAX array).
+
+    Args:
+        method: the plan's ``"exact"`` or ``"mean_field"``; form: what the masks read (``FORMS``).
+    """
+    if method != "exact":
+        return Factored(emission.mean_field_marginals(models.log_init, models.log_trans, models.params, frames, scale))
+    log_lik = emission.log_lik(models.prepared, frames)
+    if form == "expectation":
+        return Passes(models.log_init, models.log_trans, log_lik)
+    return Joint(hmm.joint_posterior(models.log_init, models.log_trans, log_lik, flat=True)[0], models.n_states)
+
+
+def clean_source_posterior(models: ModelSet, emission, own_frames, scale: float) -> Joint:
+    """The product of each source's state posteriors on its own clean model frames, as a joint
+    posterior ``(T, prod N)``: what inference on the mixture would find if it found every source's states."""
+    joint = None
+    for k, frames in enumerate(own_frames):
+        single = ModelSet((models.log_init[k],), (models.log_trans[k],), type(models.params)(
+            *(None if p is None else (p[k],) for p in models.params)), None, None, None)
+        prepared = emission.prepare(single.params, scale)
+        log_lik = emission.log_lik(prepared, frames)
+        marginal = hmm.posteriors(single.log_init, single.log_trans, log_lik).marginals[0]
+        joint = marginal if joint is None else (joint[:, :, None] * marginal[:, None, :]).reshape(marginal.shape[0], -1)
+    return Joint(joint, models.n_states)

@@ -1,0 +1,102 @@
+"""Training a separator: one HMM per named source on its solo audio (``fhmm_ppl.train.fit``).
+
+Each source's audio becomes the emission's model frames; ``training.n_models`` HMMs per source
+from different seeds make an ensemble. After training, each state gets what its masks need
+(``Emission.source_params``: its power spectrum on the training audio, and an NMF dictionary of
+the training frames the HMM assigns to it where the options ask for state dictionaries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Optional
+
+import jax.numpy as jnp
+import numpy as np
+
+from fhmm_ppl import hmm
+from fhmm_ppl.audio.features import stft
+from fhmm_ppl.models import make_family
+from fhmm_ppl.models.fhmm import make_spec
+from fhmm_ppl.separation.emissions import get_emission
+from fhmm_ppl.separation.options import SeparatorOptions
+from fhmm_ppl.separation.separator import Separator, as_float_audio, plan
+from fhmm_ppl.separation.state_nmf import state_dictionaries
+from fhmm_ppl.separation.storage import SourceModel
+from fhmm_ppl.train import fit
+
+#: Mixture frames the early inference check assumes (8 s at 16 kHz, hop 128).
+TYPICAL_FRAMES = 1000
+
+
+def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: Optional[SeparatorOptions] = None, *,
+                  progress: bool = False, **flat) -> Separator:
+    """Train one HMM per named source on its solo audio.
+
+    Args:
+        sources: ``{name: (n_samples,)}`` training audio per source (mono, ``sample_rate``).
+        sample_rate: Hz.
+        options: ``SeparatorOptions`` (default: the defaults).
+        progress: show progress bars.
+        **flat: options as flat keywords (``separation.options.FLAT_KEYS``: ``n_states=32``,
+            ``emission="complex_gaussian"``, ``trainer="svi"``, ...), applied over ``options``.
+
+    Returns:
+        ``Separator``.
+    """
+    opts = SeparatorOptions.from_flat(options, **flat) if flat or options is None else options
+    if not isinstance(sources, Mapping):
+        raise ValueError(f"sources must map each source's name to its training audio, got {type(sources).__name__}")
+    if len(sources) < 2:
+        raise ValueError(f"separation needs at least two sources, got {len(sources)}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    emission = get_emission(opts.model.emission)(opts.features, int(sample_rate))
+    n_states = opts.model.n_states
+    plan(emission, (n_states,) * len(sources), TYPICAL_FRAMES)  # refused before any training
+    spec = make_spec((n_states,), make_family(emission.family, **emission.family_options), opts.model.prior_specs())
+    prepared = {name: _training_frames(name, audio, emission, opts, sample_rate) for name, audio in sources.items()}
+    members = [{} for _ in range(opts.training.n_models)]
+    history = {}
+    for name, (frames, power) in prepared.items():
+        for index, member in enumerate(members):
+            first_seed = opts.seed + index * opts.training.n_init
+            result = fit([frames], spec, opts.training, seed=first_seed, progress=progress)
+            member[name] = _source_model(result.params, frames, power, spec, emission, opts.dictionary_size, first_seed)
+            if index == 0:
+                history[name] = result.history
+    return Separator(members, sample_rate, opts, history)
+
+
+def _training_frames(name: str, audio, emission, opts: SeparatorOptions, sample_rate: int):
+    """A source's model frames ``(T, D)`` and STFT power ``(T, F)``, after checking its audio."""
+    audio = as_float_audio(audio)
+    n_fft = opts.features.n_fft
+    if audio.ndim != 1 or audio.shape[0] < n_fft:
+        raise ValueError(f"source {name!r}: need mono audio of at least {n_fft} samples, got shape {audio.shape}")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError(f"source {name!r}: training audio contains NaN or infinite samples")
+    if not np.any(audio):
+        raise ValueError(f"source {name!r}: training audio is silent")
+    spectrum = stft(audio, opts.stft)
+    if spectrum.shape[0] < opts.model.n_states:
+        raise ValueError(f"source {name!r}: {audio.shape[0] / sample_rate:.2f} s of training audio give "
+                         f"{spectrum.shape[0]} frames, fewer than the {opts.model.n_states} states to fit; "
+                         "give more audio or fewer states (n_states)")
+    return emission.frames(spectrum), np.abs(spectrum) ** 2
+
+
+def training_marginals(frames: np.ndarray, params, spec) -> np.ndarray:
+    """Posterior state probabilities ``(T, N)`` of a trained one-chain HMM on its model frames ``(T, D)``."""
+    log_lik = spec.family.log_lik(jnp.asarray(frames), params.emission)
+    return np.asarray(hmm.posteriors([jnp.log(params.init[0])], [jnp.log(params.trans[0])], log_lik).marginals[0],
+                      np.float64)
+
+
+def _source_model(params, frames, power, spec, emission, dictionary_size: int, seed: int) -> SourceModel:
+    """The kept parameters of one trained source HMM (``seed`` seeds its dictionaries' NMF)."""
+    marginals = training_marginals(frames, params, spec)
+    kept = emission.source_params(params, power, marginals)
+    if dictionary_size:
+        kept["dictionaries"] = state_dictionaries(marginals, power, kept["psd"], dictionary_size, seed=seed)
+    return SourceModel(np.asarray(params.init[0]), np.asarray(params.trans[0]), kept)
