@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg
 from scipy.signal import fftconvolve
+from sklearn import metrics as skm
 
 #: Length of the BSS-Eval v3 distortion filters (mir_eval's default).
 FILTER_LENGTH = 512
@@ -246,8 +247,6 @@ def classification_report(y_true, y_pred, labels) -> dict:
         f1_macro``; ``per_class``: ``{label: {precision, recall, f1, support}}``;
         ``confusion``: ``(C, C)`` int counts, rows true, columns predicted; ``labels``.
     """
-    from sklearn import metrics as skm
-
     labels = list(labels)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:

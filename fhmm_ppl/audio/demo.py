@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib import resources
 
 import numpy as np
+import soundfile as sf
 
 RATE = 16000
 TALKERS = ("talker1", "talker2", "talker3", "talker4")
@@ -21,8 +22,6 @@ TRAIN_SECONDS = 16.0
 
 def demo_speech(talker: str) -> np.ndarray:
     """One shipped talker, ``(384000,)`` float32 at 16 kHz (24 s)."""
-    import soundfile as sf
-
     if talker not in TALKERS:
         raise ValueError(f"unknown demo talker {talker!r}; choose one of {', '.join(TALKERS)}")
     path = resources.files("fhmm_ppl") / "data" / "demo" / "speech" / f"{talker}.flac"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, Optional
 
+import librosa
 import numpy as np
-
-from fhmm_ppl.runtime import configure_numba_cache
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,12 @@ class STFTConfig:
 
 def stft(signal: np.ndarray, config: STFTConfig = STFTConfig()) -> np.ndarray:
     """Complex STFT of ``(n_samples,)`` -> ``(T, F)`` complex64 (centred frames)."""
-    import librosa
-
     spec = librosa.stft(np.asarray(signal, np.float32), n_fft=config.n_fft, hop_length=config.hop_length, window=config.window)
     return np.ascontiguousarray(spec.T)
 
 
 def istft(spec: np.ndarray, config: STFTConfig = STFTConfig(), length: Optional[int] = None) -> np.ndarray:
     """Inverse of ``stft``: ``(T, F)`` complex -> ``(length,)`` float32."""
-    import librosa
-
     return librosa.istft(np.asarray(spec).T, hop_length=config.hop_length, n_fft=config.n_fft,
                          window=config.window, length=length).astype(np.float32)
 
@@ -59,8 +55,6 @@ def istft(spec: np.ndarray, config: STFTConfig = STFTConfig(), length: Optional[
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     """Mel filterbank ``(n_mels, n_fft // 2 + 1)`` float32 (librosa's Slaney-normalised triangles);
     cached and read-only, shared by log-mel features and the log-mel separator."""
-    import librosa
-
     filters = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
     filters.flags.writeable = False
     return filters
@@ -69,8 +63,6 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 def log_mel(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfig(), n_mels: int = 40) -> np.ndarray:
     """Log mel power spectrogram ``(T, n_mels)`` in dB (``librosa.power_to_db``: ``10 log10``, at most
     80 dB below the recording's loudest band)."""
-    import librosa
-
     power = np.abs(stft(signal, config)) ** 2
     mel = power @ mel_filterbank(sample_rate, config.n_fft, n_mels).T
     return np.ascontiguousarray(librosa.power_to_db(mel, ref=1.0, amin=1e-10), dtype=np.float32)
@@ -78,9 +70,6 @@ def log_mel(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfi
 
 def mfcc(signal: np.ndarray, sample_rate: int, config: STFTConfig = STFTConfig(), n_mfcc: int = 40, n_mels: int = 64) -> np.ndarray:
     """MFCCs ``(T, n_mfcc)`` (40 coefficients by default, as the original study)."""
-    configure_numba_cache()
-    import librosa
-
     coeffs = librosa.feature.mfcc(y=np.asarray(signal, np.float32), sr=sample_rate, n_mfcc=n_mfcc, n_fft=config.n_fft,
                                   hop_length=config.hop_length, window=config.window, n_mels=n_mels)
     return np.ascontiguousarray(coeffs.T)
@@ -101,8 +90,6 @@ class Normalizer:
 
     def fit(self, frames: np.ndarray) -> "Normalizer":
         """Fit on training frames ``(M, D)``."""
-        from sklearn.preprocessing import MinMaxScaler, StandardScaler
-
         if self.kind != "none":
             self._scaler = (StandardScaler() if self.kind == "standard" else MinMaxScaler()).fit(np.asarray(frames))
         return self

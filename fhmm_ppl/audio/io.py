@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+import librosa
+import soundfile as sf
 
 Channel = Union[None, int, str]
 
@@ -43,8 +45,6 @@ def read_audio(
     Raises:
         ValueError: one line naming the file and what is wrong with it.
     """
-    import soundfile as sf
-
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive (or None for the whole file), got {max_seconds}")
     path = Path(path)
@@ -90,8 +90,6 @@ def read_audio(
 
 def resample(signal: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     """Resample ``(n,)`` from ``orig_rate`` to ``target_rate`` (librosa, soxr high quality)."""
-    import librosa
-
     if orig_rate <= 0 or target_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
     if orig_rate == target_rate:
@@ -105,8 +103,6 @@ def write_audio(path: Union[str, Path], signal: np.ndarray, sample_rate: int) ->
     Float WAV keeps estimates that exceed full scale intact (scores stay
     honest); FLAC cannot hold floats, so it is written as 24-bit and clipped.
     """
-    import soundfile as sf
-
     path = Path(path)
     signal = np.asarray(signal, dtype=np.float32)
     if not np.all(np.isfinite(signal)):

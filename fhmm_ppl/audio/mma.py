@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+import soundfile as sf
+
+from fhmm_ppl.audio.io import read_audio
 
 ARRAYS = {"wearable": (range(1, 5), 16), "tabletop": (range(1, 13), 8)}
 N_TALKERS = 10
@@ -84,8 +87,6 @@ def list_recordings(root: Union[str, Path], require_complete: bool = False) -> l
         ValueError: the folder is missing, holds no dataset files, or (with
             ``require_complete``) lacks files, naming what is missing and how to get it.
     """
-    import soundfile as sf
-
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: no such folder; {DOWNLOAD_HINT}")
@@ -131,8 +132,6 @@ def find(recordings: list[Recording], array: str, array_number: int, kind: str, 
 
 def load_channel(recording: Recording, channel: int = 0, sample_rate: Optional[int] = 16000) -> np.ndarray:
     """One channel of a recording as float32, resampled (48 kHz -> ``sample_rate``)."""
-    from fhmm_ppl.audio.io import read_audio
-
     return read_audio(recording.path, sample_rate=sample_rate, channel=channel)[0]
 
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax import Array
+from sklearn.cluster import KMeans
 
 from fhmm_ppl.hmm import emissions
 from fhmm_ppl.models.priors import (
@@ -48,8 +49,6 @@ class ComplexGaussianParams(NamedTuple):
 
 def kmeans_labels(frames: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded k-means (scikit-learn) on ``(M, D)`` frames -> (centers ``(n, D)``, labels ``(M,)``)."""
-    from sklearn.cluster import KMeans
-
     frames = np.asarray(frames, dtype=np.float64)
     if frames.shape[0] < n_clusters:
         raise ValueError(f"need at least {n_clusters} frames to initialise {n_clusters} states, got {frames.shape[0]}")

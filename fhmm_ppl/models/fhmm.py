@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpyro
 from jax import Array
+from numpyro.infer.util import log_density
 
 from fhmm_ppl.hmm import log_marginal
 from fhmm_ppl.models.families import make_family
-from fhmm_ppl.models.priors import DirichletPrior
+from fhmm_ppl.models.priors import DirichletPrior, check_prior_role, make_prior
 
 
 class FHMMParams(NamedTuple):
@@ -92,8 +93,6 @@ def make_spec(n_states: tuple[int, ...], family: Any, priors: Optional[Mapping[s
     Roles ``initial`` and ``transition`` set the Markov priors; the others are
     the family's emission roles (``psd``; ``means``, ``covars``).
     """
-    from fhmm_ppl.models.priors import check_prior_role, make_prior
-
     built = {}
     for role, entry in (priors or {}).items():
         if not isinstance(entry, Mapping) or "name" not in entry:
@@ -185,15 +184,11 @@ def params_from_sites(sites: Mapping[str, Array], spec: FHMMSpec) -> FHMMParams:
 
 def log_prior(params: FHMMParams, spec: FHMMSpec, dim: int) -> Array:
     """``log p(theta)`` under the spec's priors (``()`` float)."""
-    from numpyro.infer.util import log_density
-
     value, _ = log_density(fhmm_model, (None,), {"spec": spec, "dim": dim}, site_values(params, spec))
     return value
 
 
 def log_posterior(params: FHMMParams, spec: FHMMSpec, observations: Array, lengths: Optional[Array] = None) -> Array:
     """Unnormalised log posterior ``log p(theta) + sum_b log p(y_b | theta)`` (EM's and MAP's objective)."""
-    from numpyro.infer.util import log_density
-
     value, _ = log_density(fhmm_model, (observations, lengths), {"spec": spec}, site_values(params, spec))
     return value

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
+from sklearn.decomposition import NMF, non_negative_factorization
 
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 
@@ -56,8 +57,6 @@ class SupervisedNMF:
 
     def separate(self, mixture: np.ndarray) -> dict[str, np.ndarray]:
         """Split a mono mixture ``(n_samples,)`` into ``{name: (n_samples,)}``."""
-        from sklearn.decomposition import non_negative_factorization
-
         spec = stft(mixture, self.config)
         magnitude = np.abs(spec).astype(np.float64) + EPS
         bases = np.concatenate(list(self.dictionaries.values()), axis=0)
@@ -81,8 +80,6 @@ class SupervisedNMF:
 def fit_supervised_nmf(sources: Mapping[str, np.ndarray], n_components: int = 32, config: STFTConfig = STFTConfig(),
                        seed: int = 0) -> SupervisedNMF:
     """Learn one KL-NMF dictionary of ``n_components`` atoms per named source."""
-    from sklearn.decomposition import NMF
-
     dictionaries = {}
     for name, audio in sources.items():
         magnitude = np.abs(stft(np.asarray(audio, np.float32), config)).astype(np.float64) + EPS
