@@ -10,9 +10,9 @@ ranges and combinations only: it never imports plug-ins or touches the disk
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -134,3 +134,41 @@ class ClassificationSettings(Strict):
     grouped: bool = True
     n_splits: int = Field(4, ge=2, le=20)
     test_fraction: float = Field(0.25, gt=0.05, lt=0.9)
+
+
+class TaskOptions(Strict):
+    """A task's options: settings sections (and a seed), also settable by flat keywords.
+
+    ``FLAT_KEYS`` maps each flat keyword to its ``(section, field)``; ``KIND`` names the task in errors.
+    """
+
+    FLAT_KEYS: ClassVar[dict[str, tuple[str, str]]] = {}
+    KIND: ClassVar[str] = "task"
+
+    @classmethod
+    def from_flat(cls, base: "TaskOptions | None" = None, **flat: Any):
+        """``base`` (default: the defaults) with flat keywords applied, e.g. ``n_states=32, trainer="svi"``;
+        a bad name or value is one ``ValueError`` line naming the keyword."""
+        sections = (base or cls()).model_dump()
+        for key, value in flat.items():
+            if key == "seed":
+                sections["seed"] = value
+                continue
+            if key not in cls.FLAT_KEYS:
+                raise ValueError(f"unknown {cls.KIND} option {key!r}; options: seed, {', '.join(cls.FLAT_KEYS)}")
+            section, name = cls.FLAT_KEYS[key]
+            sections[section][name] = value
+        try:
+            return cls.model_validate(sections)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            flat_name = next((k for k, v in cls.FLAT_KEYS.items() if ".".join(v) == where), where)
+            message = first["msg"].removeprefix("Value error, ")
+            if first["type"] != "value_error":
+                message += f" (got {first['input']!r})"
+            raise ValueError(f"{flat_name}: {message}" if flat_name else message) from None
+
+    def replace(self, **flat: Any):
+        """A copy with flat keywords applied (``options.replace(n_states=32)``)."""
+        return type(self).from_flat(self, **flat)

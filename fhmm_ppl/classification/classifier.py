@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import ClassVar, Sequence
 
 import jax
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from fhmm_ppl.audio.features import Normalizer, STFTConfig, log_mel, mfcc
 from fhmm_ppl.models.families import make_family
@@ -26,7 +26,7 @@ from fhmm_ppl.settings import (
     ClassificationSettings,
     FeatureSettings,
     ModelSettings,
-    Strict,
+    TaskOptions,
     TrainingSettings,
 )
 from fhmm_ppl.train import fit, pad_sequences
@@ -42,7 +42,7 @@ FLAT_KEYS = {
 }
 
 
-class ClassifierOptions(Strict):
+class ClassifierOptions(TaskOptions):
     """How recordings are featurised and each label's HMM is built and trained: the experiment
     file's ``features``, ``model``, ``training`` and ``classification`` sections and the seed.
 
@@ -58,33 +58,14 @@ class ClassifierOptions(Strict):
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
     seed: int = Field(0, ge=0)
 
+    FLAT_KEYS: ClassVar[dict[str, tuple[str, str]]] = FLAT_KEYS
+    KIND: ClassVar[str] = "classifier"
+
     @model_validator(mode="after")
     def _gaussian(self) -> "ClassifierOptions":
         if self.model.emission != "gaussian":
             raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
         return self
-
-    @classmethod
-    def from_flat(cls, base: "ClassifierOptions | None" = None, **flat: Any) -> "ClassifierOptions":
-        """``base`` (default: the defaults) with flat keywords applied, e.g. ``n_states=2, scaler="standard"``;
-        a bad name or value is one ``ValueError`` line naming the keyword."""
-        sections = (base or cls()).model_dump()
-        for key, value in flat.items():
-            if key == "seed":
-                sections["seed"] = value
-                continue
-            if key not in FLAT_KEYS:
-                raise ValueError(f"unknown classifier option {key!r}; options: seed, {', '.join(FLAT_KEYS)}")
-            section, name = FLAT_KEYS[key]
-            sections[section][name] = value
-        try:
-            return cls.model_validate(sections)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            flat_name = next((k for k, v in FLAT_KEYS.items() if ".".join(v) == where), where)
-            message = first["msg"].removeprefix("Value error, ")
-            raise ValueError(f"{flat_name}: {message}" if flat_name else message) from None
 
     @property
     def stft(self) -> STFTConfig:

@@ -8,13 +8,13 @@ read the same defaults. ``fit_separator`` also takes the flat keywords of ``FLAT
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from fhmm_ppl.audio.features import STFTConfig
 from fhmm_ppl.separation.emissions import EMISSIONS, get_emission
-from fhmm_ppl.settings import FeatureSettings, InferenceSettings, ModelSettings, Strict, TrainingSettings
+from fhmm_ppl.settings import FeatureSettings, InferenceSettings, ModelSettings, TaskOptions, TrainingSettings
 
 #: Flat keyword -> (section, field) for ``fit_separator(..., **flat)``: every field by its own name,
 #: except the two ``method`` fields, which are ``trainer`` and ``inference``.
@@ -28,7 +28,7 @@ FLAT_KEYS = {
 }
 
 
-class SeparatorOptions(Strict):
+class SeparatorOptions(TaskOptions):
     """A separator's settings: the experiment file's sections and the seed (k-means starts, SVI)."""
 
     features: FeatureSettings = Field(default_factory=FeatureSettings)
@@ -37,38 +37,13 @@ class SeparatorOptions(Strict):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     seed: int = Field(0, ge=0)
 
+    FLAT_KEYS: ClassVar[dict[str, tuple[str, str]]] = FLAT_KEYS
+    KIND: ClassVar[str] = "separator"
+
     @model_validator(mode="after")
     def _fits_emission(self) -> "SeparatorOptions":
         check_separation(self.model, self.inference)
         return self
-
-    @classmethod
-    def from_flat(cls, base: "SeparatorOptions | None" = None, **flat: Any) -> "SeparatorOptions":
-        """``base`` (default: the defaults) with flat keywords applied, e.g. ``n_states=32, trainer="svi"``;
-        a bad name or value is one ``ValueError`` line naming the keyword."""
-        sections = (base or cls()).model_dump()
-        for key, value in flat.items():
-            if key == "seed":
-                sections["seed"] = value
-                continue
-            if key not in FLAT_KEYS:
-                raise ValueError(f"unknown separator option {key!r}; options: seed, {', '.join(FLAT_KEYS)}")
-            section, name = FLAT_KEYS[key]
-            sections[section][name] = value
-        try:
-            return cls.model_validate(sections)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            flat_name = next((k for k, v in FLAT_KEYS.items() if ".".join(v) == where), where)
-            message = first["msg"].removeprefix("Value error, ")
-            if first["type"] != "value_error":
-                message += f" (got {first['input']!r})"
-            raise ValueError(f"{flat_name}: {message}" if flat_name else message) from None
-
-    def replace(self, **flat: Any) -> "SeparatorOptions":
-        """A copy with flat keywords applied (``options.replace(soft_mask="wiener", n_states=32)``)."""
-        return type(self).from_flat(self, **flat)
 
     @property
     def stft(self) -> STFTConfig:
