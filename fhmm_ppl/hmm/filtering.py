@@ -14,10 +14,11 @@ unlikely, and flushing such states to zero would lose mass that later frames
 amplify. A frame's total stays below ``exp(LIK_HEADROOM)`` because the
 prediction sums to one, far below float32's largest number.
 
-Bad data follow the package's one policy (see ``fhmm_ppl.hmm``): ``normalise``
-leaves a zero message zero (impossible data: every later total is zero and
-``log_normaliser`` gives ``-inf``) and lets NaN through (``log_normaliser``
-gives NaN, which wins over ``-inf``).
+Bad data follow the package's one policy (see ``fhmm_ppl.hmm``): a frame with
+a NaN log-likelihood gets a NaN shift and NaN likelihoods, so every message
+from it on is NaN and ``log_normaliser`` gives NaN; ``normalise`` leaves a zero
+message zero (impossible data), and ``log_normaliser`` reads the first zero
+frame total as ``-inf``. NaN wins over ``-inf``.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def transitions(log_init: Sequence[Array], log_trans: Sequence[Array]) -> Transi
 def scaled_likelihoods(log_lik: Array, headroom: float = LIK_HEADROOM) -> tuple[Array, Array]:
     """Per-frame likelihoods ``exp(log_lik - shift)``, flat ``(T, prod(N))``, and shifts ``(T,)``.
 
-    ``shift = max - headroom`` (the best state of each frame at ``exp(headroom)``), or 0
-    where a frame has no finite maximum (all ``-inf``: impossible; NaN).
+    ``shift = max - headroom`` (the best state of each frame at ``exp(headroom)``); 0 for a
+    frame whose states are all ``-inf`` (impossible: its likelihoods are all zero); NaN, with
+    NaN likelihoods, for a frame holding a NaN.
     Computed for all frames at once, outside the scans, whose bodies reshape each flat
     frame for free; XLA-CPU writes the flat layout faster than the ``(T, N_1, ..., N_K)`` one.
 
@@ -69,7 +71,7 @@ def scaled_likelihoods(log_lik: Array, headroom: float = LIK_HEADROOM) -> tuple[
     """
     flat = log_lik.reshape(log_lik.shape[0], -1)
     top = jnp.max(flat, axis=1, keepdims=True)
-    top = jnp.where(jnp.isfinite(top), top, headroom)
+    top = jnp.where(top == -jnp.inf, headroom, top)
     # (log_lik - top) first: the best state gets exactly exp(headroom), whatever float32
     # does to ``top - headroom`` when |top| is large.
     return jnp.exp(flat - top + headroom), (top - headroom).reshape(-1)
@@ -83,10 +85,16 @@ def mask_padding(log_lik: Array, length) -> Array:
     return jnp.where(valid, log_lik, 0.0)
 
 
-def normalise(message: Array) -> tuple[Array, Array]:
-    """``(message / total, total)``; a zero message stays zero, one NaN makes the whole message NaN."""
+def normalise(message: Array, keep_zero: bool = True) -> tuple[Array, Array]:
+    """``(message / total, total)``; a zero message stays zero, one NaN makes the whole message NaN.
+
+    ``keep_zero=False`` divides without the guard, the fastest step for small state spaces (a
+    scalar select inside a scan body costs XLA-CPU a separate kernel): a zero message then
+    becomes 0/0 = NaN and so do all later ones, which only a pass that keeps nothing but the
+    totals may accept (``log_normaliser`` still reads the first zero total as ``-inf``).
+    """
     total = message.sum()
-    return message / jnp.where(total == 0, 1.0, total), total
+    return message / (jnp.where(total == 0, 1.0, total) if keep_zero else total), total
 
 
 def predict(alpha: Array, dyn: Transitions) -> Array:
@@ -94,30 +102,31 @@ def predict(alpha: Array, dyn: Transitions) -> Array:
     return propagate_forward(alpha, dyn.trans, first_trans_t=dyn.first_trans_t)
 
 
-def update(pred: Array, lik_t: Array) -> tuple[Array, Array]:
+def update(pred: Array, lik_t: Array, keep_zero: bool = True) -> tuple[Array, Array]:
     """The filter step's second half: weigh the prediction by the frame's (flat) likelihoods and
-    normalise. Returns ``(alpha_t, c_t)``."""
-    return normalise(pred * lik_t.reshape(pred.shape))
+    normalise (``keep_zero`` as ``normalise``). Returns ``(alpha_t, c_t)``."""
+    return normalise(pred * lik_t.reshape(pred.shape), keep_zero)
 
 
 def log_normaliser(totals: Array, shifts: Array) -> Array:
-    """``log p(y) = sum_t log c_t + shift_t``: ``-inf`` if a total is zero, NaN if one is NaN."""
-    return jnp.sum(jnp.log(totals)) + jnp.sum(shifts)
+    """``log p(y) = sum_t log c_t + shift_t``: ``-inf`` if a total is zero, NaN if a shift is NaN."""
+    return jnp.where(jnp.any(totals == 0), -jnp.inf, jnp.sum(jnp.log(totals))) + jnp.sum(shifts)
 
 
-def forward_filter(dyn: Transitions, lik: Array, keep: bool = True, unroll: int = 1):
+def forward_filter(dyn: Transitions, lik: Array, keep: bool = True, unroll: int = 1, keep_zero: bool = True):
     """Normalised filtered messages ``alpha_t = p(s_t | y_{1:t})`` over flat frames ``lik (T, P)``.
 
     Returns:
         ``(last, kept, totals)``: the last message ``(N_1, ..., N_K)``; if ``keep``, the
         first message ``(1, P)`` and the others ``(T - 1, P)`` as a pair (kept apart so that a
         consumer's fused kernel joins them instead of a copy of ``T x P`` floats), else None;
-        the frame totals ``c_t`` ``(T,)``. ``unroll``: frames per scan iteration (speed only).
+        the frame totals ``c_t`` ``(T,)``. ``unroll``: frames per scan iteration (speed only);
+        ``keep_zero``: as ``normalise``.
     """
-    first, first_total = update(dyn.prior, lik[0])
+    first, first_total = update(dyn.prior, lik[0], keep_zero)
 
     def step(alpha, lik_t):
-        alpha, total = update(predict(alpha, dyn), lik_t)
+        alpha, total = update(predict(alpha, dyn), lik_t, keep_zero)
         return alpha, ((alpha.reshape(-1) if keep else None), total)
 
     last, (alphas, totals) = lax.scan(step, first, lik[1:], unroll=unroll)

@@ -16,7 +16,8 @@ from fhmm_ppl.hmm.smoothing import posteriors
 
 def _log_marginal(log_init, log_trans, log_lik, length, unroll):
     lik, shift = scaled_likelihoods(mask_padding(log_lik, length))
-    _, _, totals = forward_filter(transitions(log_init, log_trans), lik, keep=False, unroll=unroll)
+    # Only the totals are kept, so the step may divide without a guard (see ``normalise``).
+    _, _, totals = forward_filter(transitions(log_init, log_trans), lik, keep=False, unroll=unroll, keep_zero=False)
     return log_normaliser(totals, shift)
 
 
