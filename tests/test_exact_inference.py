@@ -457,3 +457,15 @@ def test_log_marginal_is_one_computation_eager_or_traced(rng):
     one_frame = log_lik[:1]
     assert float(hmm.log_marginal_two_threads(log_init, log_trans, one_frame)) == float(
         hmm.log_marginal(log_init, log_trans, one_frame))
+
+
+def test_long_sequences_keep_float32_precision(rng):
+    # log c_t sits near the likelihood headroom and the shift near its negative: summed apart over
+    # T frames they would cancel and leave float32 noise of order 80 T * 2^-24 in the result.
+    log_init, log_trans, _ = random_problem(rng, (2, 3), 1)
+    log_lik = jnp.asarray(rng.normal(size=(20_000, 2, 3)), jnp.float32)
+    ref_z = dense_smoother(log_init, log_trans, log_lik)[0]
+    assert float(hmm.log_marginal(log_init, log_trans, log_lik)) == pytest.approx(ref_z, rel=1e-6)
+    assert float(hmm.posteriors(log_init, log_trans, log_lik, chunk_size=1000).log_marginal) == pytest.approx(
+        ref_z, rel=1e-6)
+    assert float(hmm.joint_posterior(log_init, log_trans, log_lik)[1]) == pytest.approx(ref_z, rel=1e-6)

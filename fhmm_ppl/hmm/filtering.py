@@ -109,8 +109,14 @@ def update(pred: Array, lik_t: Array, keep_zero: bool = True) -> tuple[Array, Ar
 
 
 def log_normaliser(totals: Array, shifts: Array) -> Array:
-    """``log p(y) = sum_t log c_t + shift_t``: ``-inf`` if a total is zero, NaN if a shift is NaN."""
-    return jnp.where(jnp.any(totals == 0), -jnp.inf, jnp.sum(jnp.log(totals))) + jnp.sum(shifts)
+    """``log p(y) = sum_t (log c_t + shift_t)``: ``-inf`` if a total is zero, NaN if a shift is NaN.
+
+    Summed frame by frame: ``log c_t`` is near ``LIK_HEADROOM`` and ``shift_t`` near its negative,
+    so two separate sums over T frames would cancel and lose float32's digits.
+    """
+    value = jnp.sum(jnp.log(totals) + shifts)
+    value = jnp.where(jnp.any(totals == 0), -jnp.inf, value)
+    return jnp.where(jnp.any(jnp.isnan(shifts)), jnp.nan, value)
 
 
 def forward_filter(dyn: Transitions, lik: Array, keep: bool = True, unroll: int = 1, keep_zero: bool = True):
