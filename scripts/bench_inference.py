@@ -2,28 +2,40 @@
 
 Prints ratios measured in this process (never absolute claims):
 
-1. the factored forward pass (``fhmm_ppl.hmm.log_marginal``, which splits a long
-   sequence over two threads, and the one-thread scan that traced code gets)
-   against dynamax's ``hmm_filter`` and hmmlearn's scaled forward pass on the
-   same problem written as a dense joint-state HMM (K = 2, N in {16, 32, 64},
+1. the factored forward pass (``fhmm_ppl.hmm.log_marginal``, one scan, and
+   ``log_marginal_two_threads``, the sequence's halves on two threads) against
+   dynamax's ``hmm_filter`` and hmmlearn's scaled forward pass on the same
+   problem written as a dense joint-state HMM (K = 2, N in {16, 32, 64},
    T = 2000);
 2. where one frame's time goes at N = 32 (an empty scan step, the two factored
    products alone, the whole step) and how the forward pass scales with T
    (time per frame should be flat);
-3. exact smoothing of K = 3, N = 32, T = 10^4 with chunked log-likelihoods:
+3. the separator's exact path (K = 2, N = 64, T = 1000): the two-filter
+   ``joint_posterior`` and ``posterior_expectation`` against the chunked
+   smoother ``posteriors``;
+4. exact smoothing of K = 3, N = 32, T = 10^4 with chunked log-likelihoods:
    time and peak memory, against the 1.3 GB a stored-messages smoother needs;
-4. one EM iteration against hmmlearn (one chain, N = 32, 40-dim diagonal
+5. one EM iteration against hmmlearn (one chain, N = 32, 40-dim diagonal
    Gaussians, T = 10^5).
 
-Run: ``python scripts/bench_inference.py [--quick]``.
+Run: ``python scripts/bench_inference.py [--quick] [--write-docs]``; ``--write-docs``
+also puts this run's output, with the date, CPU and JAX version, into
+``docs/benchmarks-inference.md`` (between its markers; the rest of the file is kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import io
+import os
+import platform
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -71,18 +83,17 @@ def bench_forward(quick: bool) -> None:
     import jax.numpy as jnp
     from dynamax.hidden_markov_model.inference import hmm_filter
 
-    from fhmm_ppl.hmm import log_marginal
-    from fhmm_ppl.hmm.exact import _jitted_log_marginal as one_thread
+    from fhmm_ppl.hmm import log_marginal, log_marginal_two_threads
 
     rng = np.random.default_rng(0)
     n_frames = 2000
     print(f"\n## Forward pass, K = 2 chains, T = {n_frames} (same process; best and median of repeats)")
     print("On this 2-core VM one process's timings of the same call vary by up to 1.5x from run to run, so")
     print("each side's best time (timeit's advice: the others are interference) and its median are shown.")
-    print("fhmm-ppl: hmm.log_marginal on concrete arrays, which splits a long sequence over two threads")
-    print("(forwards from the start, backwards from the end, met in the middle); 'one thread' is the single")
-    print("forward scan that jit, grad and SVI get (and log_marginal for short or padded sequences).")
-    print(f"{'N':>4} {'joint':>6} {'fhmm-ppl ms':>15} {'dynamax ms':>15} {'x dynamax':>13} "
+    print("'two threads': hmm.log_marginal_two_threads, the sequence's halves on two threads (forwards from")
+    print("the start, backwards from the end, met in the middle); 'one thread': hmm.log_marginal, the single")
+    print("forward scan (the same computation eagerly and under jit, grad and SVI).")
+    print(f"{'N':>4} {'joint':>6} {'two threads ms':>15} {'dynamax ms':>15} {'x dynamax':>13} "
           f"{'one thread ms':>15} {'x dynamax':>13} {'hmmlearn ms':>12} {'x hmmlearn':>11}  log-marginal check")
     print(f"{'':>11} {'best / median':>15} {'best / median':>15} {'best / median':>13} {'best / median':>15} "
           f"{'best / median':>13}")
@@ -94,8 +105,8 @@ def bench_forward(quick: bool) -> None:
         flat = log_lik.reshape(n_frames, -1)
         # Interleaved (10 of ours, then one of dynamax's, three times), so that both sides meet the
         # same drifts of this VM's speed.
-        ours_fn = lambda: log_marginal(log_init, log_trans, log_lik)
-        single_fn = lambda: one_thread(tuple(log_init), tuple(log_trans), log_lik, None, 1)
+        ours_fn = lambda: log_marginal_two_threads(log_init, log_trans, log_lik)
+        single_fn = lambda: log_marginal(log_init, log_trans, log_lik)
         dyn_fn = lambda: dense_filter(init, trans, flat).marginal_loglik
         ours, single, dyn = timings(ours_fn, 0), timings(single_fn, 0), timings(dyn_fn, 0)  # compile all
         for _ in range(1 if n >= 64 else 3):
@@ -125,8 +136,7 @@ def bench_step_floor() -> None:
     import jax.numpy as jnp
     from jax import lax
 
-    from fhmm_ppl.hmm import log_marginal
-    from fhmm_ppl.hmm.exact import _jitted_log_marginal as one_thread
+    from fhmm_ppl.hmm import log_marginal, log_marginal_two_threads
 
     rng = np.random.default_rng(4)
     n_frames, n = 2000, 32
@@ -144,22 +154,50 @@ def bench_step_floor() -> None:
         run = jax.jit(lambda m, x, body=body: lax.scan(body, m, x))
         seconds = timeit(lambda: run(message, lik), repeats=20)
         print(f"{label:<38} {seconds / n_frames * 1e6:6.2f} us/frame")
-    seconds = timeit(lambda: one_thread(tuple(log_init), tuple(log_trans), log_lik, None, 1), repeats=20)
-    print(f"{'the one-thread scan (all of it)':<38} {seconds / n_frames * 1e6:6.2f} us/frame")
     seconds = timeit(lambda: log_marginal(log_init, log_trans, log_lik), repeats=20)
-    print(f"{'log_marginal, halves on two threads':<38} {seconds / n_frames * 1e6:6.2f} us/frame")
+    print(f"{'log_marginal, one scan (all of it)':<38} {seconds / n_frames * 1e6:6.2f} us/frame")
+    seconds = timeit(lambda: log_marginal_two_threads(log_init, log_trans, log_lik), repeats=20)
+    print(f"{'log_marginal_two_threads':<38} {seconds / n_frames * 1e6:6.2f} us/frame")
 
 
 def bench_scaling(quick: bool) -> None:
-    from fhmm_ppl.hmm import log_marginal
+    from fhmm_ppl.hmm import log_marginal, log_marginal_two_threads
 
     rng = np.random.default_rng(1)
     print("\n## Cost against T (K = 2, N = 32): time per frame should stay flat")
-    print(f"{'T':>7} {'ms':>9} {'us/frame':>9}")
+    print(f"{'T':>7} {'one thread ms':>14} {'us/frame':>9} {'two threads ms':>15} {'us/frame':>9}")
     for n_frames in (1000, 4000, 16000) if quick else (1000, 4000, 16000, 64000):
         log_init, log_trans, log_lik = random_fhmm(rng, (32, 32), n_frames)
-        seconds = timeit(lambda: log_marginal(log_init, log_trans, log_lik), repeats=5)
-        print(f"{n_frames:7d} {seconds * 1e3:9.2f} {seconds / n_frames * 1e6:9.2f}")
+        one = timeit(lambda: log_marginal(log_init, log_trans, log_lik), repeats=5)
+        two = timeit(lambda: log_marginal_two_threads(log_init, log_trans, log_lik), repeats=5)
+        print(f"{n_frames:7d} {one * 1e3:14.2f} {one / n_frames * 1e6:9.2f} {two * 1e3:15.2f} {two / n_frames * 1e6:9.2f}")
+
+
+def bench_two_filter(quick: bool) -> None:
+    """The separator's exact path: joint posteriors of K = 2, N = 64, T = 1000 (interleaved repeats)."""
+    import jax.numpy as jnp
+
+    from fhmm_ppl.hmm import joint_posterior, posterior_expectation, posteriors
+
+    rng = np.random.default_rng(5)
+    n, n_frames = 64, 1000
+    log_init, log_trans, log_lik = random_fhmm(rng, (n, n), n_frames)
+    values = jnp.asarray(rng.random((n * n, 257)), jnp.float32)
+    runs = {
+        "posteriors(joint=True), one thread": lambda: posteriors(log_init, log_trans, log_lik, joint=True).joint,
+        "joint_posterior(flat=True), two threads": lambda: joint_posterior(log_init, log_trans, log_lik, flat=True)[0],
+        "posterior_expectation, D = 257": lambda: posterior_expectation(log_init, log_trans, log_lik, values)[0],
+    }
+    times = {label: timings(fn, 0) for label, fn in runs.items()}  # compile all
+    for _ in range(2 if quick else 4):
+        for label, fn in runs.items():
+            times[label] += timings(fn, 3, warm_up=False)
+    base = min(times["posteriors(joint=True), one thread"])
+    print(f"\n## Exact joint posterior, K = 2, N = {n} ({n * n} joint states), T = {n_frames} (interleaved)")
+    print(f"{'':<42} {'best ms':>9} {'median ms':>10} {'x smoother':>11}")
+    for label, values_ in times.items():
+        print(f"{label:<42} {min(values_) * 1e3:9.1f} {statistics.median(values_) * 1e3:10.1f} "
+              f"{base / min(values_):10.2f}x")
 
 
 def bench_big_smoothing(quick: bool) -> None:
@@ -224,15 +262,68 @@ def bench_em(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller problems (a smoke run)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help=f"also write this run's output into {DOCS.relative_to(DOCS.parents[1])}")
     args = parser.parse_args()
     import jax
 
-    print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
-    bench_big_smoothing(args.quick)  # first, so the peak-memory reading is its own
-    bench_forward(args.quick)
-    bench_step_floor()
-    bench_scaling(args.quick)
-    bench_em(args.quick)
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(Tee(sys.stdout, captured)):
+        print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); {machine()}")
+        bench_big_smoothing(args.quick)  # first, so the peak-memory reading is its own
+        bench_forward(args.quick)
+        bench_step_floor()
+        bench_scaling(args.quick)
+        bench_two_filter(args.quick)
+        bench_em(args.quick)
+    if args.write_docs:
+        write_docs(captured.getvalue(), args.quick, jax.__version__)
+        print(f"\nwrote {DOCS}")
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks-inference.md"
+START, END = "<!-- bench_inference:start -->", "<!-- bench_inference:end -->"
+
+
+class Tee(io.TextIOBase):
+    """A text stream that writes to several others."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+
+def machine() -> str:
+    """CPU model and core count, as one line."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def write_docs(output: str, quick: bool, jax_version: str) -> None:
+    """Put ``output`` between the markers of ``DOCS`` (made with an ``## Inference`` heading if missing)."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    block = (f"{START}\nLast run: {stamp}, `python scripts/bench_inference.py{' --quick' if quick else ''}`, "
+             f"{machine()}, JAX {jax_version}.\n\n```text\n{output.strip()}\n```\n{END}")
+    text = DOCS.read_text() if DOCS.exists() else "## Inference\n\n"
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(text)
 
 
 if __name__ == "__main__":
