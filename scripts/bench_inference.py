@@ -20,24 +20,22 @@ Prints ratios measured in this process (never absolute claims):
 
 Run: ``python scripts/bench_inference.py [--quick] [--write-docs]``; ``--write-docs``
 also puts this run's output, with the date, CPU and JAX version, into
-``docs/benchmarks-inference.md`` (between its markers; the rest of the file is kept).
+``docs/benchmarks.md`` (between its ``bench_inference`` markers).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
-import os
-import platform
 import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+import benchdoc
 
 
 def timings(fn, repeats: int, warm_up: bool = True) -> list[float]:
@@ -262,14 +260,13 @@ def bench_em(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller problems (a smoke run)")
-    parser.add_argument("--write-docs", action="store_true",
-                        help=f"also write this run's output into {DOCS.relative_to(DOCS.parents[1])}")
+    parser.add_argument("--write-docs", action="store_true", help="also write this run's output into docs/benchmarks.md")
     args = parser.parse_args()
     import jax
 
     captured = io.StringIO()
     with contextlib.redirect_stdout(Tee(sys.stdout, captured)):
-        print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); {machine()}")
+        print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
         bench_big_smoothing(args.quick)  # first, so the peak-memory reading is its own
         bench_forward(args.quick)
         bench_step_floor()
@@ -277,12 +274,9 @@ def main() -> None:
         bench_two_filter(args.quick)
         bench_em(args.quick)
     if args.write_docs:
-        write_docs(captured.getvalue(), args.quick, jax.__version__)
-        print(f"\nwrote {DOCS}")
-
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks-inference.md"
-START, END = "<!-- bench_inference:start -->", "<!-- bench_inference:end -->"
+        command = "python scripts/bench_inference.py --write-docs" + (" --quick" if args.quick else "")
+        path = benchdoc.write("bench_inference", f"{benchdoc.stamp(command)}\n\n```text\n{captured.getvalue().strip()}\n```")
+        print(f"\nwrote {path}")
 
 
 class Tee(io.TextIOBase):
@@ -299,31 +293,6 @@ class Tee(io.TextIOBase):
     def flush(self):
         for stream in self.streams:
             stream.flush()
-
-
-def machine() -> str:
-    """CPU model and core count, as one line."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def write_docs(output: str, quick: bool, jax_version: str) -> None:
-    """Put ``output`` between the markers of ``DOCS`` (made with an ``## Inference`` heading if missing)."""
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    block = (f"{START}\nLast run: {stamp}, `python scripts/bench_inference.py{' --quick' if quick else ''}`, "
-             f"{machine()}, JAX {jax_version}.\n\n```text\n{output.strip()}\n```\n{END}")
-    text = DOCS.read_text() if DOCS.exists() else "## Inference\n\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
 
 
 if __name__ == "__main__":

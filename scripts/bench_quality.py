@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+import benchdoc
+
 
 def score(references: np.ndarray, estimates: np.ndarray, mixture: np.ndarray) -> dict:
     from fhmm_ppl.metrics import separation_report
@@ -179,8 +181,6 @@ def main() -> None:
         print(f"{method:<50} {np.mean(values):7.2f}")
     rtf_rows = print_real_time_factors(tasks[0][1])
     if args.write_docs:
-        import benchdoc
-
         names = [name for name, _ in tasks]
         table = [f"| method | {' | '.join(names)} | mean |", "|---" * (len(names) + 2) + "|"]
         table += [f"| {method.strip()} | {' | '.join(f'{v:.2f}' for v in values)} | **{np.mean(values):.2f}** |"
