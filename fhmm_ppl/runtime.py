@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import jax
+
 A = TypeVar("A")
 B = TypeVar("B")
 
@@ -72,8 +74,6 @@ def cache_dir() -> Path:
 
 def enable_compilation_cache(min_compile_seconds: float = 0.5) -> Path:
     """Turn on JAX's persistent compilation cache under ``cache_dir() / 'jax'``; returns the folder."""
-    import jax
-
     folder = cache_dir() / "jax"
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
