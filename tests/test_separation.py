@@ -488,3 +488,21 @@ def test_mean_field_separates_speech_in_noise_about_as_well_as_exact_inference()
         gain[inference] = separation_report(refs, np.stack([out[n] for n in sep.names]), mixture)["sdr_improvement"][0]
     assert gain["exact"] > 8.0
     assert gain["mean_field"] > gain["exact"] - 1.0, gain
+
+
+def test_many_sources_separate_by_mean_field_without_joint_state_arrays():
+    """Twelve 4-state complex-Gaussian sources have 4^12 joint states: a separator over them must not
+    build anything of that size (likelihood terms, Wiener shares) when its plan is mean field."""
+    from fhmm_ppl.separation import Separator, SeparatorOptions, SourceModel
+
+    rng = np.random.default_rng(9)
+    n_sources, n_states, n_bins = 12, 4, 257
+    models = {f"s{k}": SourceModel(np.full(n_states, 1 / n_states), np.full((n_states, n_states), 1 / n_states),
+                                   {"psd": rng.uniform(0.1, 1.0, (n_states, n_bins)).astype(np.float32)})
+              for k in range(n_sources)}
+    sep = Separator(models, RATE, SeparatorOptions.from_flat(emission="complex_gaussian", n_states=n_states))
+    assert sep.sets[0].prepared is None and sep.sets[0].shares is None
+    mixture = rng.normal(size=RATE // 2).astype(np.float32)
+    est = sep.separate(mixture)
+    assert len(est) == n_sources and all(np.all(np.isfinite(w)) for w in est.values())
+    np.testing.assert_allclose(np.sum(list(est.values()), axis=0), mixture, atol=1e-4)

@@ -53,7 +53,8 @@ def wiener(posterior, models, mixture, emission) -> np.ndarray:
     psd = models.params.psd
     if isinstance(posterior, Factored):
         return np.asarray(_expected_power_ratio(posterior.per_source, psd))
-    return np.asarray(_gains_from_shares(posterior.expect(models.shares), psd[0].shape[1]))
+    shares = wiener_shares(psd) if models.shares is None else models.shares
+    return np.asarray(_gains_from_shares(posterior.expect(shares), psd[0].shape[1]))
 
 
 def dominance(posterior, models, mixture, emission) -> np.ndarray:

@@ -26,8 +26,9 @@ class ModelSet(NamedTuple):
     Attributes:
         log_init: K arrays ``(N_k,)``; log_trans: K arrays ``(N_k, N_k)``.
         params: the emission's ``Params`` (K-tuples of arrays).
-        prepared: ``emission.prepare(params, scale)``: the log-likelihood's mixture-independent part.
-        shares: ``(prod N, (K - 1) F)`` Wiener shares (``masks.wiener_shares``) or ``None``.
+        prepared: ``emission.prepare(params, scale)``, the log-likelihood's mixture-independent part,
+            or ``None`` (made when needed).
+        shares: ``(prod N, (K - 1) F)`` Wiener shares (``masks.wiener_shares``) or ``None`` (made when needed).
         dictionaries: K arrays ``(N_k, F, R)`` or ``None``.
     """
 
@@ -84,10 +85,16 @@ def infer(models: ModelSet, emission, frames, scale: float, method: str, form: s
     """
     if method != "exact":
         return Factored(emission.mean_field_marginals(models.log_init, models.log_trans, models.params, frames, scale))
-    log_lik = emission.log_lik(models.prepared, frames)
+    log_lik = scaled_log_lik(models, emission, frames, scale)
     if form == "expectation":
         return Passes(models.log_init, models.log_trans, log_lik)
     return Joint(hmm.joint_posterior(models.log_init, models.log_trans, log_lik, flat=True)[0], models.n_states)
+
+
+def scaled_log_lik(models: ModelSet, emission, frames, scale: float):
+    """The frames' log-likelihoods times ``scale``, ``(T, N_1, ..., N_K)``."""
+    prepared = emission.prepare(models.params, scale) if models.prepared is None else models.prepared
+    return emission.log_lik(prepared, frames)
 
 
 def clean_source_posterior(models: ModelSet, emission, own_frames, scale: float) -> Joint:

@@ -21,8 +21,11 @@ from fhmm_ppl.audio.features import istft, stft
 from fhmm_ppl.separation import masks, storage
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
-from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer
+from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
 from fhmm_ppl.separation.storage import SourceModel
+
+#: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
+TYPICAL_FRAMES = 1000
 
 
 def as_float_audio(samples) -> np.ndarray:
@@ -78,15 +81,19 @@ class Separator:
         self.sets = [self._model_set(m) for m in self.members]
 
     def _model_set(self, member: Mapping[str, SourceModel]) -> ModelSet:
-        """One set of source models as device arrays, with what every separation reuses."""
+        """One set of source models as device arrays, with what every exact separation reuses
+        (the log-likelihood's mixture-independent part, Wiener shares), made where a typical
+        mixture's plan is exact: they are as large as the joint state space."""
         sources = list(member.values())
         params = self.emission.stack([s.emission for s in sources])
         dictionaries = (tuple(jnp.asarray(s.emission["dictionaries"], jnp.float32) for s in sources)
                         if self.options.dictionary_size else None)
+        n_states = tuple(int(s.init.shape[0]) for s in sources)
+        exact = hmm.plan_inference(n_states, TYPICAL_FRAMES, method=self.options.inference.method).method == "exact"
         return ModelSet(tuple(jnp.log(jnp.asarray(s.init, jnp.float32)) for s in sources),
-                        tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in sources),
-                        params, self.emission.prepare(params, self.options.evidence_scale),
-                        masks.wiener_shares(params.psd) if self.mask.shares else None, dictionaries)
+                        tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in sources), params,
+                        self.emission.prepare(params, self.options.evidence_scale) if exact else None,
+                        masks.wiener_shares(params.psd) if exact and self.mask.shares else None, dictionaries)
 
     @property
     def names(self) -> list[str]:
@@ -145,7 +152,7 @@ class Separator:
         if method != "exact":
             marginals = infer(models, self.emission, frames, scale, method, "marginals").marginals()
         else:
-            log_lik = self.emission.log_lik(models.prepared, frames)
+            log_lik = scaled_log_lik(models, self.emission, frames, scale)
             marginals = hmm.posteriors(models.log_init, models.log_trans, log_lik).marginals
         return {name: np.asarray(m) for name, m in zip(self.names, marginals)}
 

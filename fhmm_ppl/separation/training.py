@@ -20,14 +20,10 @@ from fhmm_ppl.models import make_family
 from fhmm_ppl.models.fhmm import make_spec
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
-from fhmm_ppl.separation.separator import Separator, as_float_audio, plan
+from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.state_nmf import state_dictionaries
 from fhmm_ppl.separation.storage import SourceModel
 from fhmm_ppl.train import fit
-
-#: Mixture frames the early inference check assumes (8 s at 16 kHz, hop 128).
-TYPICAL_FRAMES = 1000
-
 
 def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: Optional[SeparatorOptions] = None, *,
                   progress: bool = False, **flat) -> Separator:
