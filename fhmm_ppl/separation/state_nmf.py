@@ -9,11 +9,8 @@ to it. On a mixture, the FHMM picks each source's most probable state per
 frame (from the exact posterior), and the frame's magnitude spectrum is
 explained by the chosen states' dictionaries with non-negative activations
 (KL-NMF with the dictionaries fixed). Each source's share of the model's
-power, ``|W_k h_k|^2 / sum_j |W_j h_j|^2``, is its mask.
-
-Measured on the demo tasks (``scripts/bench_quality.py``, log-mel, 64 states,
-three models): mean speech SDR improvement 8.89 dB with blended state masks,
-9.41 with 16-component state dictionaries (R = 2: 8.72, 4: 9.12, 8: 9.36).
+power, ``|W_k h_k|^2 / sum_j |W_j h_j|^2``, is its mask. (What this buys, by
+dictionary size: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -29,8 +26,8 @@ from fhmm_ppl.runtime import run_beside
 #: Multiplicative-update iterations for a state's dictionary (training) and a frame's activations.
 TRAIN_ITERATIONS = 100
 SEPARATE_ITERATIONS = 40
-#: Frames per chunk when separating: the gathered dictionaries, (chunk, F, K * R), stay in a core's
-#: cache through all the updates (1000 frames, 257 bins, 2 x 16 spectra: 57 ms at 16 frames, 82 at 256).
+#: Frames per chunk when separating: small enough that the gathered dictionaries, (chunk, F, K * R),
+#: stay in a core's cache through all the updates.
 CHUNK = 16
 _TINY = 1e-9
 
@@ -81,8 +78,7 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
     """Masks ``(K, T, F)`` from each source's state dictionaries and its state per frame.
 
     Frames are independent, so a long mixture's second half runs on the helper thread while
-    this one runs the first (the chunks run one after another on one core: measured 35 against
-    55 ms for 1000 frames, two sources of 16 spectra).
+    this one runs the first (the chunks of one computation run one after another on one core).
 
     Args:
         dictionaries: K arrays ``(N_k, F, R)`` (columns summing to one).
