@@ -5,9 +5,9 @@ A separator decides once, from its masks, which form it needs (``FORMS``):
 - ``Passes``: the exact posterior kept as the two-filter passes' inputs; masks read only posterior
   expectations of per-joint-state values (``hmm.posterior_expectation``), so the posterior over
   ``prod N`` joint states is never written out;
-- ``Joint``: the exact posterior written out, ``(T, prod N)``;
-- ``Factored``: per-source state marginals only (structured mean field; or the product of
-  marginals found on each clean source, a diagnostic).
+- ``Joint``: the exact posterior written out, ``(T, prod N)`` (or, as a diagnostic, the product of
+  the state posteriors each source model finds on its own clean source);
+- ``Factored``: per-source state marginals only (structured mean field).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import NamedTuple
 import jax
 
 from fhmm_ppl import hmm
-from fhmm_ppl.hmm._factored import chain_marginals
 
 
 class ModelSet(NamedTuple):
@@ -63,7 +62,7 @@ class Joint(NamedTuple):
 
     def marginals(self):
         shape = (self.joint.shape[0],) + self.n_states
-        return chain_marginals(self.joint.reshape(shape), len(self.n_states), first_axis=1)
+        return hmm.chain_marginals(self.joint.reshape(shape), len(self.n_states), first_axis=1)
 
 
 class Factored(NamedTuple):
@@ -104,8 +103,7 @@ def clean_source_posterior(models: ModelSet, emission, own_frames, scale: float)
     for k, frames in enumerate(own_frames):
         single = ModelSet((models.log_init[k],), (models.log_trans[k],), type(models.params)(
             *(None if p is None else (p[k],) for p in models.params)), None, None, None)
-        prepared = emission.prepare(single.params, scale)
-        log_lik = emission.log_lik(prepared, frames)
-        marginal = hmm.posteriors(single.log_init, single.log_trans, log_lik).marginals[0]
+        marginal = hmm.posteriors(single.log_init, single.log_trans,
+                                  scaled_log_lik(single, emission, frames, scale)).marginals[0]
         joint = marginal if joint is None else (joint[:, :, None] * marginal[:, None, :]).reshape(marginal.shape[0], -1)
     return Joint(joint, models.n_states)
