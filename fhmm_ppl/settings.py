@@ -15,6 +15,14 @@ from typing import Any, ClassVar, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
+class SettingError(ValueError):
+    """A setting that does not fit the others, with the dotted ``key`` it belongs to (``model.emission``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class Strict(BaseModel):
     """Frozen, no unknown keys (a misspelt key is an error, not a silently ignored default)."""
 

@@ -145,7 +145,7 @@ def test_a_failing_run_is_marked_failed_with_its_traceback(tmp_path):
 def test_config_errors_caught_before_a_run_starts(tmp_path):
     good = write_yaml(tmp_path / "good.yaml", TINY)
     for override, message in [
-        ("model.priors.psd={name: dirichlet}", "model.priors: no prior role 'psd' for the log_mel emission; roles: covars"),
+        ("model.priors.psd={name: dirichlet}", "model.priors.psd: no prior role 'psd' for the log_mel emission; roles: covars"),
         ("inference.mask=wiener", "inference.mask: wiener is now inference.mask: soft"),
         ("inference.logmax_mask=blend", "inference.logmax_mask is now inference.soft_mask"),
         ("inference.soft_mask=wiener", None),

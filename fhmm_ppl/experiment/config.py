@@ -28,6 +28,7 @@ from fhmm_ppl.settings import (
     FeatureSettings,
     InferenceSettings,
     ModelSettings,
+    SettingError,
     TrainingSettings,
 )
 
@@ -114,11 +115,6 @@ class DataConfig(_Strict):
         return self
 
 
-#: ``check_separation``'s messages by their first words -> the dotted key they are about.
-_SEPARATION_KEYS = (("emission ", "model.emission"), ("no prior role", "model.priors"),
-                    ("soft_mask ", "inference.soft_mask"), ("inference method", "inference.method"))
-
-
 class EvaluationConfig(_Strict):
     baselines: list[Literal["nmf", "irm", "ibm"]] = Field(default_factory=lambda: ["nmf", "irm", "ibm"])
     nmf_components: int = Field(32, ge=1, le=512)
@@ -184,10 +180,8 @@ class ExperimentConfig(_Strict):
             raise ValueError("data.classes is for classification; separation trains on data.train")
         try:
             check_separation(self.model, self.inference)
-        except ValueError as err:
-            message = str(err)
-            key = next((k for prefix, k in _SEPARATION_KEYS if message.startswith(prefix)), None)
-            raise ValueError(f"{key}: {message}" if key else message) from None
+        except SettingError as err:
+            raise ValueError(f"{err.key}: {err}") from None
         if self.data.source == "files":
             if len(self.data.train) < 2:
                 raise ValueError("data.train needs training files for at least two sources when data.source is 'files'")

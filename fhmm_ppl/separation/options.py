@@ -14,7 +14,14 @@ from pydantic import Field, model_validator
 
 from fhmm_ppl.audio.features import STFTConfig
 from fhmm_ppl.separation.emissions import EMISSIONS, get_emission
-from fhmm_ppl.settings import FeatureSettings, InferenceSettings, ModelSettings, TaskOptions, TrainingSettings
+from fhmm_ppl.settings import (
+    FeatureSettings,
+    InferenceSettings,
+    ModelSettings,
+    SettingError,
+    TaskOptions,
+    TrainingSettings,
+)
 
 #: Flat keyword -> (section, field) for ``fit_separator(..., **flat)``: every field by its own name,
 #: except the two ``method`` fields, which are ``trainer`` and ``inference``.
@@ -68,18 +75,19 @@ class SeparatorOptions(TaskOptions):
 
 
 def check_separation(model: ModelSettings, inference: InferenceSettings) -> None:
-    """One-line ``ValueError`` unless the model and inference sections suit separation: a registered
-    emission, prior roles it has, a soft mask it makes, mean field only where it has an expectation."""
+    """One-line ``SettingError`` (naming the key) unless the model and inference sections suit
+    separation: a registered emission, prior roles it has, a soft mask it makes, mean field only
+    where it has an expected log-likelihood."""
     if model.emission not in EMISSIONS:
-        raise ValueError(f"emission must be one of {', '.join(EMISSIONS)} for separation, got {model.emission!r}")
+        raise SettingError("model.emission", f"emission must be one of {', '.join(EMISSIONS)} for separation, got {model.emission!r}")
     emission = EMISSIONS[model.emission]
     roles = ("initial", "transition") + emission.prior_roles
     for role in model.priors:
         if role not in roles:
-            raise ValueError(f"no prior role {role!r} for the {model.emission} emission; roles: {', '.join(sorted(roles))}")
+            raise SettingError(f"model.priors.{role}", f"no prior role {role!r} for the {model.emission} emission; roles: {', '.join(sorted(roles))}")
     if inference.soft_mask is not None and inference.soft_mask not in emission.soft_masks:
-        raise ValueError(f"soft_mask {inference.soft_mask!r} is not made by the {model.emission} emission; "
+        raise SettingError("inference.soft_mask", f"soft_mask {inference.soft_mask!r} is not made by the {model.emission} emission; "
                          f"it makes {', '.join(emission.soft_masks)}")
     if inference.method == "mean_field" and not emission.mean_field:
-        raise ValueError(f"inference method mean_field is not available for the {model.emission} emission (it needs "
+        raise SettingError("inference.method", f"inference method mean_field is not available for the {model.emission} emission (it needs "
                          "exact inference: method exact or auto); complex_gaussian has mean field")
