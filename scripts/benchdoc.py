@@ -27,14 +27,21 @@ def machine() -> str:
             f"Python {platform.python_version()}, JAX {jax.__version__} ({jax.default_backend()})")
 
 
-def stamp(command: str) -> str:
-    """``Measured <date> at commit <hash> on <machine> by `<command>`.``"""
+def _commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=DOC.parent, check=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=DOC.parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return f"Measured {datetime.date.today().isoformat()} at commit {commit} on {machine()}, by `{command}`."
+        return "unknown"
+
+
+#: The commit when the benchmark started (read on import: the tree may move on while it runs).
+COMMIT = _commit()
+
+
+def stamp(command: str) -> str:
+    """``Measured <date> at commit <hash> on <machine>, by `<command>`.``"""
+    return f"Measured {datetime.date.today().isoformat()} at commit {COMMIT} on {machine()}, by `{command}`."
 
 
 def write(name: str, text: str, path: Path = DOC) -> Path:
