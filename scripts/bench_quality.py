@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 import benchdoc
+
+#: The real recordings, from the project root (see their PROVENANCE.md).
+REAL_AUDIO = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-audio")
 
 
 def score(references: np.ndarray, estimates: np.ndarray, mixture: np.ndarray) -> dict:
@@ -129,6 +133,85 @@ def print_real_time_factors(task) -> list[str]:
     return rows
 
 
+#: FHMM separators of the real-speech section (flat options over the library's defaults).
+REAL_METHODS = {
+    "default": {},
+    "default, n_fft 1024, hop 256": {"n_fft": 1024, "hop_length": 256},
+    "complex Gaussian 64, one model set": {"emission": "complex_gaussian", "n_models": 1},
+    "complex Gaussian 32, n_fft 1024, hop 256": {"emission": "complex_gaussian", "n_states": 32, "n_models": 1,
+                                                 "n_fft": 1024, "hop_length": 256},
+}
+#: Baselines of the real-speech section: supervised KL-NMF at two STFTs, the oracle ratio mask.
+REAL_BASELINES = {"NMF 32/source": (512, 128), "NMF 32/source, n_fft 1024, hop 256": (1024, 256)}
+
+
+def real_scores(task, methods: dict) -> dict:
+    """SDR improvement per method on one real task: the speech estimate's against a noise, the mean of
+    both talkers' for a talker pair; and the seconds each FHMM separation took (after training)."""
+    from fhmm_ppl.audio import STFTConfig
+    from fhmm_ppl.metrics import separation_report
+    from fhmm_ppl.separation import fit_separator
+    from fhmm_ppl.separation.baselines import apply_masks, fit_supervised_nmf, oracle_masks
+
+    names = list(task.train)
+    mixture = task.mixtures[0]
+    refs = np.stack([task.references[0][n] for n in names])
+    keep = slice(0, 1) if "speech" in names else slice(None)
+
+    def improvement(estimates):
+        return float(np.mean(separation_report(refs, estimates, mixture)["sdr_improvement"][keep]))
+
+    out, seconds = {}, {}
+    for label, options in methods.items():
+        sep = fit_separator(task.train, task.sample_rate, **options)
+        sep.separate(mixture)  # compile
+        start = time.perf_counter()
+        est = sep.separate(mixture)
+        seconds[label] = time.perf_counter() - start
+        out[label] = improvement(np.stack([est[n] for n in names]))
+    for label, (n_fft, hop) in REAL_BASELINES.items():
+        nmf = fit_supervised_nmf(task.train, n_components=32, config=STFTConfig(n_fft, hop))
+        est = nmf.separate(mixture)
+        out[label] = improvement(np.stack([est[n] for n in names]))
+    config = STFTConfig(512, 128)
+    out["oracle IRM"] = improvement(apply_masks(mixture, oracle_masks(refs, mixture, config, "irm"), config))
+    return {"sdri": out, "seconds": seconds}
+
+
+def run_real(folder: str, quick: bool, methods: dict = REAL_METHODS) -> list[str]:
+    """The real-speech section: every method on the real tasks, printed per task and summarised per
+    noise kind; returns the summary as Markdown lines."""
+    from fhmm_ppl.audio.real import NOISES, TALKER_PAIRS, real_tasks
+
+    talkers = (("dev1_female4_src_1", "dev1_male4_src_2") if quick
+               else ("dev1_female4_src_1", "dev1_male4_src_2", "dev1_female4_src_3", "dev1_male4_src_4", "arctic_aew"))
+    tasks = real_tasks(folder, talkers=talkers, snrs=(0.0,) if quick else (0.0, 5.0),
+                       pairs=() if quick else TALKER_PAIRS)
+    labels = list(methods) + list(REAL_BASELINES) + ["oracle IRM"]
+    per_kind: dict = {}
+    audio_seconds, compute = 0.0, {label: 0.0 for label in methods}
+    print(f"\n# Real speech ({folder}): SDR improvement (dB), speech estimate (talker pairs: both talkers)")
+    print(f"{'task':<48}" + "".join(f"{label[:22]:>24}" for label in labels))
+    for task in tasks:
+        result = real_scores(task, methods)
+        kind = "talker pair" if "speech" not in task.train else task.name.split("+")[1].split("@")[0]
+        per_kind.setdefault(kind, []).append(result["sdri"])
+        audio_seconds += len(task.mixtures[0]) / task.sample_rate
+        for label, value in result["seconds"].items():
+            compute[label] += value
+        print(f"{task.name:<48}" + "".join(f"{result['sdri'][label]:24.2f}" for label in labels), flush=True)
+    kinds = [k for k in NOISES + ("talker pair",) if k in per_kind]
+    table = [f"| method | {' | '.join(kinds)} | mean over noises | RTF |", "|---" * (len(kinds) + 3) + "|"]
+    print(f"\n{'method':<40}" + "".join(f"{k[:14]:>16}" for k in kinds) + f"{'noise mean':>12}{'RTF':>8}")
+    for label in labels:
+        means = [float(np.mean([r[label] for r in per_kind[k]])) for k in kinds]
+        noise_mean = float(np.mean([m for k, m in zip(kinds, means) if k != "talker pair"]))
+        rtf = f"{compute[label] / audio_seconds:.3f}" if label in compute else ""
+        print(f"{label:<40}" + "".join(f"{m:16.2f}" for m in means) + f"{noise_mean:12.2f}{rtf:>8}")
+        table.append(f"| {label} | {' | '.join(f'{m:.2f}' for m in means)} | **{noise_mean:.2f}** | {rtf} |")
+    return table
+
+
 #: Methods that also get a row with the states read off the clean sources.
 STATE_ORACLE = ("FHMM 32", "FHMM 32 log-mel")
 
@@ -137,6 +220,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two tasks only")
     parser.add_argument("--rtf-only", action="store_true", help="only the real-time factors (about 1 min)")
+    parser.add_argument("--real", metavar="FOLDER", nargs="?", const=REAL_AUDIO,
+                        help=f"only the real-speech section, on the recordings in FOLDER (default {REAL_AUDIO})")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args()
     from fhmm_ppl.audio.tasks import demo_task
@@ -145,6 +230,15 @@ def main() -> None:
     enable_compilation_cache()
     if args.rtf_only:
         print_real_time_factors(demo_task("speech_noise", "white"))
+        return
+    if args.real:
+        table = run_real(args.real, args.quick)
+        if args.write_docs:
+            command = "python scripts/bench_quality.py --real --write-docs" + (" --quick" if args.quick else "")
+            path = benchdoc.write("bench_real", "\n".join([
+                benchdoc.stamp(command), "", "Mean SDR improvement (dB) per noise kind (speech estimate; talker "
+                "pairs: both talkers), real-time factor of the separation after training:", "", *table]))
+            print(f"wrote {path}")
         return
     tasks = [("speech+white", demo_task("speech_noise", "white")), ("speech+babble", demo_task("speech_noise", "babble"))]
     if not args.quick:
