@@ -145,10 +145,15 @@ class ClassificationSettings(Strict):
 
 
 class TaskOptions(Strict):
-    """A task's options: settings sections (and a seed), also settable by flat keywords.
+    """A task's options: settings sections and the seed, also settable by flat keywords. Subclasses
+    add their own sections.
 
     ``FLAT_KEYS`` maps each flat keyword to its ``(section, field)``; ``KIND`` names the task in errors.
     """
+
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    seed: int = Field(0, ge=0)
 
     FLAT_KEYS: ClassVar[dict[str, tuple[str, str]]] = {}
     KIND: ClassVar[str] = "task"

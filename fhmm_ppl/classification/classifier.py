@@ -52,11 +52,8 @@ class ClassifierOptions(TaskOptions):
     (``fhmm_ppl.train.fit``); ``classification`` the feature kind, scaler and decision rule.
     """
 
-    features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(**CLASSIFICATION_MODEL))
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
-    seed: int = Field(0, ge=0)
 
     FLAT_KEYS: ClassVar[dict[str, tuple[str, str]]] = FLAT_KEYS
     KIND: ClassVar[str] = "classifier"

@@ -38,11 +38,8 @@ FLAT_KEYS = {
 class SeparatorOptions(TaskOptions):
     """A separator's settings: the experiment file's sections and the seed (k-means starts, SVI)."""
 
-    features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
-    seed: int = Field(0, ge=0)
 
     FLAT_KEYS: ClassVar[dict[str, tuple[str, str]]] = FLAT_KEYS
     KIND: ClassVar[str] = "separator"
