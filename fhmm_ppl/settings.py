@@ -30,10 +30,11 @@ class Strict(BaseModel):
 
 
 class FeatureSettings(Strict):
-    """STFT frames, and mel bands where an emission or classifier uses them."""
+    """STFT frames, and mel bands where an emission or classifier uses them. The defaults are the
+    separation defaults (64 ms frames at 16 kHz resolve harmonics; see docs/benchmarks.md)."""
 
-    n_fft: int = Field(512, ge=64, le=8192)
-    hop_length: int = Field(128, ge=16, le=4096)
+    n_fft: int = Field(1024, ge=64, le=8192)
+    hop_length: int = Field(256, ge=16, le=4096)
     n_mels: int = Field(64, ge=8, le=256)
 
     @model_validator(mode="after")
@@ -62,7 +63,7 @@ class ModelSettings(Strict):
     """
 
     emission: str = "log_mel"
-    n_states: int = Field(64, ge=1, le=256)
+    n_states: int = Field(16, ge=1, le=256)
     state_components: Optional[int] = Field(None, ge=0, le=128)
     covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
     priors: dict[str, PriorSettings] = Field(default_factory=dict)
@@ -81,6 +82,8 @@ class ModelSettings(Strict):
 
 #: The model section's defaults for classification (one Gaussian HMM per label).
 CLASSIFICATION_MODEL = {"emission": "gaussian", "n_states": 4}
+#: The features section's defaults for classification (32 ms frames, as the study it follows).
+CLASSIFICATION_FEATURES = {"n_fft": 512}
 
 
 class TrainingSettings(Strict):

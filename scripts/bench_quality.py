@@ -81,14 +81,14 @@ ORACLE_PREFIX = "  states from clean sources: "
 
 
 def real_time_factor(task, n_states: int = 64, hop_length: int = 128, emission: str = "complex_gaussian",
-                     n_models: int = 1, repeats: int = 20) -> tuple[float, float]:
+                     n_models: int = 1, repeats: int = 20, n_fft: int = 512) -> tuple[float, float]:
     """Seconds of computation per second of audio for ``separate``, best and median of ``repeats``
     (after compilation). The best is the machine's capability; on a shared VM the median also
     carries the neighbours' load."""
     from fhmm_ppl.separation import fit_separator
 
-    sep = fit_separator(task.train, task.sample_rate, n_states=n_states, max_iter=10, hop_length=hop_length,
-                        emission=emission, n_models=n_models)
+    sep = fit_separator(task.train, task.sample_rate, n_states=n_states, max_iter=10, n_fft=n_fft,
+                        hop_length=hop_length, emission=emission, n_models=n_models)
     mixture = task.mixtures[0]
     sep.separate(mixture)  # compile
     times = []
@@ -122,12 +122,14 @@ def print_real_time_factors(task) -> list[str]:
     print(f"\nreal-time factor of separate() (STFT -> inference -> masks -> iSTFT), 16 kHz, 8 s mixture, "
           f"best / median of 20 (float32 matrix products now: {matmul_throughput():.0f} GMAC/s on both cores):")
     rows = []
-    for n_states, hop, emission, n_models in ((64, 128, "complex_gaussian", 1), (64, 256, "complex_gaussian", 1),
-                                              (32, 128, "complex_gaussian", 1), (32, 128, "log_mel", 1),
-                                              (64, 128, "log_mel", 1), (64, 128, "log_mel", 3)):
-        best, median = real_time_factor(task, n_states, hop, emission, n_models)
+    for n_states, n_fft, hop, emission, n_models in ((64, 512, 128, "complex_gaussian", 1),
+                                                     (64, 512, 256, "complex_gaussian", 1),
+                                                     (32, 512, 128, "complex_gaussian", 1), (32, 512, 128, "log_mel", 1),
+                                                     (64, 512, 128, "log_mel", 1), (64, 512, 128, "log_mel", 3),
+                                                     (16, 1024, 256, "log_mel", 3)):
+        best, median = real_time_factor(task, n_states, hop, emission, n_models, n_fft=n_fft)
         times = f", {n_models} model sets" if n_models > 1 else ""
-        label = f"two {n_states}-state {emission} sources{times}, n_fft 512, hop {hop}"
+        label = f"two {n_states}-state {emission} sources{times}, n_fft {n_fft}, hop {hop}"
         print(f"  {label}: {best:.4f} / {median:.4f}")
         rows.append(f"| {label} | {best:.4f} | {median:.4f} |")
     return rows
@@ -135,11 +137,10 @@ def print_real_time_factors(task) -> list[str]:
 
 #: FHMM separators of the real-speech section (flat options over the library's defaults).
 REAL_METHODS = {
-    "default": {},
-    "default, n_fft 1024, hop 256": {"n_fft": 1024, "hop_length": 256},
-    "complex Gaussian 64, one model set": {"emission": "complex_gaussian", "n_models": 1},
-    "complex Gaussian 32, n_fft 1024, hop 256": {"emission": "complex_gaussian", "n_states": 32, "n_models": 1,
-                                                 "n_fft": 1024, "hop_length": 256},
+    "log-mel 16, n_fft 1024, hop 256, x3": {"emission": "log_mel", "n_states": 16, "n_fft": 1024, "hop_length": 256},
+    "log-mel 64, n_fft 512, hop 128, x3": {"emission": "log_mel", "n_states": 64, "n_fft": 512, "hop_length": 128},
+    "complex Gaussian 64, n_fft 512, hop 128": {"emission": "complex_gaussian", "n_states": 64, "n_models": 1,
+                                                "n_fft": 512, "hop_length": 128},
 }
 #: Baselines of the real-speech section: supervised KL-NMF at two STFTs, the oracle ratio mask.
 REAL_BASELINES = {"NMF 32/source": (512, 128), "NMF 32/source, n_fft 1024, hop 256": (1024, 256)}
@@ -244,8 +245,8 @@ def main() -> None:
     if not args.quick:
         tasks += [("speech+pink", demo_task("speech_noise", "pink")), ("speech+hum", demo_task("speech_noise", "hum")),
                   ("speech+chirps", demo_task("speech_chirp")), ("two talkers", demo_task("two_talkers"))]
-    cg = {"emission": "complex_gaussian", "max_iter": 30, "n_models": 1}
-    mel = {"emission": "log_mel", "max_iter": 30, "n_models": 1}
+    cg = {"emission": "complex_gaussian", "max_iter": 30, "n_models": 1, "n_fft": 512, "hop_length": 128}
+    mel = {"emission": "log_mel", "max_iter": 30, "n_models": 1, "n_fft": 512, "hop_length": 128}
     methods = {
         "FHMM 32, plain likelihood": {**cg, "n_states": 32, "likelihood_scale": 1.0},
         "FHMM 32": {**cg, "n_states": 32},
@@ -260,7 +261,8 @@ def main() -> None:
         "FHMM 64 log-mel x3, dominance masks": {**mel, "n_states": 64, "n_models": 3, "soft_mask": "dominance",
                                                 "state_components": 0},
         "FHMM 64 log-mel x3, blended masks": {**mel, "n_states": 64, "n_models": 3, "state_components": 0},
-        "FHMM 64 log-mel x3 (the default)": {**mel, "n_states": 64, "n_models": 3},
+        "FHMM 64 log-mel x3": {**mel, "n_states": 64, "n_models": 3},
+        "the default: log-mel 16, n_fft 1024, hop 256, x3": {},
     }
     print("Speech estimate, BSS-Eval v3 (dB); SDRi = SDR improvement over the unprocessed mixture")
     summary = {}

@@ -152,7 +152,7 @@ def test_config_errors_caught_before_a_run_starts(tmp_path):
         ("model.emission=complex_gaussian", None),
         ("data.snr_db=.nan", "data.snr_db: must be a finite number of dB"),
         ("seed=-1", "seed: Input should be greater than or equal to 0"),
-        ("features.hop_length=1024", "hop_length \\(1024\\) must not exceed n_fft \\(512\\)"),
+        ("features.hop_length=2048", "hop_length \\(2048\\) must not exceed n_fft \\(1024\\)"),
         ("model.n_states=[3", "--set 'model.n_states=\\[3': the value is not valid YAML"),
         ("=5", "is not a dotted key"),
     ]:
@@ -195,9 +195,9 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["sweep", str(good)])  # no grid: one error line, not two
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
         "error: no grid: give --grid key=v1,v2 or a sweep: section in the file"]
-    sweep = write_yaml(tmp_path / "sweep.yaml", {**TINY, "sweep": {"features.hop_length": [128, 1024]}})
+    sweep = write_yaml(tmp_path / "sweep.yaml", {**TINY, "sweep": {"features.hop_length": [128, 2048]}})
     result = CliRunner().invoke(app, ["validate", str(sweep)])  # every point is checked, not only the first
-    assert result.exit_code == 1 and "hop_length (1024) must not exceed n_fft (512)" in result.output
+    assert result.exit_code == 1 and "hop_length (2048) must not exceed n_fft (1024)" in result.output
 
 
 def test_validate_as_a_real_subprocess(tmp_path):

@@ -132,8 +132,8 @@ def test_bad_input_is_rejected(trained, tmp_path):
         fit_separator({"a": noise, "b": noise}, 0)
     with pytest.raises(ValueError, match="source 'b': training audio contains NaN"):
         fit_separator({"a": noise, "b": np.where(np.arange(4000) == 7, np.nan, noise)}, RATE, n_states=8)
-    with pytest.raises(ValueError, match="source 'a': 0.50 s of training audio give 32 frames, fewer than the 64 states"):
-        fit_separator({"a": noise, "b": noise}, RATE)
+    with pytest.raises(ValueError, match="source 'a': 0.50 s of training audio give 16 frames, fewer than the 20 states"):
+        fit_separator({"a": noise, "b": noise}, RATE, n_states=20)
     folder = sep.save(tmp_path / "damaged")
     (folder / "params.npz").unlink()
     with pytest.raises(ValueError, match="damaged or incomplete saved separator"):
@@ -367,12 +367,12 @@ def test_five_sources_by_mean_field_linear_in_the_number_of_sources():
                         n_models=1)
     est = sep.separate(refs.sum(0))
     assert np.all(bss_eval(refs, np.stack([est[n] for n in bands])).sdr > 10)
-    states = sep.state_posteriors(np.fft.rfft(np.zeros((4, 512)), axis=1))
+    states = sep.state_posteriors(np.fft.rfft(np.zeros((4, sep.options.features.n_fft)), axis=1))
     assert set(states) == set(bands) and all(np.allclose(m.sum(1), 1, atol=1e-4) for m in states.values())
     # the default (log-mel) separator needs exact inference: five 64-state sources are refused
     # before any training, with the way out named
     with pytest.raises(ValueError, match="needs exact inference over 64\\^5 joint states.*emission='complex_gaussian'"):
-        fit_separator(train, RATE)
+        fit_separator(train, RATE, n_states=64)
     # an emission without an expected log-likelihood is refused mean field when the options are made
     with pytest.raises(ValueError, match="mean_field is not available for the logmax emission"):
         fit_separator(dict(list(train.items())[:2]), RATE, emission="logmax", inference="mean_field")
@@ -431,11 +431,11 @@ def test_an_ensemble_averages_its_models_masks_and_round_trips(tmp_path):
     train = {"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}
     refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
     ensemble = fit_separator(train, RATE, n_states=4, max_iter=5, n_models=2, n_init=2, seed=3,
-                             emission="complex_gaussian")
+                             emission="complex_gaussian", n_fft=512, hop_length=128)
     assert len(ensemble.members) == 2 and ensemble.models is ensemble.members[0]
     # the second model set continues the seeds after the first one's n_init runs
     second = fit_separator(train, RATE, n_states=4, max_iter=5, n_init=2, seed=5, emission="complex_gaussian",
-                           n_models=1)
+                           n_models=1, n_fft=512, hop_length=128)
     for name in train:
         np.testing.assert_allclose(ensemble.members[1][name].emission["psd"], second.models[name].emission["psd"], rtol=1e-5)
         assert not np.allclose(ensemble.members[0][name].emission["psd"], ensemble.members[1][name].emission["psd"])
@@ -500,7 +500,8 @@ def test_many_sources_separate_by_mean_field_without_joint_state_arrays():
     models = {f"s{k}": SourceModel(np.full(n_states, 1 / n_states), np.full((n_states, n_states), 1 / n_states),
                                    {"psd": rng.uniform(0.1, 1.0, (n_states, n_bins)).astype(np.float32)})
               for k in range(n_sources)}
-    sep = Separator(models, RATE, SeparatorOptions.from_flat(emission="complex_gaussian", n_states=n_states))
+    sep = Separator(models, RATE, SeparatorOptions.from_flat(emission="complex_gaussian", n_states=n_states, n_fft=512,
+                                                             hop_length=128))
     assert sep.sets[0].prepared is None and sep.sets[0].shares is None
     mixture = rng.normal(size=RATE // 2).astype(np.float32)
     est = sep.separate(mixture)

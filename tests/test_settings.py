@@ -9,6 +9,7 @@ from fhmm_ppl.experiment import ConfigError, ExperimentConfig, load_config, pars
 from fhmm_ppl.experiment.prepare import prepare
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.settings import (
+    CLASSIFICATION_FEATURES,
     CLASSIFICATION_MODEL,
     ClassificationSettings,
     FeatureSettings,
@@ -28,13 +29,15 @@ def test_the_experiment_sections_are_the_library_settings():
 def test_every_default_is_the_same_everywhere():
     config, separator, classifier = ExperimentConfig(), SeparatorOptions(), ClassifierOptions()
     assert config.training == separator.training == classifier.training == TrainingSettings()
-    assert config.features == separator.features == classifier.features == FeatureSettings()
+    assert config.features == separator.features == FeatureSettings()
     assert config.model == separator.model == ModelSettings()
     assert config.inference == separator.inference == InferenceSettings()
     assert config.classification == classifier.classification == ClassificationSettings()
     classify = parse_config({"task": "classification"})
     assert classify.model == classifier.model == ModelSettings(**CLASSIFICATION_MODEL)
-    assert (TrainingSettings().max_iter, TrainingSettings().svi_steps, FeatureSettings().hop_length) == (50, 500, 128)
+    assert classify.features == classifier.features == FeatureSettings(**CLASSIFICATION_FEATURES)
+    assert (TrainingSettings().max_iter, TrainingSettings().svi_steps, FeatureSettings().hop_length) == (50, 500, 256)
+    assert (classifier.features.n_fft, classifier.features.hop_length) == (512, 256)
 
 
 def test_a_config_builds_the_same_options_as_python():

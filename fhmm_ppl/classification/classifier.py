@@ -22,6 +22,7 @@ from fhmm_ppl.audio.features import Normalizer, STFTConfig, log_mel, mfcc
 from fhmm_ppl.models.families import make_family
 from fhmm_ppl.models.fhmm import FHMMSpec, make_spec, sequence_log_marginals
 from fhmm_ppl.settings import (
+    CLASSIFICATION_FEATURES,
     CLASSIFICATION_MODEL,
     ClassificationSettings,
     FeatureSettings,
@@ -52,6 +53,7 @@ class ClassifierOptions(TaskOptions):
     (``fhmm_ppl.train.fit``); ``classification`` the feature kind, scaler and decision rule.
     """
 
+    features: FeatureSettings = Field(default_factory=lambda: FeatureSettings(**CLASSIFICATION_FEATURES))
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(**CLASSIFICATION_MODEL))
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fhmm_ppl.separation.options import check_separation
 from fhmm_ppl.settings import (
+    CLASSIFICATION_FEATURES,
     CLASSIFICATION_MODEL,
     ClassificationSettings,
     FeatureSettings,
@@ -158,12 +159,14 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, raw: Any) -> Any:
-        """A classification experiment's model section defaults to ``CLASSIFICATION_MODEL``."""
+        """A classification experiment's model and features sections default to ``CLASSIFICATION_MODEL``
+        and ``CLASSIFICATION_FEATURES``."""
         if isinstance(raw, dict) and raw.get("task") == "classification":
-            model = raw.get("model")
-            model = dict(model) if isinstance(model, dict) else ({} if model is None else model)
-            if isinstance(model, dict):
-                raw = {**raw, "model": {**CLASSIFICATION_MODEL, **model}}
+            for section, defaults in (("model", CLASSIFICATION_MODEL), ("features", CLASSIFICATION_FEATURES)):
+                given = raw.get(section)
+                given = dict(given) if isinstance(given, dict) else ({} if given is None else given)
+                if isinstance(given, dict):
+                    raw = {**raw, section: {**defaults, **given}}
         return raw
 
     @model_validator(mode="after")
