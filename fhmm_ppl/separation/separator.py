@@ -18,11 +18,11 @@ import numpy as np
 
 from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import istft, stft
-from fhmm_ppl.separation import masks, storage
+from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
-from fhmm_ppl.separation.storage import SourceModel
+from fhmm_ppl.separation.storage import SourceModel, read, write
 
 #: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
 TYPICAL_FRAMES = 1000
@@ -77,7 +77,7 @@ class Separator:
         self.options = options
         self.training_history = dict(training_history or {})
         self.emission = get_emission(options.model.emission)(options.features, self.sample_rate)
-        self.mask = masks.choose(options.soft_mask, options.dictionary_size)
+        self.mask = choose(options.soft_mask, options.dictionary_size)
         self.sets = [self._model_set(m) for m in self.members]
 
     def _model_set(self, member: Mapping[str, SourceModel]) -> ModelSet:
@@ -93,16 +93,16 @@ class Separator:
         return ModelSet(tuple(jnp.log(jnp.asarray(s.init, jnp.float32)) for s in sources),
                         tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in sources), params,
                         self.emission.prepare(params, self.options.evidence_scale) if exact else None,
-                        masks.wiener_shares(params.psd) if exact and self.mask.shares else None, dictionaries)
+                        wiener_shares(params.psd) if exact and self.mask.shares else None, dictionaries)
 
     @property
     def names(self) -> list[str]:
         return list(self.models)
 
-    def _mixture(self, mixture_stft: np.ndarray) -> masks.Mixture:
+    def _mixture(self, mixture_stft: np.ndarray) -> Mixture:
         frames = jnp.asarray(self.emission.frames(mixture_stft))
         magnitude = jnp.asarray(np.abs(mixture_stft), jnp.float32) if self.mask.magnitude else None
-        return masks.Mixture(frames, magnitude)
+        return Mixture(frames, magnitude)
 
     def _plan(self, n_frames: int):
         return plan(self.emission, self.sets[0].n_states, n_frames, self.options.inference.method)
@@ -130,7 +130,7 @@ class Separator:
         chosen = self._plan(mixture_stft.shape[0])
         if chosen.method != "exact":
             raise ValueError(f"state oracle masks need the joint state space, which is too large here ({chosen.reason})")
-        mixture = masks.Mixture(jnp.asarray(self.emission.frames(mixture_stft)),
+        mixture = Mixture(jnp.asarray(self.emission.frames(mixture_stft)),
                                 jnp.asarray(np.abs(mixture_stft), jnp.float32))
         own = [jnp.asarray(self.emission.frames(np.asarray(spec))) for spec in source_stfts]
         scale = self.options.evidence_scale
@@ -140,7 +140,7 @@ class Separator:
     def _finish(self, per_set: list) -> np.ndarray:
         """The sets' masks averaged (writable), made binary where the options say so."""
         gains = np.array(per_set[0]) if len(per_set) == 1 else np.mean(per_set, axis=0)
-        return masks.binary(gains) if self.options.inference.mask == "binary" else gains
+        return binary(gains) if self.options.inference.mask == "binary" else gains
 
     def state_posteriors(self, mixture_stft: np.ndarray) -> dict[str, np.ndarray]:
         """Each source's posterior state marginals ``{name: (T, N_k)}`` on a mixture STFT ``(T, F)``
@@ -182,11 +182,11 @@ class Separator:
         return (estimates, gains) if return_gains else estimates
 
     def save(self, folder: Union[str, Path]) -> Path:
-        """Write the separator into ``folder`` (``storage``)."""
-        return storage.write(folder, self.members, self.sample_rate, self.options)
+        """Write the separator into ``folder`` (``separation.storage``)."""
+        return write(folder, self.members, self.sample_rate, self.options)
 
 
 def load(folder: Union[str, Path]) -> Separator:
     """Load a separator written by ``Separator.save`` (older formats included)."""
-    members, sample_rate, options = storage.read(folder)
+    members, sample_rate, options = read(folder)
     return Separator(members, sample_rate, options)
