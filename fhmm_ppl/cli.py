@@ -104,18 +104,24 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
 
         from fhmm_ppl.experiment.prepare import prepare
         from fhmm_ppl.experiment.runner import run_experiment, run_sweep, sweep_table
+        from fhmm_ppl.experiment.tracking import Terminated, terminate_raises
 
         for _, variant in cfg.variants():  # errors name the file, before any run is created
             prepare(variant, str(config))
 
         progress = lambda items, desc: tqdm(items, desc=desc, leave=False)
-        if cfg.sweep:
-            result = run_sweep(cfg, progress=progress, on_status=lambda line: typer.echo(line))
-        else:
-            result = run_experiment(cfg, progress=progress, on_status=lambda line: typer.echo(line))
+        with terminate_raises():
+            if cfg.sweep:
+                result = run_sweep(cfg, progress=progress, on_status=lambda line: typer.echo(line))
+            else:
+                result = run_experiment(cfg, progress=progress, on_status=lambda line: typer.echo(line))
     except Exception as err:  # one line for the user; the run itself is already marked FAILED
         _fail(err, debug)
         return
+    except (KeyboardInterrupt, Terminated) as err:  # the run is already marked KILLED
+        signal_name = "SIGINT" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
+        typer.echo(f"interrupted ({signal_name}): the MLflow run is marked KILLED", err=True)
+        raise typer.Exit(code=130 if isinstance(err, KeyboardInterrupt) else 143)
     if cfg.sweep:
         typer.echo("\n" + sweep_table(result.children, cfg.task))
         typer.echo(f"\nsweep parent run {result.run_id} with {len(result.children)} child runs in experiment "

@@ -3,15 +3,14 @@
 YAML config -> data -> per-source HMMs -> FHMM separation of each test mixture
 -> metrics for the FHMM, the baselines and the oracle -> MLflow (params, step
 metrics, final metrics, audio, plots, the trained separator). The runner is the
-only layer that knows about MLflow; a failure marks the run FAILED with its
-traceback saved as ``error.txt``.
+only layer that knows about MLflow; a failure marks the run FAILED, an
+interruption (Ctrl-C, SIGTERM) KILLED, with the traceback saved as ``error.txt``.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,7 +28,7 @@ from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.experiment.data import fingerprint, load_task
 from fhmm_ppl.experiment.prepare import prepare
 from fhmm_ppl.experiment.pyfunc import log_separator_model
-from fhmm_ppl.experiment.tracking import experiment_id, run_tags, tracking_uri
+from fhmm_ppl.experiment.tracking import experiment_id, run_tags, tracked_run, tracking_uri
 from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.runtime import enable_compilation_cache
 from fhmm_ppl.separation import SeparatorOptions, fit_separator
@@ -164,20 +163,16 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     exp_id = experiment_id(client, config.tracking.experiment or config.name, uri)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name or config.tracking.run_name, nested=nested) as run:
+    with tracked_run(experiment_id=exp_id, run_name=run_name or config.tracking.run_name, nested=nested) as run:
         run_id = run.info.run_id
         on_status(f"MLflow run {run_id} (experiment {config.tracking.experiment or config.name!r}) at {uri}")
-        try:
-            mlflow.log_params(config.flat())
-            mlflow.set_tag("fhmm_ppl.task", config.task)
-            with tempfile.TemporaryDirectory() as tmp:
-                if config.task == "classification":
-                    scores, flat = run_classification(config, progress, on_status, Path(tmp))
-                else:
-                    scores, flat = _separation(config, progress, on_status, Path(tmp))
-        except BaseException:
-            mlflow.log_text(traceback.format_exc(), "error.txt")
-            raise
+        mlflow.log_params(config.flat())
+        mlflow.set_tag("fhmm_ppl.task", config.task)
+        with tempfile.TemporaryDirectory() as tmp:
+            if config.task == "classification":
+                scores, flat = run_classification(config, progress, on_status, Path(tmp))
+            else:
+                scores, flat = _separation(config, progress, on_status, Path(tmp))
     return RunResult(run_id, exp_id, uri, scores, flat)
 
 
@@ -222,25 +217,21 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
     uri = tracking_uri(config.tracking.uri)
     mlflow.set_tracking_uri(uri)
     exp_id = experiment_id(MlflowClient(uri), config.tracking.experiment or config.name, uri)
-    with mlflow.start_run(experiment_id=exp_id, run_name=config.tracking.run_name or f"{config.name} sweep") as parent:
+    with tracked_run(experiment_id=exp_id, run_name=config.tracking.run_name or f"{config.name} sweep") as parent:
         on_status(f"sweep over {len(variants)} variants: parent run {parent.info.run_id}")
         mlflow.set_tag("fhmm_ppl.sweep", "parent")
         mlflow.set_tag("fhmm_ppl.task", config.task)
         mlflow.log_params({f"sweep.{k}": json.dumps(v) for k, v in config.sweep.items()})
         result = SweepResult(parent.info.run_id, exp_id, uri)
-        try:
-            for index, (overrides, child) in enumerate(variants):
-                name = ", ".join(f"{k}={v}" for k, v in overrides.items())
-                on_status(f"[{index + 1}/{len(variants)}] {name}")
-                result.children.append((overrides, run_experiment(child, progress=progress, on_status=on_status,
-                                                                  nested=True, run_name=name)))
-            table = sweep_table(result.children, config.task)
-            mlflow.log_text(table, "sweep.md")
-            key = HEADLINE[config.task][0][1]
-            best_overrides, best = max(result.children, key=lambda child: child[1].metrics.get(key, -np.inf))
-            mlflow.log_metric(f"best.{key}", float(best.metrics.get(key, np.nan)))
-            mlflow.set_tag("fhmm_ppl.best", ", ".join(f"{k}={v}" for k, v in best_overrides.items()))
-        except BaseException:
-            mlflow.log_text(traceback.format_exc(), "error.txt")
-            raise
+        for index, (overrides, child) in enumerate(variants):
+            name = ", ".join(f"{k}={v}" for k, v in overrides.items())
+            on_status(f"[{index + 1}/{len(variants)}] {name}")
+            result.children.append((overrides, run_experiment(child, progress=progress, on_status=on_status,
+                                                              nested=True, run_name=name)))
+        table = sweep_table(result.children, config.task)
+        mlflow.log_text(table, "sweep.md")
+        key = HEADLINE[config.task][0][1]
+        best_overrides, best = max(result.children, key=lambda child: child[1].metrics.get(key, -np.inf))
+        mlflow.log_metric(f"best.{key}", float(best.metrics.get(key, np.nan)))
+        mlflow.set_tag("fhmm_ppl.best", ", ".join(f"{k}={v}" for k, v in best_overrides.items()))
     return result

@@ -8,10 +8,14 @@ opens the same store.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import threading
+import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import jax
 import mlflow
@@ -74,3 +78,40 @@ def run_tags(fingerprint: str) -> dict[str, str]:
         "jax_device": str(jax.devices()[0]),
         "data_fingerprint": fingerprint,
     }
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (as KeyboardInterrupt is for SIGINT)."""
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises ``Terminated`` in the main thread, so runs end as they do on Ctrl-C
+    (schedulers, containers and CI send SIGTERM). Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def tracked_run(**start_run) -> Iterator[mlflow.ActiveRun]:
+    """``mlflow.start_run(**start_run)`` whose run ends ``KILLED`` when interrupted (Ctrl-C, SIGTERM) and
+    ``FAILED`` on any other error, with the traceback logged as ``error.txt``; ``FINISHED`` otherwise."""
+    with mlflow.start_run(**start_run) as run:
+        try:
+            yield run
+        except BaseException as err:
+            with contextlib.suppress(Exception):
+                mlflow.log_text(traceback.format_exc(), "error.txt")
+            status = "KILLED" if isinstance(err, (KeyboardInterrupt, Terminated)) else "FAILED"
+            mlflow.end_run(status)
+            raise
