@@ -66,3 +66,29 @@ def test_sigterm_ends_a_sweep_parent_and_its_running_child_killed(tmp_path):
     assert process.returncode == 143
     _, runs = finished_runs(uri)
     assert len(runs) == 2 and all(r.info.status == "KILLED" and r.info.end_time for r in runs)
+
+
+ONE_RUN = """
+import sys, mlflow
+from fhmm_ppl.experiment.tracking import open_experiment
+uri = sys.argv[1]
+mlflow.set_tracking_uri(uri)
+_, experiment = open_experiment(uri, "at once")
+with mlflow.start_run(experiment_id=experiment):
+    mlflow.log_metric("value", float(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+def test_runs_started_at_once_on_a_new_store_all_finish(tmp_path):
+    """MLflow creates a new SQLite store's tables on first use; without the store lock, processes
+    starting at once raced through the same migrations and most failed."""
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    processes = [subprocess.Popen([sys.executable, "-c", ONE_RUN, uri, str(i)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(8)]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+    client, runs = finished_runs(uri)
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.metrics["value"] for r in runs) == [float(i) for i in range(8)]

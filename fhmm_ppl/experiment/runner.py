@@ -18,7 +18,6 @@ from typing import Callable, Optional
 import mlflow
 import numpy as np
 import yaml
-from mlflow.tracking import MlflowClient
 
 from fhmm_ppl.audio.features import STFTConfig, stft
 from fhmm_ppl.audio.io import write_audio
@@ -28,7 +27,7 @@ from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.experiment.data import fingerprint, load_task
 from fhmm_ppl.experiment.prepare import prepare
 from fhmm_ppl.experiment.pyfunc import log_separator_model
-from fhmm_ppl.experiment.tracking import experiment_id, run_tags, tracked_run, tracking_uri
+from fhmm_ppl.experiment.tracking import open_experiment, run_tags, tracked_run, tracking_uri
 from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.runtime import enable_compilation_cache
 from fhmm_ppl.separation import SeparatorOptions, fit_separator
@@ -161,8 +160,7 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
     enable_compilation_cache()
     uri = tracking_uri(config.tracking.uri)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    exp_id = experiment_id(client, config.tracking.experiment or config.name, uri)
+    _, exp_id = open_experiment(uri, config.tracking.experiment or config.name)
     with tracked_run(experiment_id=exp_id, run_name=run_name or config.tracking.run_name, nested=nested) as run:
         run_id = run.info.run_id
         on_status(f"MLflow run {run_id} (experiment {config.tracking.experiment or config.name!r}) at {uri}")
@@ -216,7 +214,7 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
         prepare(variant)
     uri = tracking_uri(config.tracking.uri)
     mlflow.set_tracking_uri(uri)
-    exp_id = experiment_id(MlflowClient(uri), config.tracking.experiment or config.name, uri)
+    _, exp_id = open_experiment(uri, config.tracking.experiment or config.name)
     with tracked_run(experiment_id=exp_id, run_name=config.tracking.run_name or f"{config.name} sweep") as parent:
         on_status(f"sweep over {len(variants)} variants: parent run {parent.info.run_id}")
         mlflow.set_tag("fhmm_ppl.sweep", "parent")

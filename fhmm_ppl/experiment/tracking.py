@@ -9,6 +9,7 @@ opens the same store.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import jax
 import mlflow
 import numpy as np
 import numpyro
+from mlflow.tracking import MlflowClient
 
 import fhmm_ppl
 
@@ -48,12 +50,34 @@ def artifact_root(uri: str) -> Optional[str]:
     return (database.parent / "artifacts").as_uri()
 
 
-def experiment_id(client, name: str, uri: str) -> str:
-    """The id of the MLflow experiment called ``name``, created if needed."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(uri))
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a SQLite store (a ``.lock`` file beside it) while inside: MLflow creates
+    and migrates a new store's tables on first use, and several runs started at once on a new store
+    would otherwise race through the same migrations and fail. Other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri[len("sqlite:///"):]).resolve()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
+    """A client of the store at ``uri`` and the id of its experiment called ``name``, created if needed,
+    both under ``store_lock`` (the client creates a new store's tables), so that runs started at once on
+    a new store create the tables and the experiment once."""
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return client, found.experiment_id
+        return client, client.create_experiment(name, artifact_location=artifact_root(uri))
 
 
 def _git_commit() -> str:
