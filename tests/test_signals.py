@@ -1,4 +1,4 @@
-"""Runs that survive signals: SIGTERM and SIGINT end a running experiment's MLflow runs as KILLED."""
+"""Runs that survive signals and concurrent writers: SIGTERM and SIGINT end runs KILLED; runs started at once on a new store all finish."""
 
 import os
 import signal
