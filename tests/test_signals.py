@@ -23,8 +23,11 @@ def start(tmp_path, command: str, config: dict):
     path.write_text(yaml.safe_dump(config))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # as from a terminal: a shell that started this test run in the background made it ignore SIGINT,
+    # which a child would inherit (Python then installs no KeyboardInterrupt handler)
     process = subprocess.Popen([sys.executable, "-m", "fhmm_ppl.cli", command, str(path)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return process, uri
 
 
