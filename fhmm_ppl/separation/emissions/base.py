@@ -25,6 +25,7 @@ rate. It provides:
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ from fhmm_ppl.settings import FeatureSettings
 LOG_FLOOR = 1e-5
 
 
-class Emission:
+class Emission(abc.ABC):
     """Base class: see the module docstring for what a subclass provides."""
 
     name: ClassVar[str]
@@ -52,11 +53,14 @@ class Emission:
         self.features = features
         self.sample_rate = int(sample_rate)
 
+    @abc.abstractmethod
     def frames(self, spectrum: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Model frames ``(T, D)`` float32 of a complex STFT ``(T, F)``."""
 
+    @abc.abstractmethod
     def source_params(self, fitted, power: np.ndarray, marginals: np.ndarray) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The arrays kept per trained source (``psd (N, F)`` among them), from its fitted one-chain
+        ``FHMMParams``, its training STFT power ``(T, F)`` and state posteriors ``(T, N)``."""
 
     def stack(self, sources: Sequence[Mapping[str, np.ndarray]]) -> NamedTuple:
         """``Params`` of K sources from their saved arrays, as float32 device arrays."""
@@ -65,8 +69,9 @@ class Emission:
     def prepare(self, params: NamedTuple, scale: float) -> Any:
         return params, scale
 
+    @abc.abstractmethod
     def log_lik(self, prepared: Any, frames) -> Any:
-        raise NotImplementedError
+        """Scaled log-likelihoods ``(T, N_1, ..., N_K)`` of model frames ``(T, D)``."""
 
     def spread(self, masks: np.ndarray) -> np.ndarray:
         return masks
