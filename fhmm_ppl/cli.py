@@ -231,6 +231,9 @@ def separate(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Separate a recording with a trained separator."""
+    if not mixture.exists() or mixture.is_dir():  # said before JAX, MLflow and the model are loaded
+        problem = "is a folder, not an audio file" if mixture.is_dir() else "no such file"
+        _fail(ValueError(f"{mixture}: {problem}"), debug)
     try:
         from fhmm_ppl.audio.io import read_audio, write_audio
         from fhmm_ppl.separation import load

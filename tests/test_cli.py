@@ -28,6 +28,19 @@ def test_help_does_not_import_heavy_libraries():
     assert "HEAVY []" in out
 
 
+def test_separate_reports_a_missing_mixture_before_loading_anything_heavy(tmp_path):
+    code = (
+        "import sys; from fhmm_ppl.cli import app\n"
+        f"try:\n    app(['separate', {str(tmp_path)!r}, {str(tmp_path / 'missing.wav')!r}])\n"
+        "except SystemExit as exit:\n    print('EXIT', exit.code)\n"
+        "heavy = [m for m in ('jax', 'mlflow', 'librosa', 'numpyro', 'matplotlib') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "EXIT 1" in out.stdout and "HEAVY []" in out.stdout
+    assert f"error: {tmp_path / 'missing.wav'}: no such file" in out.stderr
+
+
 def test_console_script_runs_as_a_subprocess():
     out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "--version"], capture_output=True, text=True, check=True)
     assert __version__ in out.stdout
