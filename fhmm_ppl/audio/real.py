@@ -12,6 +12,7 @@ on its first half and is tested on a stretch of its second; generated noises use
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Union
 
@@ -35,15 +36,23 @@ SPEECH_TRAIN_SECONDS = 6.0
 NOISE_TRAIN_SECONDS = 10.0
 
 
+@lru_cache(maxsize=32)
+def _recording(path: Path) -> np.ndarray:
+    """A recording at 16 kHz, read once per process (every task reads the same few files), read-only."""
+    signal = read_audio(path, sample_rate=RATE)[0]
+    signal.flags.writeable = False
+    return signal
+
+
 def talker_speech(folder: Union[str, Path], talker: str) -> tuple[np.ndarray, np.ndarray]:
     """A talker's ``(training, test)`` speech, float32 at 16 kHz, disjoint."""
     folder = Path(folder)
     if talker in ARCTIC_TALKERS:
-        utterances = [read_audio(folder / f"{name}.wav", sample_rate=RATE)[0] for name in ARCTIC_TALKERS[talker]]
+        utterances = [_recording(folder / f"{name}.wav") for name in ARCTIC_TALKERS[talker]]
         return np.concatenate(utterances[:-1]), utterances[-1]
     if talker not in SISEC_TALKERS:
         raise ValueError(f"unknown talker {talker!r}; choose one of {', '.join(SISEC_TALKERS + tuple(ARCTIC_TALKERS))}")
-    speech = read_audio(folder / f"{talker}.wav", sample_rate=RATE)[0]
+    speech = _recording(folder / f"{talker}.wav")
     split = int(SPEECH_TRAIN_SECONDS * RATE)
     return speech[:split], speech[split:]
 
@@ -95,7 +104,7 @@ def task_noise(folder: Union[str, Path], kind: str, target: str, part: int, seco
     """Noise of ``kind`` for training (``part`` 0) or testing (``part`` 1), ``(n,)`` float32 at -23 dBFS RMS."""
     folder = Path(folder)
     if kind in RECORDED_NOISES:
-        recording = read_audio(folder / f"{RECORDED_NOISES[kind]}.wav", sample_rate=RATE)[0]
+        recording = _recording(folder / f"{RECORDED_NOISES[kind]}.wav")
         half = len(recording) // 2
         stretch = recording[:half] if part == 0 else recording[half:]
         n = int(seconds * RATE)

@@ -76,15 +76,18 @@ def check_separation(model: ModelSettings, inference: InferenceSettings) -> None
     separation: a registered emission, prior roles it has, a soft mask it makes, mean field only
     where it has an expected log-likelihood."""
     if model.emission not in EMISSIONS:
-        raise SettingError("model.emission", f"emission must be one of {', '.join(EMISSIONS)} for separation, got {model.emission!r}")
+        raise SettingError("model.emission", f"emission must be one of {', '.join(EMISSIONS)} for separation, "
+                                              f"got {model.emission!r}")
     emission = EMISSIONS[model.emission]
     roles = ("initial", "transition") + emission.prior_roles
     for role in model.priors:
         if role not in roles:
-            raise SettingError(f"model.priors.{role}", f"no prior role {role!r} for the {model.emission} emission; roles: {', '.join(sorted(roles))}")
+            raise SettingError(f"model.priors.{role}", f"no prior role {role!r} for the {model.emission} emission; "
+                                                       f"roles: {', '.join(sorted(roles))}")
     if inference.soft_mask is not None and inference.soft_mask not in emission.soft_masks:
-        raise SettingError("inference.soft_mask", f"soft_mask {inference.soft_mask!r} is not made by the {model.emission} emission; "
-                         f"it makes {', '.join(emission.soft_masks)}")
+        raise SettingError("inference.soft_mask", f"soft_mask {inference.soft_mask!r} is not made by the "
+                                                  f"{model.emission} emission; it makes {', '.join(emission.soft_masks)}")
     if inference.method == "mean_field" and not emission.mean_field:
-        raise SettingError("inference.method", f"inference method mean_field is not available for the {model.emission} emission (it needs "
-                         "exact inference: method exact or auto); complex_gaussian has mean field")
+        raise SettingError("inference.method", f"inference method mean_field is not available for the {model.emission} "
+                                               "emission (it needs exact inference: method exact or auto); "
+                                               "complex_gaussian has mean field")

@@ -91,7 +91,8 @@ def training_marginals(frames: np.ndarray, params, spec) -> np.ndarray:
 
 def _source_model(params, frames, power, spec, emission, dictionary_size: int, seed: int) -> SourceModel:
     """The kept parameters of one trained source HMM (``seed`` seeds its dictionaries' NMF)."""
-    marginals = training_marginals(frames, params, spec)
+    needed = emission.uses_marginals or dictionary_size
+    marginals = training_marginals(frames, params, spec) if needed else None
     kept = emission.source_params(params, power, marginals)
     if dictionary_size:
         kept["dictionaries"] = state_dictionaries(marginals, power, kept["psd"], dictionary_size, seed=seed)

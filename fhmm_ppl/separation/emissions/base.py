@@ -47,6 +47,8 @@ class Emission(abc.ABC):
     soft_masks: ClassVar[tuple[str, ...]] = ("wiener",)
     state_components: ClassVar[int] = 0
     mean_field: ClassVar[bool] = False
+    #: whether ``source_params`` reads the training frames' state posteriors (a smoother pass per source)
+    uses_marginals: ClassVar[bool] = True
     Params: ClassVar[type]
 
     def __init__(self, features: FeatureSettings, sample_rate: int) -> None:
@@ -63,8 +65,14 @@ class Emission(abc.ABC):
         ``FHMMParams``, its training STFT power ``(T, F)`` and state posteriors ``(T, N)``."""
 
     def stack(self, sources: Sequence[Mapping[str, np.ndarray]]) -> NamedTuple:
-        """``Params`` of K sources from their saved arrays, as float32 device arrays."""
-        return self.Params(*(tuple(jnp.asarray(s[key], jnp.float32) for s in sources) for key in self.Params._fields))
+        """``Params`` of K sources from their saved arrays, as float32 device arrays (``None`` for a
+        field some source was saved without, e.g. state spectra of older formats)."""
+        def field(key):
+            if not all(key in s for s in sources):
+                return None
+            return tuple(jnp.asarray(s[key], jnp.float32) for s in sources)
+
+        return self.Params(*(field(key) for key in self.Params._fields))
 
     def prepare(self, params: NamedTuple, scale: float) -> Any:
         return params, scale

@@ -41,6 +41,7 @@ class ComplexGaussian(Emission):
     prior_roles = ("psd",)
     soft_masks = ("wiener",)
     mean_field = True
+    uses_marginals = False
     Params = ComplexGaussianParams
 
     def frames(self, spectrum: np.ndarray) -> np.ndarray:

@@ -47,14 +47,6 @@ class LogMax(Emission):
         return {"means": np.asarray(fitted.emission.means[0]), "variances": np.asarray(fitted.emission.covars[0]),
                 "psd": state_power_spectra(marginals, power)}
 
-    def stack(self, sources):
-        def tuple_of(key):
-            if not all(key in s for s in sources):
-                return None
-            return tuple(jnp.asarray(s[key], jnp.float32) for s in sources)
-
-        return LogMaxParams(tuple_of("means"), tuple_of("variances"), tuple_of("psd"))
-
     def log_lik(self, prepared, frames):
         params, scale = prepared
         return log_lik_chunked(frames, params.means, params.variances) * scale
