@@ -78,7 +78,7 @@ def validate(
         variants = cfg.variants()  # validates every point of a sweep
         for _, variant in variants:
             prepare(variant, str(config))
-        sweep_note = f"; sweep of {len(variants)} variants" if cfg.sweep else ""
+        sweep_note = f"; sweep of {len(variants)} variants" if cfg.sweep.active else ""
     except Exception as err:
         _fail(err, debug)
     typer.echo(f"ok: {config} ({cfg.name}: {cfg.data.source} data, {cfg.model.emission}, "
@@ -95,7 +95,7 @@ def run(
     _run(config, set_ or [], debug)
 
 
-def _run(config: Path, overrides: list, debug: bool) -> None:
+def _run(config: Path, overrides: list, debug: bool, serve_artifacts: bool = False) -> None:
     from fhmm_ppl.experiment.config import load_config
 
     try:
@@ -103,7 +103,8 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
         from tqdm.auto import tqdm
 
         from fhmm_ppl.experiment.prepare import prepare
-        from fhmm_ppl.experiment.runner import run_experiment, run_sweep, sweep_table
+        from fhmm_ppl.experiment.runner import run_experiment
+        from fhmm_ppl.experiment.sweep import run_sweep, sweep_table
         from fhmm_ppl.experiment.tracking import Terminated, terminate_raises
 
         for _, variant in cfg.variants():  # errors name the file, before any run is created
@@ -111,8 +112,9 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
 
         progress = lambda items, desc: tqdm(items, desc=desc, leave=False)
         with terminate_raises():
-            if cfg.sweep:
-                result = run_sweep(cfg, progress=progress, on_status=lambda line: typer.echo(line))
+            if cfg.sweep.active:
+                result = run_sweep(cfg, progress=progress, on_status=lambda line: typer.echo(line),
+                                   serve_artifacts=serve_artifacts)
             else:
                 result = run_experiment(cfg, progress=progress, on_status=lambda line: typer.echo(line))
     except Exception as err:  # one line for the user; the run itself is already marked FAILED
@@ -122,7 +124,7 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
         signal_name = "SIGINT" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
         typer.echo(f"interrupted ({signal_name}): the MLflow run is marked KILLED", err=True)
         raise typer.Exit(code=130 if isinstance(err, KeyboardInterrupt) else 143)
-    if cfg.sweep:
+    if cfg.sweep.active:
         typer.echo("\n" + sweep_table(result.children, cfg.task))
         typer.echo(f"\nsweep parent run {result.run_id} with {len(result.children)} child runs in experiment "
                    f"{result.experiment_id} ({result.tracking_uri})")
@@ -132,7 +134,7 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
         typer.echo("\n" + report_markdown(result.scores, result.scores["counts"], result.scores["n_tested"]))
     else:
         _print_summary(result.scores)
-    if not cfg.sweep:
+    if not cfg.sweep.active:
         typer.echo(f"\nrun {result.run_id} in experiment {result.experiment_id} ({result.tracking_uri})")
     typer.echo("open it with: fhmm-ppl ui   (or: fhmm-ppl compare)")
 
@@ -141,21 +143,32 @@ def _run(config: Path, overrides: list, debug: bool) -> None:
 def sweep(
     config: Path = typer.Argument(..., help="Experiment YAML file."),
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="key=v1,v2 (repeatable), e.g. --grid model.n_states=16,32"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="sequential (default) or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="An existing Ray cluster (default: a local one for the sweep)."),
+    cpus_per_task: Optional[float] = typer.Option(None, "--cpus-per-task", help="CPUs per point on Ray (default 1)."),
+    search: Optional[str] = typer.Option(None, "--search", help="grid (default) or optuna (ranges under sweep.space)."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trials of an optuna search."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Log to this MLflow server or store."),
+    serve_artifacts: bool = typer.Option(False, "--serve-artifacts",
+                                         help="Log through an MLflow server started over the store for the sweep."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Run a grid of variants as nested MLflow runs under one parent, ending with a table."""
+    """Run a grid or an Optuna search of variants as nested MLflow runs under one parent, ending with a table."""
+    options = {"sweep.executor": executor, "sweep.address": address, "sweep.cpus_per_task": cpus_per_task,
+               "sweep.search": search, "sweep.trials": trials, "tracking.uri": tracking_uri}
     overrides = list(set_ or []) + [f"sweep.{g}" for g in grid or []]
-    if not any(o.startswith("sweep.") for o in overrides):
-        from fhmm_ppl.experiment.config import load_config
+    overrides += [f"{key}={value}" for key, value in options.items() if value is not None]
+    from fhmm_ppl.experiment.config import load_config
 
-        try:
-            has_grid = bool(load_config(config, list(set_ or [])).sweep)
-        except Exception as err:
-            _fail(err, debug)
-        if not has_grid:
-            _fail(ValueError("no grid: give --grid key=v1,v2 or a sweep: section in the file"), debug)
-    _run(config, overrides, debug)
+    try:
+        active = load_config(config, overrides).sweep.active
+    except Exception as err:
+        _fail(err, debug)
+    if not active:
+        _fail(ValueError("no grid: give --grid key=v1,v2, a sweep: section in the file, or --search optuna with sweep.space"),
+              debug)
+    _run(config, overrides, debug, serve_artifacts)
 
 
 @app.command()
@@ -189,7 +202,7 @@ def compare(
     except Exception as err:
         _fail(err, debug)
         return
-    from fhmm_ppl.experiment.runner import HEADLINE
+    from fhmm_ppl.experiment.sweep_config import HEADLINE
 
     if not runs:
         from fhmm_ppl.experiment.tracking import tracking_uri
@@ -270,7 +283,7 @@ def _model_folder(model: str) -> Path:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from fhmm_ppl.experiment.tracking import tracking_uri
+    from fhmm_ppl.experiment.tracking import local_artifacts, tracking_uri
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
@@ -279,9 +292,14 @@ def _model_folder(model: str) -> Path:
         client = MlflowClient(uri)
         model = _full_run_id(client, model)
         try:
-            tag = client.get_run(model).data.tags.get("fhmm_ppl.model_uri")
+            run = client.get_run(model)
         except Exception:
-            tag = None
+            run = None
+        # a run logged through a sweep's tracking server: its artifacts are in the store's folder
+        proxied = local_artifacts(uri, run.info.artifact_uri) if run else None
+        if proxied is not None and (proxied / "model" / "separator.json").exists():
+            return proxied / "model"
+        tag = run.data.tags.get("fhmm_ppl.model_uri") if run else None
         candidates = [c for c in (tag, f"runs:/{model}/model") if c]
     errors = []
     for candidate in candidates:
@@ -323,8 +341,8 @@ def ui(
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1"]
     root = artifact_root(uri)
-    if root:
-        args += ["--default-artifact-root", root]
+    if root:  # the same folder for runs logged directly and for those a sweep's server proxied
+        args += ["--default-artifact-root", root, "--artifacts-destination", root]
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, args)  # become the server: Ctrl-C and signals reach it directly
 

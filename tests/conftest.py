@@ -56,3 +56,14 @@ def pytest_configure(config):
     from fhmm_ppl.runtime import enable_compilation_cache
 
     enable_compilation_cache()
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local 2-CPU Ray cluster for the whole test run (started in this process); its address."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    context = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield context.address_info["address"]
+    ray.shutdown()

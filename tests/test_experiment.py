@@ -194,7 +194,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(app, ["sweep", str(good)])  # no grid: one error line, not two
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
-        "error: no grid: give --grid key=v1,v2 or a sweep: section in the file"]
+        "error: no grid: give --grid key=v1,v2, a sweep: section in the file, or --search optuna with sweep.space"]
     sweep = write_yaml(tmp_path / "sweep.yaml", {**TINY, "sweep": {"features.hop_length": [128, 2048]}})
     result = CliRunner().invoke(app, ["validate", str(sweep)])  # every point is checked, not only the first
     assert result.exit_code == 1 and "hop_length (2048) must not exceed n_fft (1024)" in result.output

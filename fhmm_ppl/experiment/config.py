@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fhmm_ppl.experiment.sweep_config import SweepConfig
 from fhmm_ppl.separation.options import check_separation
 from fhmm_ppl.settings import (
     CLASSIFICATION_FEATURES,
@@ -141,7 +142,7 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -198,16 +199,6 @@ class ExperimentConfig(_Strict):
                     raise ValueError(f"{where} names {names}, but the training sources are {sources}")
         return self
 
-    @field_validator("sweep")
-    @classmethod
-    def _sweep(cls, value: dict) -> dict:
-        for key, values in value.items():
-            if not values:
-                raise ValueError(f"sweep entry {key!r} has no values")
-            if key.startswith("sweep") or key.startswith("tracking"):
-                raise ValueError(f"cannot sweep over {key!r}")
-        return value
-
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -220,17 +211,25 @@ class ExperimentConfig(_Strict):
         return _flatten(self.model_dump(mode="json", exclude={"sweep"}))
 
     def variants(self) -> list[tuple[dict[str, Any], "ExperimentConfig"]]:
-        """Every point of the sweep grid as ``(overrides, validated config)``; one point if no sweep."""
-        if not self.sweep:
+        """Every point of the sweep grid as ``(overrides, validated config)``; one point if no grid.
+
+        For a search, the configs at the ends of every range and at every listed choice (what
+        ``fhmm-ppl validate`` checks before a search draws its points)."""
+        sweep = self.sweep
+        if sweep.search == "optuna":
+            return [({k: v}, self.point({k: v})) for k, entry in sweep.space.items()
+                    for v in (entry if isinstance(entry, list) else entry.ends())]
+        if not sweep.grid:
             return [({}, self)]
-        keys = list(self.sweep)
+        keys = list(sweep.grid)
+        return [(overrides, self.point(overrides))
+                for overrides in (dict(zip(keys, values)) for values in itertools.product(*sweep.grid.values()))]
+
+    def point(self, overrides: dict[str, Any]) -> "ExperimentConfig":
+        """This experiment with dotted-key ``overrides`` applied and no sweep: one grid point or trial."""
         base = self.model_dump(mode="json", exclude={"sweep"})
-        out = []
-        for values in itertools.product(*(self.sweep[k] for k in keys)):
-            overrides = dict(zip(keys, values))
-            raw = apply_overrides(base, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items()])
-            out.append((overrides, parse_config(raw, f"sweep point {overrides}")))
-        return out
+        raw = apply_overrides(base, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items()])
+        return parse_config(raw, f"sweep point {overrides}")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -289,7 +288,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err})") from None
-        if parts[0] == "sweep" and len(parts) > 1:  # --set sweep.model.n_states=16,32
+        if parts[0] == "sweep" and len(parts) > 2:  # --set sweep.model.n_states=16,32: a grid entry
             if isinstance(parsed, str) and "," in parsed:
                 parsed = [yaml.safe_load(v) for v in parsed.split(",")]
             raw["sweep"] = {**(raw.get("sweep") or {}), ".".join(parts[1:]): parsed if isinstance(parsed, list) else [parsed]}

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import mlflow
 import numpy as np
+from mlflow.tracking import MlflowClient
 import yaml
 
 from fhmm_ppl.audio.features import STFTConfig, stft
@@ -45,6 +46,9 @@ class RunResult:
         scores: separation: ``{method: {source: {metric: value}}}`` averaged over
             test mixtures; classification: the classification report.
         metrics: every final metric logged, by its MLflow name.
+        status: the run's MLflow status (``FINISHED``, ``FAILED``, ``KILLED``), or ``PRUNED`` for a
+            search trial stopped after training (its MLflow run is ``FINISHED``, tagged ``fhmm_ppl.pruned``).
+        error: one line saying why, when the run did not finish.
     """
 
     run_id: str
@@ -52,6 +56,8 @@ class RunResult:
     tracking_uri: str
     scores: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    status: str = "FINISHED"
+    error: str = ""
 
 
 def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dict, list]:
@@ -115,8 +121,22 @@ def _log_artifacts(config, task, separator, outputs, workdir: Path) -> None:
     mlflow.set_tag("fhmm_ppl.model_uri", uri)
 
 
-def _separation(config: ExperimentConfig, progress, on_status, workdir: Path) -> tuple[dict, dict]:
-    """Train, separate, score and log a separation experiment; returns (scores, flat final metrics)."""
+def training_curve(history: dict) -> np.ndarray:
+    """``(n_iter,)`` the mean over sources of the per-frame training objective at each iteration
+    (what a search prunes on; sources trained for fewer iterations shorten it)."""
+    curves = [np.asarray(v, dtype=float) for v in history.values() if len(v)]
+    if not curves:
+        return np.zeros(0)
+    n = min(len(c) for c in curves)
+    return np.mean([c[:n] for c in curves], axis=0)
+
+
+def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
+                after_training: Optional[Callable[[np.ndarray], bool]] = None, show_training: bool = True) -> tuple[dict, dict]:
+    """Train, separate, score and log a separation experiment; returns (scores, flat final metrics).
+
+    ``after_training(curve)`` (a search's pruner) sees the training curve; when it answers True the
+    run stops there, tagged ``fhmm_ppl.pruned``, and the returned scores are empty."""
     task = load_task(config)
     mlflow.set_tags(run_tags(fingerprint(task)))
     sets = f", {config.training.n_models} sets" if config.training.n_models > 1 else ""
@@ -124,10 +144,14 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path) ->
               f"{config.training.method}{sets})")
     options = SeparatorOptions(features=config.features, model=config.model, training=config.training,
                                inference=config.inference, seed=config.seed)
-    separator = fit_separator(task.train, task.sample_rate, options, progress=True)
+    separator = fit_separator(task.train, task.sample_rate, options, progress=show_training)
     for name, values in separator.training_history.items():
         for step, value in enumerate(np.asarray(values)):
             mlflow.log_metric(f"train.{name}.objective", float(value), step=step)
+    if after_training is not None and after_training(training_curve(separator.training_history)):
+        mlflow.set_tag("fhmm_ppl.pruned", "true")
+        on_status("pruned after training: its training curve is behind earlier trials'")
+        return {}, {}
     scores, outputs = _score_all(task, separator, config, progress)
     flat = {}
     for method, per_source in scores.items():
@@ -141,15 +165,20 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path) ->
 
 def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = None,
                    on_status: Callable[[str], None] = lambda message: None, nested: bool = False,
-                   run_name: Optional[str] = None) -> RunResult:
+                   run_name: Optional[str] = None, run_id: Optional[str] = None,
+                   after_training: Optional[Callable[[np.ndarray], bool]] = None, show_training: bool = True) -> RunResult:
     """Run one experiment (separation or classification) and track it in MLflow.
 
     Args:
         config: a validated experiment.
         progress: wraps an iterable with a progress display, as ``progress(items, description)``.
         on_status: receives short status lines (e.g. to print them).
-        nested: start the run as a child of the active run (sweeps).
+        nested: start the run as a child of the active run.
         run_name: overrides ``tracking.run_name``.
+        run_id: carry on an existing run instead of starting one (a sweep's driver creates each
+            child run, an executor runs it, perhaps in another process or on another machine).
+        after_training: a search's pruner (see ``_separation``); separation only.
+        show_training: progress bars while training (off in sweep workers, whose output is not a terminal).
 
     Returns:
         ``RunResult``; raises ``ConfigError`` before any run is created when ``prepare`` finds a
@@ -160,8 +189,13 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
     enable_compilation_cache()
     uri = tracking_uri(config.tracking.uri)
     mlflow.set_tracking_uri(uri)
-    _, exp_id = open_experiment(uri, config.tracking.experiment or config.name)
-    with tracked_run(experiment_id=exp_id, run_name=run_name or config.tracking.run_name, nested=nested) as run:
+    if run_id is not None:
+        exp_id = MlflowClient(uri).get_run(run_id).info.experiment_id
+        started = tracked_run(run_id=run_id, nested=mlflow.active_run() is not None)
+    else:
+        _, exp_id = open_experiment(uri, config.tracking.experiment or config.name)
+        started = tracked_run(experiment_id=exp_id, run_name=run_name or config.tracking.run_name, nested=nested)
+    with started as run:
         run_id = run.info.run_id
         on_status(f"MLflow run {run_id} (experiment {config.tracking.experiment or config.name!r}) at {uri}")
         mlflow.log_params(config.flat())
@@ -170,66 +204,7 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
             if config.task == "classification":
                 scores, flat = run_classification(config, progress, on_status, Path(tmp))
             else:
-                scores, flat = _separation(config, progress, on_status, Path(tmp))
+                scores, flat = _separation(config, progress, on_status, Path(tmp), after_training, show_training)
+    if after_training is not None and not scores:
+        return RunResult(run_id, exp_id, uri, status="PRUNED", error="pruned after training")
     return RunResult(run_id, exp_id, uri, scores, flat)
-
-
-@dataclass
-class SweepResult:
-    """A sweep: the parent run and one ``(overrides, RunResult)`` per grid point."""
-
-    run_id: str
-    experiment_id: str
-    tracking_uri: str
-    children: list = field(default_factory=list)
-
-
-#: Columns of the sweep table (and ``fhmm-ppl compare``) per task: (heading, MLflow metric).
-HEADLINE = {
-    "separation": [("FHMM SDRi", "fhmm.mean.sdr_improvement"), ("FHMM SDR", "fhmm.mean.sdr"),
-                   ("FHMM SI-SDR", "fhmm.mean.si_sdr"), ("NMF SDRi", "nmf.mean.sdr_improvement"),
-                   ("IRM SDRi", "irm.mean.sdr_improvement")],
-    "classification": [("accuracy", "accuracy"), ("bal. acc.", "balanced_accuracy"), ("F1 macro", "f1_macro"),
-                       ("prec. macro", "precision_macro"), ("rec. macro", "recall_macro")],
-}
-
-
-def sweep_table(children: list, task: str = "separation") -> str:
-    """A Markdown table of every grid point's headline metrics for its task."""
-    keys = list(children[0][0]) if children else []
-    columns = HEADLINE[task]
-    lines = ["| " + " | ".join(keys + [c for c, _ in columns] + ["run"]) + " |", "|" + "---|" * (len(keys) + len(columns) + 1)]
-    for overrides, result in children:
-        cells = [str(overrides[k]) for k in keys] + [f"{result.metrics.get(m, float('nan')):.3f}" if task == "classification"
-                                                      else f"{result.metrics.get(m, float('nan')):.2f}" for _, m in columns]
-        lines.append("| " + " | ".join(cells + [result.run_id[:8]]) + " |")
-    return "\n".join(lines)
-
-
-def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
-              on_status: Callable[[str], None] = lambda message: None) -> SweepResult:
-    """Run every point of ``config.sweep`` as a nested child of one parent run, ending with a table."""
-    variants = config.variants()  # every point validated and prepared before anything runs
-    for _, variant in variants:
-        prepare(variant)
-    uri = tracking_uri(config.tracking.uri)
-    mlflow.set_tracking_uri(uri)
-    _, exp_id = open_experiment(uri, config.tracking.experiment or config.name)
-    with tracked_run(experiment_id=exp_id, run_name=config.tracking.run_name or f"{config.name} sweep") as parent:
-        on_status(f"sweep over {len(variants)} variants: parent run {parent.info.run_id}")
-        mlflow.set_tag("fhmm_ppl.sweep", "parent")
-        mlflow.set_tag("fhmm_ppl.task", config.task)
-        mlflow.log_params({f"sweep.{k}": json.dumps(v) for k, v in config.sweep.items()})
-        result = SweepResult(parent.info.run_id, exp_id, uri)
-        for index, (overrides, child) in enumerate(variants):
-            name = ", ".join(f"{k}={v}" for k, v in overrides.items())
-            on_status(f"[{index + 1}/{len(variants)}] {name}")
-            result.children.append((overrides, run_experiment(child, progress=progress, on_status=on_status,
-                                                              nested=True, run_name=name)))
-        table = sweep_table(result.children, config.task)
-        mlflow.log_text(table, "sweep.md")
-        key = HEADLINE[config.task][0][1]
-        best_overrides, best = max(result.children, key=lambda child: child[1].metrics.get(key, -np.inf))
-        mlflow.log_metric(f"best.{key}", float(best.metrics.get(key, np.nan)))
-        mlflow.set_tag("fhmm_ppl.best", ", ".join(f"{k}={v}" for k, v in best_overrides.items()))
-    return result

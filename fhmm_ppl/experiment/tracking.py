@@ -50,6 +50,17 @@ def artifact_root(uri: str) -> Optional[str]:
     return (database.parent / "artifacts").as_uri()
 
 
+def local_artifacts(uri: str, artifact_uri: str) -> Optional[Path]:
+    """The folder on this machine that holds ``artifact_uri`` when ``uri`` is a SQLite store whose
+    artifacts a tracking server proxied (``mlflow-artifacts:/...``, kept under the store's
+    ``artifacts/`` folder); None when it is not such a path or not there."""
+    root = artifact_root(uri)
+    if root is None or not artifact_uri.startswith("mlflow-artifacts:"):
+        return None
+    folder = Path(root[len("file://"):]) / artifact_uri[len("mlflow-artifacts:"):].lstrip("/")
+    return folder if folder.exists() else None
+
+
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive lock on a SQLite store (a ``.lock`` file beside it) while inside: MLflow creates

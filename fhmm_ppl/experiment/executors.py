@@ -1,0 +1,138 @@
+"""Where a sweep's points run: in this process one after the other, or as Ray tasks.
+
+Both executors take jobs from a ``next_job()`` callable (so a search can draw its next trial
+only when a slot frees) and hand each outcome to ``on_done(job, result, error)``. A job's
+function never raises for an ordinary failure (``run_point`` returns a failed result); an
+``error`` here means the job's process died (a Ray worker killed, out of memory). An interrupt
+of the driver (Ctrl-C, SIGTERM) cancels what is in flight and propagates, so the caller can
+mark the unfinished runs ``KILLED``.
+
+Ray is optional (``pip install 'fhmm-ppl[ray]'``) and imported only by ``RayExecutor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+#: The one-line error when Ray is asked for and missing.
+RAY_MISSING = "the ray executor needs Ray: pip install 'fhmm-ppl[ray]'"
+
+
+@dataclass
+class Job:
+    """One unit of work: ``fn(*args)`` run on an executor, with the caller's bookkeeping in ``key``."""
+
+    key: Any
+    fn: Callable
+    args: tuple = ()
+    info: dict = field(default_factory=dict)
+
+
+class SequentialExecutor:
+    """Runs every job here, in order; a host object is the object itself."""
+
+    name = "sequential"
+    slots = 1
+
+    def __enter__(self) -> "SequentialExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def host(self, cls: type, *args) -> Any:
+        """An object the jobs and the driver share (a search's study): here, the object itself."""
+        return cls(*args)
+
+    def call(self, hosted: Any, method: str, *args) -> Any:
+        return getattr(hosted, method)(*args)
+
+    def drive(self, next_job: Callable[[], Optional[Job]], on_done: Callable[[Job, Any, Optional[BaseException]], None]) -> None:
+        while (job := next_job()) is not None:
+            on_done(job, job.fn(*job.args), None)
+
+
+class RayExecutor:
+    """Runs each job as a Ray task with ``cpus_per_task`` CPUs, as many at once as the cluster holds.
+
+    ``address`` names an existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); without
+    it a local cluster is started for the sweep, with every CPU of this machine, and stopped after.
+    Tasks are not retried: a point whose worker dies is reported, not run twice.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, cpus_per_task: float = 1.0, poll_seconds: float = 0.5) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ImportError(RAY_MISSING) from None
+        self._ray = ray
+        self.address = address
+        self.cpus_per_task = cpus_per_task
+        self.poll_seconds = poll_seconds
+        self.slots = 1
+        self._started = False
+
+    def __enter__(self) -> "RayExecutor":
+        ray = self._ray
+        if not ray.is_initialized():
+            kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+            if self.address:
+                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(num_cpus=os.cpu_count(), **kwargs)
+            self._started = True
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        if cpus < self.cpus_per_task:
+            raise ValueError(f"sweep.cpus_per_task is {self.cpus_per_task}, but the Ray cluster has {cpus:g} CPUs")
+        self.slots = max(1, int(cpus // self.cpus_per_task))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+    def host(self, cls: type, *args) -> Any:
+        """``cls(*args)`` as a Ray actor, so that tasks on any node can call it."""
+        return self._ray.remote(num_cpus=0)(cls).remote(*args)
+
+    def call(self, hosted: Any, method: str, *args) -> Any:
+        return self._ray.get(getattr(hosted, method).remote(*args))
+
+    def drive(self, next_job: Callable[[], Optional[Job]], on_done: Callable[[Job, Any, Optional[BaseException]], None]) -> None:
+        ray = self._ray
+        in_flight: dict = {}
+        remote_fns: dict = {}
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(in_flight) < self.slots:
+                    job = next_job()
+                    if job is None:
+                        exhausted = True
+                        break
+                    if job.fn not in remote_fns:
+                        remote_fns[job.fn] = ray.remote(num_cpus=self.cpus_per_task, max_retries=0)(job.fn)
+                    in_flight[remote_fns[job.fn].remote(*job.args)] = job
+                if not in_flight:
+                    return
+                # A short timeout keeps the driver responsive to Ctrl-C and SIGTERM.
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_seconds)
+                for ref in done:
+                    job = in_flight.pop(ref)
+                    try:
+                        result, error = ray.get(ref), None
+                    except ray.exceptions.RayError as err:
+                        result, error = None, err
+                    on_done(job, result, error)
+        except BaseException:
+            for ref in in_flight:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished or its worker gone
+                    pass
+            raise

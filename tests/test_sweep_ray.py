@@ -1,0 +1,105 @@
+"""Sweeps on Ray: points as Ray tasks on a local 2-CPU cluster, logging to a real MLflow server.
+
+One worker is killed mid-run: its child run ends KILLED with the reason, every other point
+finishes, and the parent's table says so. An Optuna search runs on the same cluster from the CLI.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from fhmm_ppl.experiment.config import parse_config
+from fhmm_ppl.experiment.server import tracking_server
+from fhmm_ppl.experiment.sweep import run_sweep
+
+TINY = {
+    "name": "ray_sweep",
+    "data": {"source": "demo", "task": "speech_noise", "noise": "white", "test_seconds": 1.0},
+    "model": {"n_states": 3},
+    "training": {"max_iter": 2, "n_models": 1},
+    "evaluation": {"baselines": ["irm"]},
+}
+
+
+def kill_first_running_child(uri: str, killed: dict, stop: threading.Event) -> None:
+    """Poll the server; SIGKILL the worker of the first child run seen running (its pid is a run tag)."""
+    client = MlflowClient(uri)
+    while not stop.is_set():
+        experiment = client.get_experiment_by_name("ray_sweep")
+        if experiment is not None:
+            for run in client.search_runs([experiment.experiment_id], "tags.fhmm_ppl.sweep = 'child'"):
+                worker = run.data.tags.get("fhmm_ppl.worker")
+                if run.info.status == "RUNNING" and worker:
+                    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+                    killed["run_id"] = run.info.run_id
+                    return
+        time.sleep(0.2)
+
+
+def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, monkeypatch, ray_address):
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({**TINY, "sweep": {"model.n_states": [2, 3, 4, 5], "executor": "ray"}})
+    with tracking_server(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}") as uri:
+        config = parse_config({**config.model_dump(mode="json"), "tracking": {"uri": uri}})
+        killed, stop = {}, threading.Event()
+        killer = threading.Thread(target=kill_first_running_child, args=(uri, killed, stop), daemon=True)
+        killer.start()
+        try:
+            result = run_sweep(config)
+        finally:
+            stop.set()
+            killer.join(timeout=5)
+        client = MlflowClient(uri)
+        assert killed, "no child run was seen running"
+        statuses = {r.run_id: r.status for _, r in result.children}
+        assert len(statuses) == 4
+        assert statuses.pop(killed["run_id"]) in ("KILLED", "FAILED")
+        assert set(statuses.values()) == {"FINISHED"}
+        runs = {r.info.run_id: r for r in client.search_runs([result.experiment_id])}
+        assert runs[killed["run_id"]].info.status in ("KILLED", "FAILED") and runs[killed["run_id"]].info.end_time
+        assert "error.txt" in [a.path for a in client.list_artifacts(killed["run_id"])]
+        for run_id in statuses:  # every metric and artifact of the finished points came through the server
+            run = runs[run_id]
+            assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == result.run_id
+            assert "fhmm.mean.sdr_improvement" in run.data.metrics
+            assert len(client.get_metric_history(run_id, "train.speech.objective")) == 2
+            assert {"model", "plots", "audio"} <= {a.path for a in client.list_artifacts(run_id)}
+        parent = runs[result.run_id]
+        assert parent.info.status == "FINISHED"
+        table = client.download_artifacts(result.run_id, "sweep.md", str(tmp_path))
+        rows = [line for line in open(table).read().splitlines() if line.startswith("| ") and "status" not in line]
+        assert sorted(row.split("|")[-3].strip() for row in rows) == sorted(["FINISHED"] * 3 + [runs[killed["run_id"]].info.status])
+        assert parent.data.metrics["sweep.n_finished"] == 3
+        assert "best.fhmm.mean.sdr_improvement" in parent.data.metrics
+
+
+def test_optuna_search_on_ray_from_the_cli(tmp_path, ray_address):
+    experiment = {**TINY, "name": "ray_search",
+                  "sweep": {"search": "optuna", "space": {"model.n_states": {"low": 2, "high": 6},
+                                                          "inference.likelihood_scale": {"low": 0.25, "high": 1.0, "log": True}}}}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "sweep", str(path), "--trials", "4", "--executor", "ray",
+                          "--address", ray_address, "--tracking-uri", uri], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "optuna search of 4 trials on ray" in out.stdout and "MLflow tracking server for the sweep" in out.stdout
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("ray_search").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("fhmm_ppl.sweep") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    for child in children:  # each trial's drawn point is in its params, inside the ranges
+        assert 2 <= int(child.data.params["model.n_states"]) <= 6
+        assert 0.25 <= float(child.data.params["inference.likelihood_scale"]) <= 1.0
+    best = max((c for c in children if "fhmm.mean.sdr_improvement" in c.data.metrics),
+               key=lambda c: c.data.metrics["fhmm.mean.sdr_improvement"])
+    assert parent.data.metrics["best.fhmm.mean.sdr_improvement"] == best.data.metrics["fhmm.mean.sdr_improvement"]
+    assert parent.data.params["best.model.n_states"] == best.data.params["model.n_states"]
