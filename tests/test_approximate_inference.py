@@ -28,6 +28,23 @@ def test_mean_field_starts_from_given_marginals(rng):
         hmm.structured_mean_field(log_init, log_trans, log_lik, init_marginals=[exact.marginals[0]])
 
 
+def test_mean_field_over_padded_frames_is_mean_field_over_the_real_ones(rng):
+    """With ``length``, frames after it (NaN here) change no marginal, count or ELBO of the real ones."""
+    n_frames, pad = 40, 17
+    log_init, log_trans, log_lik = random_problem(rng, (3, 4), n_frames)
+    start = [rng.dirichlet(np.ones(n), size=n_frames + pad).astype(np.float32) for n in (3, 4)]
+    filled = jnp.concatenate([log_lik, jnp.full((pad, 3, 4), jnp.nan)])
+    padded = hmm.structured_mean_field(log_init, log_trans, filled, n_iter=5, init_marginals=start, length=n_frames)
+    plain = hmm.structured_mean_field(log_init, log_trans, log_lik, n_iter=5, init_marginals=[m[:n_frames] for m in start])
+    for got, want in zip(padded.marginals, plain.marginals):
+        np.testing.assert_allclose(np.asarray(got)[:n_frames], want, atol=1e-5)
+    for got, want in zip(padded.trans_counts, plain.trans_counts):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(padded.elbo_history, plain.elbo_history, rtol=1e-5)
+    with pytest.raises(ValueError, match="length must be between 0 and the 57 frames"):
+        hmm.structured_mean_field(log_init, log_trans, filled, length=n_frames + pad + 1)
+
+
 def test_mean_field_is_exact_when_the_likelihood_factorises(rng):
     # log p(y_t | s) = sum_k f_k(s_k): the posterior factorises over chains, so q is exact.
     log_init, log_trans, _ = random_problem(rng, (3, 2), 1)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from fhmm_ppl.hmm._validate import state_shape, validate
+from fhmm_ppl.hmm.filtering import mask_padding
 from fhmm_ppl.hmm.smoothing import identity, smooth
 
 
@@ -71,14 +72,15 @@ def dense_expected_log_lik(log_lik: Array, marginals: Sequence[Array], k: int) -
     return jnp.einsum(",".join(subscripts) + "->t" + letters[k], *operands)
 
 
-def _single_chain(log_init_k, log_trans_k, log_h):
+def _single_chain(log_init_k, log_trans_k, log_h, length):
     n_frames = log_h.shape[0]
-    post = smooth((log_init_k,), (log_trans_k,), identity, log_h[None], n_frames, 1, n_frames, True, False)
+    length = n_frames if length is None else length
+    post = smooth((log_init_k,), (log_trans_k,), identity, log_h[None], length, 1, n_frames, True, False)
     return post.marginals[0], post.trans_counts[0], post.log_marginal
 
 
 @partial(jax.jit, static_argnames=("expected_log_lik", "n_iter"))
-def _mean_field(log_init, log_trans, data, key, expected_log_lik, n_iter, init_marginals=None):
+def _mean_field(log_init, log_trans, data, key, expected_log_lik, n_iter, init_marginals=None, length=None):
     n_chains = len(log_init)
     n_frames = jax.tree_util.tree_leaves(data)[0].shape[0]
     keys = jax.random.split(key, n_chains)
@@ -96,8 +98,9 @@ def _mean_field(log_init, log_trans, data, key, expected_log_lik, n_iter, init_m
         marginals, counts, log_h, log_z = state
         marginals, counts, log_h, log_z = list(marginals), list(counts), list(log_h), list(log_z)
         for k in range(n_chains):
-            log_h[k] = expected_log_lik(data, tuple(marginals), k)
-            marginals[k], counts[k], log_z[k] = _single_chain(log_init[k], log_trans[k], log_h[k])
+            # padded frames get log h = 0 (no observation), so they add nothing to the ELBO
+            log_h[k] = mask_padding(expected_log_lik(data, tuple(marginals), k), length)
+            marginals[k], counts[k], log_z[k] = _single_chain(log_init[k], log_trans[k], log_h[k], length)
         # E_q[log p(y|s)] equals sum_t sum_i q_K(i) log h_K(i) right after chain K's update.
         weighted = lambda m, h: jnp.sum(jnp.where(m > 0, m * h, 0.0))  # 0 log 0 = 0
         expected_ll = weighted(marginals[-1], log_h[-1])
@@ -123,6 +126,7 @@ def structured_mean_field(
     n_iter: int = 20,
     key: Optional[Array] = None,
     init_marginals: Optional[Sequence[Array]] = None,
+    length: Optional[Array] = None,
 ) -> MeanFieldResult:
     """Approximate per-chain posteriors and an ELBO by structured mean field.
 
@@ -137,7 +141,11 @@ def structured_mean_field(
         key: PRNG key for the random initial marginals (default ``PRNGKey(0)``).
         init_marginals: K arrays ``(T, N_k)`` to start from instead of random ones. Coordinate
             ascent finds a local optimum; with a loose ``expected_log_lik`` bound, where it starts
-            matters (see ``separation.separator._informed_marginals``).
+            matters (see ``separation.emissions.complex_gaussian._informed_marginals``).
+        length: optional int scalar; frames ``t >= length`` are padding: they observe nothing,
+            so every other frame's marginals, the counts and the ELBO are those of the first
+            ``length`` frames alone (random initial marginals aside, which are drawn for all
+            ``T``: give ``init_marginals`` for results that do not depend on the padding).
 
     Returns:
         ``MeanFieldResult``; ``elbo <= log_marginal`` of the exact model. NaN log-likelihoods
@@ -148,7 +156,8 @@ def structured_mean_field(
     if (log_lik is None) == (expected_log_lik is None):
         raise ValueError("give exactly one of log_lik (dense tensor) or expected_log_lik (with data)")
     n_frames = (log_lik if log_lik is not None else jax.tree_util.tree_leaves(data)[0]).shape[0]
-    validate(log_init, log_trans, tuple(log_lik.shape) if log_lik is not None else (n_frames,) + state_shape(log_init))
+    validate(log_init, log_trans, tuple(log_lik.shape) if log_lik is not None else (n_frames,) + state_shape(log_init),
+             length)
     key = jax.random.PRNGKey(0) if key is None else key
     if log_lik is not None:
         # Impossible joint states (log-likelihood -inf) get a finite floor: the expectations over other
@@ -161,4 +170,4 @@ def structured_mean_field(
         want = [(n_frames, int(v.shape[0])) for v in log_init]
         if [tuple(m.shape) for m in init_marginals] != want:
             raise ValueError(f"init_marginals must be K arrays of shapes {want}, got {[tuple(m.shape) for m in init_marginals]}")
-    return _mean_field(tuple(log_init), tuple(log_trans), data, key, expected_log_lik, n_iter, init_marginals)
+    return _mean_field(tuple(log_init), tuple(log_trans), data, key, expected_log_lik, n_iter, init_marginals, length)
