@@ -52,8 +52,10 @@ def test_config_errors_are_one_line_with_the_dotted_path(tmp_path):
 
 
 def test_shipped_demo_experiments_validate():
-    for name in ("speech_noise", "two_talkers", "speech_chirp"):
-        assert load_config(f"experiments/{name}.yaml").data.source == "demo"
+    for name in ("speech_noise", "two_talkers", "speech_chirp", "sweep_states", "search_states"):
+        config = load_config(f"experiments/{name}.yaml")
+        assert config.data.source == "demo"
+        assert len(config.variants()) == {"sweep_states": 6, "search_states": 6}.get(name, 1)  # every point validates
 
 
 @pytest.fixture(scope="module")
