@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -103,3 +104,31 @@ def test_optuna_search_on_ray_from_the_cli(tmp_path, ray_address):
                key=lambda c: c.data.metrics["fhmm.mean.sdr_improvement"])
     assert parent.data.metrics["best.fhmm.mean.sdr_improvement"] == best.data.metrics["fhmm.mean.sdr_improvement"]
     assert parent.data.params["best.model.n_states"] == best.data.params["model.n_states"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_a_ray_sweep_parent_and_running_children_killed(tmp_path, ray_address, signum, code):
+    long = {**TINY, "name": "ray_long", "model": {"n_states": 32}, "training": {"max_iter": 300, "n_models": 3},
+            "sweep": {"model.n_states": [32, 33, 34], "executor": "ray", "address": ray_address}}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(long))
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    process = subprocess.Popen([sys.executable, "-m", "fhmm_ppl.cli", "run", str(path)], cwd=tmp_path,
+                               env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    for line in process.stdout:  # both slots busy: two children created and handed to Ray
+        if line.startswith("[2/3]"):
+            break
+    time.sleep(4)  # the workers are inside their runs
+    started = time.monotonic()
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == code, process.stderr.read()[-2000:]
+    assert time.monotonic() - started < 30
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("ray_long").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("fhmm_ppl.sweep") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "KILLED" and parent.info.end_time
+    assert len(children) == 2 and all(c.info.status == "KILLED" and c.info.end_time for c in children)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -79,6 +81,9 @@ class RayExecutor:
 
     def __enter__(self) -> "RayExecutor":
         ray = self._ray
+        # Ray's core worker installs a C-level SIGTERM handler that aborts the process; put back the
+        # Python one (the runner's, which ends the runs KILLED) as Python still records it.
+        handler = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
         if not ray.is_initialized():
             kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
             if self.address:
@@ -86,6 +91,8 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=os.cpu_count(), **kwargs)
             self._started = True
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         if cpus < self.cpus_per_task:
             raise ValueError(f"sweep.cpus_per_task is {self.cpus_per_task}, but the Ray cluster has {cpus:g} CPUs")
@@ -121,11 +128,11 @@ class RayExecutor:
                 if not in_flight:
                     return
                 # A short timeout keeps the driver responsive to Ctrl-C and SIGTERM.
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.poll_seconds)
+                done, _ = _interruptible(ray.wait, list(in_flight), num_returns=1, timeout=self.poll_seconds)
                 for ref in done:
                     job = in_flight.pop(ref)
                     try:
-                        result, error = ray.get(ref), None
+                        result, error = _interruptible(ray.get, ref), None
                     except ray.exceptions.RayError as err:
                         result, error = None, err
                     on_done(job, result, error)
@@ -136,3 +143,15 @@ class RayExecutor:
                 except Exception:  # already finished or its worker gone
                     pass
             raise
+
+
+def _interruptible(fn: Callable, *args, **kwargs) -> Any:
+    """``fn(*args, **kwargs)`` for Ray's Cython calls, which wrap an interrupt raised by a signal
+    handler while they wait (Ctrl-C, SIGTERM) in a ``SystemError``: the interrupt is raised as itself."""
+    try:
+        return fn(*args, **kwargs)
+    except SystemError as err:
+        inner = err.__cause__ or err.__context__
+        if isinstance(inner, BaseException) and not isinstance(inner, Exception):
+            raise inner from None
+        raise
