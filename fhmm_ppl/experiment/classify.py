@@ -23,7 +23,7 @@ from fhmm_ppl.classification import (ClassifierOptions, LabelledRecordings, demo
 from fhmm_ppl.experiment import plots
 from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.experiment.data import fingerprint_arrays
-from fhmm_ppl.experiment.tracking import run_tags
+from fhmm_ppl.experiment.provenance import run_tags
 from fhmm_ppl.metrics import classification_report
 
 #: Seconds read from each dataset recording unless ``data.max_seconds`` says otherwise.

@@ -28,7 +28,8 @@ from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.experiment.data import fingerprint, load_task
 from fhmm_ppl.experiment.prepare import prepare
 from fhmm_ppl.experiment.pyfunc import log_separator_model
-from fhmm_ppl.experiment.tracking import open_experiment, run_tags, tracked_run, tracking_uri
+from fhmm_ppl.experiment.provenance import run_tags
+from fhmm_ppl.experiment.tracking import open_experiment, tracked_run, tracking_uri
 from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.runtime import enable_compilation_cache
 from fhmm_ppl.separation import SeparatorOptions, fit_separator

@@ -12,19 +12,14 @@ import contextlib
 import fcntl
 import os
 import signal
-import subprocess
 import threading
 import traceback
 from pathlib import Path
 from typing import Iterator, Optional
 
-import jax
 import mlflow
-import numpy as np
-import numpyro
 from mlflow.tracking import MlflowClient
 
-import fhmm_ppl
 
 
 def tracking_uri(explicit: Optional[str] = None) -> str:
@@ -89,30 +84,6 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
         if found is not None:
             return client, found.experiment_id
         return client, client.create_experiment(name, artifact_location=artifact_root(uri))
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def run_tags(fingerprint: str) -> dict[str, str]:
-    """The tags every run carries: code and library versions, the JAX device, the data fingerprint."""
-    return {
-        "git_commit": _git_commit(),
-        "fhmm_ppl_version": fhmm_ppl.__version__,
-        "jax_version": jax.__version__,
-        "numpyro_version": numpyro.__version__,
-        "mlflow_version": mlflow.__version__,
-        "numpy_version": np.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_device": str(jax.devices()[0]),
-        "data_fingerprint": fingerprint,
-    }
 
 
 class Terminated(BaseException):
