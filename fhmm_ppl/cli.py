@@ -249,8 +249,10 @@ def separate(
         _fail(ValueError(f"{mixture}: {problem}"), debug)
     try:
         from fhmm_ppl.audio.io import read_audio, write_audio
+        from fhmm_ppl.runtime import enable_compilation_cache
         from fhmm_ppl.separation import load
 
+        enable_compilation_cache()
         folder = _model_folder(model)
         separator = load(folder)
         import soundfile as sf

@@ -1,7 +1,9 @@
 """Process-wide runtime settings: JAX's persistent compilation cache, and the helper thread.
 
-Compiling the scans costs seconds; a user cache folder keeps compiled kernels
-between runs, so the second run of an experiment starts fast.
+Compiling costs seconds per run: training and separating compile dozens of
+kernels, most in well under a second each. A user cache folder
+keeps every compiled kernel between runs, so the second run of an experiment
+starts fast.
 
 Sequential JAX computations (scans, loops over small chunks) run on one core on
 XLA-CPU; where two independent ones exist (a smoother's forward and backward
@@ -72,12 +74,18 @@ def cache_dir() -> Path:
     return Path(base) / "fhmm-ppl"
 
 
-def enable_compilation_cache(min_compile_seconds: float = 0.5) -> Path:
-    """Turn on JAX's persistent compilation cache under ``cache_dir() / 'jax'``; returns the folder."""
+def enable_compilation_cache(min_compile_seconds: float = 0.0) -> Path:
+    """Turn on JAX's persistent compilation cache under ``cache_dir() / 'jax'``; returns the folder.
+
+    Every kernel is kept, however quickly it compiled and however small it is: JAX's default
+    thresholds (1 s, and a size floor a file system may set) leave out most of ours, whose
+    compile times, a tenth of a second or so each, add up to seconds in every process.
+    """
     folder = cache_dir() / "jax"
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor, and none set later
     return folder
 
 

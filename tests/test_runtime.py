@@ -1,5 +1,6 @@
-"""The helper thread that runs a second computation beside the caller's."""
+"""Runtime settings: the helper thread that runs a second computation beside the caller's; the compilation cache."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,3 +24,27 @@ def test_work_handed_to_the_helper_that_hands_work_on_does_not_wait_for_itself()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(1, (2, 3))"
+
+
+def test_every_kernel_is_cached_and_read_back_by_a_fresh_process(tmp_path):
+    # A kernel that compiles in milliseconds (JAX's default thresholds would not keep it) is written
+    # under $FHMM_PPL_CACHE/jax by one process and read back, not compiled, by the next.
+    code = textwrap.dedent("""
+        import jax, jax.numpy as jnp
+        from fhmm_ppl.runtime import enable_compilation_cache
+        events = []
+        jax.monitoring.register_event_listener(lambda event, **kw: events.append(event))
+        print(enable_compilation_cache())
+        jax.block_until_ready(jax.jit(lambda x: jnp.tanh(x) * 3.0 + 1.0)(jnp.arange(7.0)))
+        print(events.count("/jax/compilation_cache/cache_misses"), events.count("/jax/compilation_cache/cache_hits"))
+    """)
+    env = {**os.environ, "FHMM_PPL_CACHE": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+            for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+    (first_folder, first_counts), (_, second_counts) = (done.stdout.split("\n")[:2] for done in runs)
+    assert first_folder == str(tmp_path / "jax")
+    written, _ = map(int, first_counts.split())
+    assert written >= 1 and len(list((tmp_path / "jax").iterdir())) >= written
+    assert second_counts.split() == ["0", str(written)]  # nothing compiled again: every kernel read back
