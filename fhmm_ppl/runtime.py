@@ -1,9 +1,10 @@
-"""Process-wide runtime settings: JAX's persistent compilation cache, and the helper thread.
+"""Process-wide runtime settings: JAX's persistent compilation cache, shape buckets, and the helper thread.
 
 Compiling costs seconds per run: training and separating compile dozens of
 kernels, most in well under a second each. A user cache folder
 keeps every compiled kernel between runs, so the second run of an experiment
-starts fast.
+starts fast; and frame counts padded up to a few sizes (``frame_bucket``) let a
+recording of a new length reuse the kernels compiled for another one.
 
 Sequential JAX computations (scans, loops over small chunks) run on one core on
 XLA-CPU; where two independent ones exist (a smoother's forward and backward
@@ -87,6 +88,29 @@ def enable_compilation_cache(min_compile_seconds: float = 0.0) -> Path:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor, and none set later
     return folder
+
+
+#: The sizes frame counts are padded up to (``frame_bucket``): ``m * 2**e`` frames for ``m`` in
+#: this tuple, from ``MIN_FRAME_BUCKET`` up (64, 80, 96, 112, 128, 160, 192, 224, 256, 320, ...).
+#: Every kernel whose shapes follow a recording's length compiles once per size, not once per
+#: length. Four sizes per doubling keep each size at most 1.25 times the one below, so at most
+#: 20 % of a padded sequence is padding (about 10 % on average) while 10**5 frames (400 s at hop
+#: 256 and 16 kHz) need only about 40 sizes; and every size is a multiple of 16, the frame chunks
+#: of the mask kernels.
+FRAME_BUCKET_STEPS = (4, 5, 6, 7)
+#: The smallest padded frame count (a second of audio at hop 256 and 16 kHz).
+MIN_FRAME_BUCKET = 64
+
+
+def frame_bucket(n_frames: int) -> int:
+    """The smallest ``FRAME_BUCKET_STEPS`` size ``>= n_frames`` (at least ``MIN_FRAME_BUCKET``)."""
+    n_frames = max(int(n_frames), MIN_FRAME_BUCKET)
+    exponent = max(0, n_frames.bit_length() - 3)  # m * 2**exponent with m in 4..7 brackets n_frames
+    while True:
+        for m in FRAME_BUCKET_STEPS:
+            if m << exponent >= n_frames:
+                return m << exponent
+        exponent += 1
 
 
 def configure_numba_cache() -> Path:

@@ -8,6 +8,11 @@ A separator decides once, from its masks, which form it needs (``FORMS``):
 - ``Joint``: the exact posterior written out, ``(T, prod N)`` (or, as a diagnostic, the product of
   the state posteriors each source model finds on its own clean source);
 - ``Factored``: per-source state marginals only (structured mean field).
+
+Frames may be padded at the end (to a ``runtime.frame_bucket`` size, so that kernels compiled for
+one length serve others): with ``length``, frames from it on observe nothing (log-likelihood 0
+for every joint state), which leaves every real frame's posterior as it is without them; their
+own posteriors mean nothing and the caller drops them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import NamedTuple
 import jax
 
 from fhmm_ppl import hmm
+from fhmm_ppl.hmm.filtering import mask_padding
 
 
 class ModelSet(NamedTuple):
@@ -76,34 +82,42 @@ class Factored(NamedTuple):
 FORMS = ("expectation", "joint", "marginals")
 
 
-def infer(models: ModelSet, emission, frames, scale: float, method: str, form: str):
+def infer(models: ModelSet, emission, frames, scale: float, method: str, form: str, length=None):
     """The posterior of ``models`` on the mixture's model frames ``(T, D)`` (a JAX array).
 
     Args:
         method: the plan's ``"exact"`` or ``"mean_field"``; form: what the masks read (``FORMS``).
+        length: frames ``t >= length`` are padding (``None``: none are).
     """
     if method != "exact":
-        return Factored(emission.mean_field_marginals(models.log_init, models.log_trans, models.params, frames, scale))
-    log_lik = scaled_log_lik(models, emission, frames, scale)
+        return Factored(emission.mean_field_marginals(models.log_init, models.log_trans, models.params, frames, scale,
+                                                      length))
+    log_lik = scaled_log_lik(models, emission, frames, scale, length)
     if form == "expectation":
         return Passes(models.log_init, models.log_trans, log_lik)
     return Joint(hmm.joint_posterior(models.log_init, models.log_trans, log_lik, flat=True)[0], models.n_states)
 
 
-def scaled_log_lik(models: ModelSet, emission, frames, scale: float):
-    """The frames' log-likelihoods times ``scale``, ``(T, N_1, ..., N_K)``."""
+def scaled_log_lik(models: ModelSet, emission, frames, scale: float, length=None):
+    """The frames' log-likelihoods times ``scale``, ``(T, N_1, ..., N_K)``; 0 at frames ``t >= length``."""
     prepared = emission.prepare(models.params, scale) if models.prepared is None else models.prepared
-    return emission.log_lik(prepared, frames)
+    log_lik = emission.log_lik(prepared, frames)
+    return log_lik if length is None else _mask_padding(log_lik, length)
 
 
-def clean_source_posterior(models: ModelSet, emission, own_frames, scale: float) -> Joint:
+#: ``filtering.mask_padding`` compiled once per shape (the length is traced, not a constant).
+_mask_padding = jax.jit(mask_padding)
+
+
+def clean_source_posterior(models: ModelSet, emission, own_frames, scale: float, length=None) -> Joint:
     """The product of each source's state posteriors on its own clean model frames, as a joint
-    posterior ``(T, prod N)``: what inference on the mixture would find if it found every source's states."""
+    posterior ``(T, prod N)``: what inference on the mixture would find if it found every source's
+    states (frames ``t >= length`` are padding)."""
     joint = None
     for k, frames in enumerate(own_frames):
         single = ModelSet((models.log_init[k],), (models.log_trans[k],), type(models.params)(
             *(None if p is None else (p[k],) for p in models.params)), None, None, None)
         marginal = hmm.posteriors(single.log_init, single.log_trans,
-                                  scaled_log_lik(single, emission, frames, scale)).marginals[0]
+                                  scaled_log_lik(single, emission, frames, scale), length).marginals[0]
         joint = marginal if joint is None else (joint[:, :, None] * marginal[:, None, :]).reshape(marginal.shape[0], -1)
     return Joint(joint, models.n_states)

@@ -5,6 +5,11 @@ states (exact, or structured mean field where the planner says so and the emissi
 the frames' log-likelihoods scaled by ``options.evidence_scale``, makes each source's mask
 (``masks``), and the masked mixture STFT is inverted with the mixture's phase. An ensemble
 (``n_models`` sets of source models) averages its sets' masks.
+
+Every JAX step after the STFT runs on frames padded at the end to a ``runtime.frame_bucket``
+size, so that a mixture of a new length reuses the kernels compiled (in this process, or in an
+earlier one through the persistent compilation cache) for any other length in its bucket. The
+padded frames observe nothing (``posterior``), and they are dropped before the masks leave JAX.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import istft, stft
+from fhmm_ppl.runtime import frame_bucket
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
@@ -38,6 +44,12 @@ def as_float_audio(samples) -> np.ndarray:
             return ((samples.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(np.float32)
         return (samples / float(-info.min)).astype(np.float32)
     return samples.astype(np.float32, copy=False)
+
+
+def padded(rows: np.ndarray) -> np.ndarray:
+    """``rows (T, ...)`` with zero rows appended up to ``frame_bucket(T)`` rows."""
+    extra = frame_bucket(rows.shape[0]) - rows.shape[0]
+    return np.pad(rows, [(0, extra)] + [(0, 0)] * (rows.ndim - 1))
 
 
 def plan(emission, n_states: tuple, n_frames: int, method: str = "auto"):
@@ -99,22 +111,25 @@ class Separator:
     def names(self) -> list[str]:
         return list(self.models)
 
-    def _mixture(self, mixture_stft: np.ndarray) -> Mixture:
-        frames = jnp.asarray(self.emission.frames(mixture_stft))
-        magnitude = jnp.asarray(np.abs(mixture_stft), jnp.float32) if self.mask.magnitude else None
-        return Mixture(frames, magnitude)
+    def _mixture(self, mixture_stft: np.ndarray, magnitude: bool = False) -> Mixture:
+        """The mixture's model frames (and, where the masks or ``magnitude`` ask, STFT magnitudes),
+        padded to ``frame_bucket`` frames."""
+        frames = jnp.asarray(padded(self.emission.frames(mixture_stft)))
+        wanted = magnitude or self.mask.magnitude
+        return Mixture(frames, jnp.asarray(padded(np.abs(mixture_stft).astype(np.float32))) if wanted else None)
 
     def _plan(self, n_frames: int):
         return plan(self.emission, self.sets[0].n_states, n_frames, self.options.inference.method)
 
     def gains(self, mixture_stft: np.ndarray) -> np.ndarray:
         """Masks ``(K, T, F)`` for a mixture STFT ``(T, F)``, averaged over the model sets."""
+        n_frames = mixture_stft.shape[0]
         mixture = self._mixture(mixture_stft)
-        method = self._plan(mixture_stft.shape[0]).method
+        method = self._plan(mixture.frames.shape[0]).method
         scale = self.options.evidence_scale
-        per_set = [self.mask.make(infer(models, self.emission, mixture.frames, scale, method, self.mask.form),
+        per_set = [self.mask.make(infer(models, self.emission, mixture.frames, scale, method, self.mask.form, n_frames),
                                   models, mixture, self.emission) for models in self.sets]
-        return self._finish(per_set)
+        return self._finish(per_set, n_frames)
 
     def state_oracle_gains(self, mixture_stft: np.ndarray, source_stfts) -> np.ndarray:
         """Masks ``(K, T, F)`` made as ``gains`` makes them, from the states each source model finds in
@@ -127,18 +142,21 @@ class Separator:
             if np.shape(spec) != np.shape(mixture_stft):
                 raise ValueError(f"source {name!r}: STFT shape {np.shape(spec)} differs from the mixture's "
                                  f"{np.shape(mixture_stft)}")
-        chosen = self._plan(mixture_stft.shape[0])
+        n_frames = mixture_stft.shape[0]
+        mixture = self._mixture(mixture_stft, magnitude=True)
+        chosen = self._plan(mixture.frames.shape[0])
         if chosen.method != "exact":
             raise ValueError(f"state oracle masks need the joint state space, which is too large here ({chosen.reason})")
-        mixture = Mixture(jnp.asarray(self.emission.frames(mixture_stft)),
-                                jnp.asarray(np.abs(mixture_stft), jnp.float32))
-        own = [jnp.asarray(self.emission.frames(np.asarray(spec))) for spec in source_stfts]
+        own = [jnp.asarray(padded(self.emission.frames(np.asarray(spec)))) for spec in source_stfts]
         scale = self.options.evidence_scale
-        return self._finish([self.mask.make(clean_source_posterior(models, self.emission, own, scale), models, mixture,
-                                            self.emission) for models in self.sets])
+        per_set = [self.mask.make(clean_source_posterior(models, self.emission, own, scale, n_frames), models, mixture,
+                                  self.emission) for models in self.sets]
+        return self._finish(per_set, n_frames)
 
-    def _finish(self, per_set: list) -> np.ndarray:
-        """The sets' masks averaged (writable), made binary where the options say so."""
+    def _finish(self, per_set: list, n_frames: int) -> np.ndarray:
+        """The sets' masks ``(K, T_padded, F)`` cut to the ``n_frames`` real frames and averaged
+        (writable), made binary where the options say so."""
+        per_set = [np.asarray(masks)[:, :n_frames] for masks in per_set]
         gains = np.array(per_set[0]) if len(per_set) == 1 else np.mean(per_set, axis=0)
         return binary(gains) if self.options.inference.mask == "binary" else gains
 
@@ -146,15 +164,16 @@ class Separator:
         """Each source's posterior state marginals ``{name: (T, N_k)}`` on a mixture STFT ``(T, F)``
         (of the first model set: state numbers mean nothing across sets)."""
         models = self.sets[0]
-        frames = jnp.asarray(self.emission.frames(mixture_stft))
+        n_frames = mixture_stft.shape[0]
+        frames = jnp.asarray(padded(self.emission.frames(mixture_stft)))
         method = self._plan(frames.shape[0]).method
         scale = self.options.evidence_scale
         if method != "exact":
-            marginals = infer(models, self.emission, frames, scale, method, "marginals").marginals()
+            marginals = infer(models, self.emission, frames, scale, method, "marginals", n_frames).marginals()
         else:
             log_lik = scaled_log_lik(models, self.emission, frames, scale)
-            marginals = hmm.posteriors(models.log_init, models.log_trans, log_lik).marginals
-        return {name: np.asarray(m) for name, m in zip(self.names, marginals)}
+            marginals = hmm.posteriors(models.log_init, models.log_trans, log_lik, n_frames).marginals
+        return {name: np.asarray(m)[:n_frames] for name, m in zip(self.names, marginals)}
 
     def separate(self, mixture: np.ndarray, *, return_gains: bool = False):
         """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``; with

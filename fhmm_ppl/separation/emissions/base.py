@@ -17,8 +17,10 @@ rate. It provides:
   mixture, computed once per set of source models (default: the parameters and the scale);
 - ``log_lik(prepared, frames)``: scaled frame log-likelihoods of every joint state
   ``(T, N_1, ..., N_K)``;
-- ``expected_log_lik(data, marginals, k)`` and ``mean_field_data(params, frames, scale)``
-  where ``mean_field`` is true (see ``hmm.structured_mean_field``);
+- ``mean_field_marginals(log_init, log_trans, params, frames, scale, length)`` where
+  ``mean_field`` is true: per-source state marginals K x ``(T, N_k)`` by structured mean field
+  (``hmm.structured_mean_field``), frames ``t >= length`` being padding that observes nothing
+  (a separator pads frames to ``runtime.frame_bucket`` sizes);
 - ``spread(masks)``: masks over the frames' D dimensions ``(K, T, D)`` to STFT bins ``(K, T, F)``
   (identity where D is F).
 """

@@ -58,16 +58,18 @@ class ComplexGaussian(Emission):
         terms, n_states = prepared
         return _log_lik(terms, frames, n_states)
 
-    def mean_field_marginals(self, log_init, log_trans, params: ComplexGaussianParams, frames, scale: float):
-        """Per-source state marginals K x ``(T, N_k)`` from structured mean field."""
-        return _mean_field_marginals(log_init, log_trans, params.psd, frames, scale)
+    def mean_field_marginals(self, log_init, log_trans, params: ComplexGaussianParams, frames, scale: float,
+                             length=None):
+        """Per-source state marginals K x ``(T, N_k)`` from structured mean field; frames ``t >= length``
+        are padding (see ``hmm.structured_mean_field``)."""
+        return _mean_field_marginals(log_init, log_trans, params.psd, frames, scale, length)
 
 
 _terms = jax.jit(complex_gaussian_terms)
 
 
 @jax.jit
-def _informed_marginals(log_init, log_trans, psd, power, scale):
+def _informed_marginals(log_init, log_trans, psd, power, scale, length):
     """Where mean field starts: each chain smoothed on its own on the mixture's power ``(T, F)``, the
     other sources held at their mean spectra under their chains' long-run state occupancy.
 
@@ -82,7 +84,8 @@ def _informed_marginals(log_init, log_trans, psd, power, scale):
     out = []
     for k, (li, lt, v) in enumerate(zip(log_init, log_trans, psd)):
         var = v + sum(m for j, m in enumerate(means) if j != k)  # (N_k, F): this source plus the others' means
-        out.append(hmm.posteriors((li,), (lt,), complex_gaussian_log_lik(power, (var,)) * scale).marginals[0])
+        log_lik = complex_gaussian_log_lik(power, (var,)) * scale
+        out.append(hmm.posteriors((li,), (lt,), log_lik, length).marginals[0])
     return tuple(out)
 
 
@@ -93,10 +96,11 @@ def _scaled_expected_log_lik(data, marginals, k):
 
 
 @jax.jit
-def _mean_field_marginals(log_init, log_trans, psd, power, scale):
+def _mean_field_marginals(log_init, log_trans, psd, power, scale, length):
+    start = _informed_marginals(log_init, log_trans, psd, power, scale, length)
     return hmm.structured_mean_field(log_init, log_trans, expected_log_lik=_scaled_expected_log_lik,
-                                     data=(power, psd, scale), n_iter=MEAN_FIELD_SWEEPS,
-                                     init_marginals=_informed_marginals(log_init, log_trans, psd, power, scale)).marginals
+                                     data=(power, psd, scale), n_iter=MEAN_FIELD_SWEEPS, init_marginals=start,
+                                     length=length).marginals
 
 
 @jax.jit(static_argnames=("n_states",))
