@@ -63,6 +63,14 @@ def _fail(err: BaseException, debug: bool) -> None:
 SET_HELP = "Override a config entry, e.g. --set model.n_states=64 (repeatable)."
 
 
+def _require_file(path: Path, debug: bool) -> None:
+    """A missing experiment file is one line before the schema (and JAX, which it checks against) loads."""
+    if not path.exists():
+        _fail(ValueError(f"{path}: no such experiment file"), debug)
+    if not path.is_file():
+        _fail(ValueError(f"{path}: not a file (give the experiment's YAML file)"), debug)
+
+
 @app.command()
 def validate(
     config: Path = typer.Argument(..., help="Experiment YAML file."),
@@ -70,6 +78,7 @@ def validate(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Check an experiment file without running it: its schema, then its plug-ins, priors and data files."""
+    _require_file(config, debug)
     from fhmm_ppl.experiment.config import load_config
     from fhmm_ppl.experiment.prepare import prepare
 
@@ -96,6 +105,7 @@ def run(
 
 
 def _run(config: Path, overrides: list, debug: bool, serve_artifacts: bool = False) -> None:
+    _require_file(config, debug)
     from fhmm_ppl.experiment.config import load_config
 
     try:
@@ -159,6 +169,7 @@ def sweep(
                "sweep.search": search, "sweep.trials": trials, "tracking.uri": tracking_uri}
     overrides = list(set_ or []) + [f"sweep.{g}" for g in grid or []]
     overrides += [f"{key}={value}" for key, value in options.items() if value is not None]
+    _require_file(config, debug)
     from fhmm_ppl.experiment.config import load_config
 
     try:

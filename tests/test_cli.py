@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from fhmm_ppl import __version__
@@ -39,6 +40,20 @@ def test_separate_reports_a_missing_mixture_before_loading_anything_heavy(tmp_pa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "EXIT 1" in out.stdout and "HEAVY []" in out.stdout
     assert f"error: {tmp_path / 'missing.wav'}: no such file" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "validate"])
+def test_a_missing_experiment_file_is_reported_before_loading_anything_heavy(tmp_path, command):
+    code = (
+        "import sys; from fhmm_ppl.cli import app\n"
+        f"try:\n    app([{command!r}, {str(tmp_path / 'missing.yaml')!r}])\n"
+        "except SystemExit as exit:\n    print('EXIT', exit.code)\n"
+        "heavy = [m for m in ('jax', 'mlflow', 'librosa', 'numpyro', 'matplotlib') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "EXIT 1" in out.stdout and "HEAVY []" in out.stdout
+    assert out.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: no such experiment file"
 
 
 def test_console_script_runs_as_a_subprocess():
