@@ -34,6 +34,20 @@ def _mark_helper() -> None:
     _THREAD.is_helper = True
 
 
+#: Set to "1" in a process that should compute on one thread (a sweep point given one CPU beside others).
+ONE_THREAD = "FHMM_PPL_ONE_THREAD"
+#: XLA's flags for one compute thread on the CPU.
+ONE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def one_thread_env() -> dict[str, str]:
+    """Environment variables for a new process that should compute on one thread: no helper thread
+    (``run_beside`` runs its two computations in turn) and XLA single-threaded. A sweep's Ray workers
+    with one CPU each get them, so that two points on two cores do not fight over four threads."""
+    flags = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), ONE_THREAD_XLA_FLAGS) if f)
+    return {ONE_THREAD: "1", "XLA_FLAGS": flags, "OMP_NUM_THREADS": "1"}
+
+
 def _helper_thread() -> ThreadPoolExecutor:
     """The process's one-worker executor for a second computation beside the caller's."""
     global _HELPER
@@ -51,7 +65,7 @@ def run_beside(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     Each callable should block until its result is ready (``jax.block_until_ready``), so the
     two computations really overlap.
     """
-    if getattr(_THREAD, "is_helper", False):
+    if getattr(_THREAD, "is_helper", False) or os.environ.get(ONE_THREAD) == "1":
         return first(), second()
     pending = _helper_thread().submit(second)
     return first(), pending.result()

@@ -19,6 +19,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from fhmm_ppl.runtime import one_thread_env
+
 #: The one-line error when Ray is asked for and missing.
 RAY_MISSING = "the ray executor needs Ray: pip install 'fhmm-ppl[ray]'"
 
@@ -62,7 +64,8 @@ class RayExecutor:
 
     ``address`` names an existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); without
     it a local cluster is started for the sweep, with every CPU of this machine, and stopped after.
-    Tasks are not retried: a point whose worker dies is reported, not run twice.
+    Tasks are not retried: a point whose worker dies is reported, not run twice. A point given
+    fewer than two CPUs computes on one thread (``runtime.one_thread_env``).
     """
 
     name = "ray"
@@ -123,7 +126,10 @@ class RayExecutor:
                         exhausted = True
                         break
                     if job.fn not in remote_fns:
-                        remote_fns[job.fn] = ray.remote(num_cpus=self.cpus_per_task, max_retries=0)(job.fn)
+                        options: dict = dict(num_cpus=self.cpus_per_task, max_retries=0)
+                        if self.cpus_per_task < 2:  # one CPU: compute on one thread (no oversubscription)
+                            options["runtime_env"] = {"env_vars": one_thread_env()}
+                        remote_fns[job.fn] = ray.remote(**options)(job.fn)
                     in_flight[remote_fns[job.fn].remote(*job.args)] = job
                 if not in_flight:
                     return
