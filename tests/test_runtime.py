@@ -6,7 +6,7 @@ import sys
 import textwrap
 import threading
 
-from fhmm_ppl.runtime import run_beside
+from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside
 
 
 def test_run_beside_runs_the_second_callable_on_the_helper_thread():
@@ -15,10 +15,19 @@ def test_run_beside_runs_the_second_callable_on_the_helper_thread():
     assert first == here and second.startswith("fhmm-helper")
 
 
+def test_one_thread_env_runs_both_callables_here_and_keeps_the_users_xla_flags(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    env = one_thread_env()
+    assert env["XLA_FLAGS"].startswith("--xla_dump_to=/tmp/x ") and "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    monkeypatch.setenv(ONE_THREAD, env[ONE_THREAD])
+    here = threading.current_thread()
+    assert run_beside(threading.current_thread, threading.current_thread) == (here, here)
+
+
 def test_work_handed_to_the_helper_that_hands_work_on_does_not_wait_for_itself():
     # In a fresh process: if the helper waited for itself, its one worker would hang for good.
     code = textwrap.dedent("""
-        from fhmm_ppl.runtime import run_beside
+        from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside
         print(run_beside(lambda: 1, lambda: run_beside(lambda: 2, lambda: 3)))
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
