@@ -76,19 +76,31 @@ def test_a_failing_point_does_not_stop_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     fit = runner.fit_separator
 
+    prepare = runner.prepare
+
+    def failing_prepare(config, source=None):  # a point whose check fails before its run starts
+        if config.model.n_states == 5:
+            raise ConfigError("data: no such file: gone.wav")
+        return prepare(config, source)
+
+    monkeypatch.setattr(runner, "prepare", failing_prepare)
+
     def failing_fit(train, rate, options, **kwargs):
         if options.model.n_states == 3:
             raise RuntimeError("simulated training failure")
         return fit(train, rate, options, **kwargs)
 
     monkeypatch.setattr(runner, "fit_separator", failing_fit)
-    result = run_sweep(parse_config({**TINY, "sweep": {"model.n_states": [2, 3, 4]}}))
-    assert [(o["model.n_states"], r.status) for o, r in result.children] == [(2, "FINISHED"), (3, "FAILED"), (4, "FINISHED")]
-    assert "simulated training failure" in result.children[1][1].error
+    result = run_sweep(parse_config({**TINY, "sweep": {"model.n_states": [2, 3, 4, 5]}}))
+    assert [(o["model.n_states"], r.status) for o, r in result.children] == [(2, "FINISHED"), (3, "FAILED"), (4, "FINISHED"),
+                                                                             (5, "FAILED")]
+    assert "simulated training failure" in result.children[1][1].error and "gone.wav" in result.children[3][1].error
     client = MlflowClient(result.tracking_uri)
     parent = client.get_run(result.run_id)
-    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep.n_failed"] == 1
-    assert client.get_run(result.children[1][1].run_id).info.status == "FAILED"
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep.n_failed"] == 2
+    for _, failed in (result.children[1], result.children[3]):
+        run = client.get_run(failed.run_id)
+        assert run.info.status == "FAILED" and run.info.end_time
     table = open(client.download_artifacts(result.run_id, "sweep.md", str(tmp_path))).read()
     assert "| 3 | - | - | - | - | - | FAILED |" in table
 

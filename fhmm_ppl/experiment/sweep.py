@@ -102,6 +102,8 @@ class Children:
             reason = f"{type(error).__name__}: {error}".splitlines()[0]
             self._end(run_id, "KILLED", reason)
             result = RunResult(run_id, self.experiment_id, self.uri, status="KILLED", error=reason)
+        elif result.status == "FAILED":  # failed before its run started (e.g. a data file gone): end it here
+            self._end(run_id, "FAILED", result.error)
         self.started.pop(run_id, None)
         self.ended.append((job.info["overrides"], result))
         note = f" ({result.error})" if result.error else ""
