@@ -87,7 +87,8 @@ def validate(
         variants = cfg.variants()  # validates every point of a sweep
         for _, variant in variants:
             prepare(variant, str(config))
-        sweep_note = f"; sweep of {len(variants)} variants" if cfg.sweep.active else ""
+        checked = f", checked at {len(variants)} points (range ends, choices)" if cfg.sweep.search == "optuna" else ""
+        sweep_note = f"; {cfg.sweep.describe()}{checked}" if cfg.sweep.active else ""
     except Exception as err:
         _fail(err, debug)
     typer.echo(f"ok: {config} ({cfg.name}: {cfg.data.source} data, {cfg.model.emission}, "
