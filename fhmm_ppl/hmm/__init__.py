@@ -26,12 +26,14 @@ at once) and ``log_marginal_two_threads`` (two halves at once, concrete arrays
 only).
 
 Modules: ``filtering`` (scaled likelihoods, the filter step, both filters),
-``smoothing`` (chunked forward-backward), ``marginal`` (``log_marginal`` and its
+``smoothing`` (chunked forward-backward), ``fixed_lag`` (streaming: the posterior ``L`` frames
+back, in constant memory), ``marginal`` (``log_marginal`` and its
 gradient), ``two_filter``, ``viterbi``, ``sampling``, ``variational`` (mean
 field) and ``planning`` (exact or mean field, from a cost estimate).
 """
 
 from fhmm_ppl.hmm._factored import chain_marginals
+from fhmm_ppl.hmm.fixed_lag import LagState, lag_advance, lag_flush, lag_state
 from fhmm_ppl.hmm.marginal import log_marginal
 from fhmm_ppl.hmm.planning import InferencePlan, choose_chunk_size, plan_inference
 from fhmm_ppl.hmm.sampling import sample_posterior, sample_prior
@@ -42,11 +44,15 @@ from fhmm_ppl.hmm.viterbi import path_log_prob, viterbi
 
 __all__ = [
     "InferencePlan",
+    "LagState",
     "MeanFieldResult",
     "Posteriors",
     "chain_marginals",
     "choose_chunk_size",
     "joint_posterior",
+    "lag_advance",
+    "lag_flush",
+    "lag_state",
     "log_marginal",
     "log_marginal_two_threads",
     "path_log_prob",

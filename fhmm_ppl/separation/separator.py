@@ -14,7 +14,7 @@ padded frames observe nothing (``posterior``), and they are dropped before the m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Optional, Union
 
@@ -29,6 +29,7 @@ from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
 from fhmm_ppl.separation.storage import SourceModel, read, write
+from fhmm_ppl.separation.streaming import lag_frames, stream
 
 #: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
 TYPICAL_FRAMES = 1000
@@ -44,6 +45,19 @@ def as_float_audio(samples) -> np.ndarray:
             return ((samples.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(np.float32)
         return (samples / float(-info.min)).astype(np.float32)
     return samples.astype(np.float32, copy=False)
+
+
+def stream_chunk(chunk, number: int) -> np.ndarray:
+    """Chunk ``number`` of a stream as float32 ``(n,)`` (``as_float_audio``), or a one-line error."""
+    samples = np.asarray(chunk)
+    if samples.dtype.kind not in "fiu":
+        raise ValueError(f"stream chunk {number}: dtype {samples.dtype} is not audio; pass float or integer PCM samples")
+    if samples.ndim != 1:
+        raise ValueError(f"stream chunk {number} must be mono (n_samples,), got shape {samples.shape}")
+    samples = as_float_audio(samples)
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(f"stream chunk {number} contains NaN or infinite samples")
+    return samples
 
 
 def padded(rows: np.ndarray) -> np.ndarray:
@@ -199,6 +213,26 @@ class Separator:
             waves = [istft(g * spec, config, length=n) for g in gains]
         estimates = dict(zip(self.names, waves))
         return (estimates, gains) if return_gains else estimates
+
+    def stream(self, chunks: Iterable, lag: float = 0.1) -> Iterator[dict[str, np.ndarray]]:
+        """Separate a mixture that arrives in chunks: per chunk of ``chunks`` (1-D sample arrays of any
+        sizes, empty ones included; float or integer PCM as ``separate`` takes them) yield
+        ``{source name: (m,)}``, the samples that became final, then one more with the rest.
+
+        Each frame's posterior is its fixed-lag smoothed one, given the frames up to ``lag`` seconds
+        after it (0: causal filtering); with a lag covering the whole stream the concatenated
+        pieces are ``separate``'s estimates, and they always have the stream's length. Memory does
+        not grow with the stream (``separation.streaming``). Needs exact inference.
+        """
+        n_lag = lag_frames(lag, self.sample_rate, self.options.stft.hop_length)
+        if not self.emission.frame_local:
+            raise ValueError(f"the {self.emission.name} emission cannot stream: its model frames depend on the "
+                             "whole recording (frame_local is false)")
+        method = self._plan(TYPICAL_FRAMES).method
+        if method != "exact":
+            raise ValueError(f"streaming needs exact inference over the joint states, but the plan here is {method}; "
+                             "use inference='exact' or fewer states per source")
+        return stream(self, chunks, n_lag, stream_chunk)
 
     def save(self, folder: Union[str, Path]) -> Path:
         """Write the separator into ``folder`` (``separation.storage``)."""

@@ -8,7 +8,8 @@ rate. It provides:
   ``prior_roles`` (the emission parameters a prior can be put on), ``soft_masks`` (the soft
   masks of ``fhmm_ppl.separation.masks`` it can make; the first is its default),
   ``state_components`` (default spectra per state dictionary; 0: none), ``mean_field``
-  (whether it has the expected log-likelihood structured mean field needs), and ``Params``,
+  (whether it has the expected log-likelihood structured mean field needs), ``frame_local``
+  (whether ``frames`` treats each STFT frame on its own, which streaming needs), and ``Params``,
   a NamedTuple of K-tuples of arrays: every source's emission parameters, a pytree;
 - ``frames(spectrum)``: the model frames ``(T, D)`` of a complex STFT ``(T, F)``;
 - ``source_params(fitted, power, marginals)``: the arrays kept (and saved) per trained source,
@@ -49,6 +50,7 @@ class Emission(abc.ABC):
     soft_masks: ClassVar[tuple[str, ...]] = ("wiener",)
     state_components: ClassVar[int] = 0
     mean_field: ClassVar[bool] = False
+    frame_local: ClassVar[bool] = True
     #: whether ``source_params`` reads the training frames' state posteriors (a smoother pass per source)
     uses_marginals: ClassVar[bool] = True
     Params: ClassVar[type]

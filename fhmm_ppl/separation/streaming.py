@@ -1,0 +1,214 @@
+"""Streaming separation: chunks of a mixture in, each source's final samples out, in constant memory.
+
+Three parts, each testable alone:
+
+- ``Framer``: an incremental centred STFT. It buffers samples and returns each frame as soon as
+  every sample it covers has arrived, the frames ``audio.features.stft`` makes of the whole
+  signal (zero centre padding at both ends; ``finish`` makes the last frames).
+- ``hmm.fixed_lag``: the posterior of frame ``t - L`` once frame ``t`` is in, ``L`` frames = the
+  lag; the frames still inside the lag when the stream ends get the posterior given every frame.
+- ``OverlapAdd``: the inverse STFT of ``audio.features.istft``, sample by sample as they become
+  final (no later frame covers them), normalised by the same window sum of squares.
+
+``stream`` wires them for a ``Separator``: per input chunk the new frames go through the
+emission's log-likelihoods and the smoother in blocks of ``BLOCK`` frames (padded, so each
+kernel compiles once), the frames leaving the lag get the separator's masks (averaged over its
+model sets) and are overlap-added. Everything held is the lag's window, one frame of samples
+and the current chunk: memory does not grow with the stream's length. With a lag covering the
+whole stream the output is the offline ``Separator.separate``'s.
+
+Masks are per frame (a frame's mask reads only its posterior and its own mixture frame), so every
+built-in emission streams; an emission whose model frames depend on the whole recording says so
+with ``frame_local = False`` and is refused. Streaming needs exact inference (its messages are
+over joint states): a plan of mean field is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import jax.numpy as jnp
+import numpy as np
+from scipy.signal import get_window
+
+from fhmm_ppl.audio.features import STFTConfig
+from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
+from fhmm_ppl.separation.masks import Mixture
+from fhmm_ppl.separation.posterior import Joint, scaled_log_lik
+
+#: Frames per block through log-likelihoods, smoother and masks (one compilation per kernel).
+BLOCK = 16
+
+
+def lag_frames(lag: float, sample_rate: int, hop_length: int) -> int:
+    """The lag in frames, ``ceil(lag * sample_rate / hop_length)``; one-line error for a bad lag."""
+    if isinstance(lag, bool) or not isinstance(lag, (int, float, np.integer, np.floating)):
+        raise ValueError(f"lag must be a number of seconds >= 0, got {lag!r}")
+    if not math.isfinite(lag) or lag < 0:
+        raise ValueError(f"lag must be a finite number of seconds >= 0 (0: causal), got {lag}")
+    return math.ceil(float(lag) * sample_rate / hop_length - 1e-9)
+
+
+class Framer:
+    """Incremental centred STFT: ``push(samples)`` returns the newly complete frames ``(n, F)``
+    complex64, ``finish()`` the rest; together, the frames of ``stft`` of everything pushed."""
+
+    def __init__(self, config: STFTConfig) -> None:
+        self.n_fft, self.hop = config.n_fft, config.hop_length
+        self.half = config.n_fft // 2
+        self.window = get_window(config.window, config.n_fft, fftbins=True)
+        self.buffer = np.zeros(self.half, np.float32)  # the centre padding before sample 0
+        self.buffer_start = -self.half  # sample index of buffer[0]
+        self.next_frame = 0
+        self.n_samples = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        self.buffer = np.concatenate([self.buffer, samples])
+        self.n_samples += samples.shape[0]
+        return self._frames(self.n_samples)
+
+    def finish(self) -> np.ndarray:
+        """The frames whose windows reach into the zero padding after the last sample."""
+        if self.n_samples == 0:
+            return np.zeros((0, self.n_fft // 2 + 1), np.complex64)
+        self.buffer = np.concatenate([self.buffer, np.zeros(self.n_fft - self.half, np.float32)])
+        return self._frames(self.n_samples + self.n_fft - self.half)
+
+    def _frames(self, end: int) -> np.ndarray:
+        """Frames ``next_frame ..`` whose windows end at or before sample ``end``; drops what no later frame reads."""
+        first = self.next_frame
+        stop = max(first, (end - self.n_fft + self.half) // self.hop + 1)
+        offset = first * self.hop - self.half - self.buffer_start
+        count = stop - first
+        if count:
+            view = np.lib.stride_tricks.sliding_window_view(self.buffer[offset:], self.n_fft)[::self.hop][:count]
+            spec = np.fft.rfft(view * self.window, axis=1).astype(np.complex64)
+        else:
+            spec = np.zeros((0, self.n_fft // 2 + 1), np.complex64)
+        self.next_frame = stop
+        keep_from = stop * self.hop - self.half
+        self.buffer = self.buffer[max(0, keep_from - self.buffer_start):]
+        self.buffer_start = max(self.buffer_start, keep_from)
+        return spec
+
+
+class OverlapAdd:
+    """Incremental ``istft`` of several signals at once: ``add(frames)`` with ``(K, n, F)`` spectra of
+    the next ``n`` frames returns the ``(K, m)`` samples that no later frame can change; ``finish(n_samples)``
+    the rest, up to the signal's length."""
+
+    def __init__(self, config: STFTConfig, n_signals: int) -> None:
+        self.n_fft, self.hop, self.half = config.n_fft, config.hop_length, config.n_fft // 2
+        self.window = get_window(config.window, config.n_fft, fftbins=True)
+        self.sums = np.zeros((n_signals, 0))  # overlap-added frames from padded position `start` on
+        self.weights = np.zeros(0)  # the window's sum of squares over the same positions
+        self.start = 0  # padded position (sample index + half) of sums[:, 0]
+        self.n_frames = 0
+        self.released = 0  # samples returned so far
+
+    def add(self, spectra: np.ndarray, limit: int) -> np.ndarray:
+        """Overlap-add the next frames; return the samples now final, none at or past sample ``limit``."""
+        n = spectra.shape[1]
+        end = (self.n_frames + n - 1) * self.hop + self.n_fft - self.start
+        if n and end > self.weights.shape[0]:
+            grow = end - self.weights.shape[0]
+            self.sums = np.pad(self.sums, ((0, 0), (0, grow)))
+            self.weights = np.pad(self.weights, (0, grow))
+        frames = np.fft.irfft(spectra, n=self.n_fft, axis=2) * self.window  # (K, n, n_fft)
+        square = self.window**2
+        for i in range(n):
+            at = (self.n_frames + i) * self.hop - self.start
+            self.sums[:, at:at + self.n_fft] += frames[:, i]
+            self.weights[at:at + self.n_fft] += square
+        self.n_frames += n
+        return self._release(min(self.n_frames * self.hop - self.half, limit))
+
+    def finish(self, n_samples: int) -> np.ndarray:
+        return self._release(n_samples, pad=True)
+
+    def _release(self, stop: int, pad: bool = False) -> np.ndarray:
+        """Samples ``released .. stop`` (divided by the window's sum of squares where it is not
+        tiny), dropped from the buffers; ``pad``: zeros past what the frames cover, as ``istft``'s length."""
+        stop = max(stop, self.released)
+        lo, hi = self.released + self.half - self.start, stop + self.half - self.start
+        if pad and hi > self.weights.shape[0]:
+            self.sums = np.pad(self.sums, ((0, 0), (0, hi - self.weights.shape[0])))
+            self.weights = np.pad(self.weights, (0, hi - self.weights.shape[0]))
+        out, weight = self.sums[:, lo:hi], self.weights[lo:hi]
+        nonzero = weight > np.finfo(np.float32).tiny
+        out = np.where(nonzero, out / np.where(nonzero, weight, 1.0), out).astype(np.float32)
+        drop = max(0, min(hi, self.n_frames * self.hop - self.start))  # the next frame starts there
+        self.sums, self.weights = self.sums[:, drop:], self.weights[drop:]
+        self.start += drop
+        self.released = stop
+        return out
+
+
+def stream(separator, chunks: Iterable, lag_frames: int, convert) -> Iterator[dict[str, np.ndarray]]:
+    """``Separator.stream``'s generator: ``{name: (m,)}`` per chunk of ``chunks``, then one with the rest.
+
+    Args:
+        separator: a ``Separator`` whose plan is exact and whose emission is frame-local.
+        chunks: iterable of sample arrays; ``convert(chunk, number)`` checks each and makes it float32 ``(n,)``.
+        lag_frames: the smoother's lag in frames.
+    """
+    config = separator.options.stft
+    names = separator.names
+    framer = Framer(config)
+    synthesis = OverlapAdd(config, len(names))
+    windows = [lag_state(models.n_states, lag_frames) for models in separator.sets]
+    pending = np.zeros((0, config.n_bins), np.complex64)  # frames fed to the smoother, not yet masked
+    n_fed = 0
+
+    def feed(spec: np.ndarray, flush: bool = False) -> np.ndarray:
+        """Feed new frames ``(n, F)`` (with ``flush``, the stream's last); mask and overlap-add the
+        frames whose posteriors are now known; return the samples now final ``(K, m)``."""
+        nonlocal pending, n_fed
+        pending = np.concatenate([pending, spec])
+        posts = [[] for _ in separator.sets]
+        for lo in range(0, spec.shape[0], BLOCK):
+            block = spec[lo:lo + BLOCK]
+            frames = jnp.asarray(_padded(separator.emission.frames(block)))
+            valid = jnp.arange(BLOCK) < block.shape[0]
+            first = max(0, lag_frames - n_fed)  # rows before it would be frames before frame 0
+            for k, models in enumerate(separator.sets):
+                log_lik = scaled_log_lik(models, separator.emission, frames, separator.options.evidence_scale)
+                windows[k], rows = lag_advance(models.log_init, models.log_trans, windows[k], log_lik, valid)
+                posts[k].append(np.asarray(rows)[first:block.shape[0]])
+            n_fed += block.shape[0]
+        posts = [np.concatenate(rows) if rows else np.zeros((0, 1), np.float32) for rows in posts]
+        n_left = pending.shape[0] - posts[0].shape[0]
+        if flush and n_left:
+            posts = [np.concatenate([p, np.asarray(lag_flush(models.log_trans, window))[-n_left:]])
+                     for p, models, window in zip(posts, separator.sets, windows)]
+        out = [np.zeros((len(names), 0), np.float32)]
+        n_ready = posts[0].shape[0]
+        for lo in range(0, n_ready, BLOCK):
+            block = pending[lo:min(lo + BLOCK, n_ready)]
+            gains = masks(separator, block, [p[lo:lo + BLOCK] for p in posts])
+            out.append(synthesis.add(gains * block[None], framer.n_samples))
+        pending = pending[n_ready:]
+        return np.concatenate(out, axis=1)
+
+    for number, chunk in enumerate(chunks):
+        yield dict(zip(names, feed(framer.push(convert(chunk, number)))))
+    tail = np.concatenate([feed(framer.finish(), flush=True), synthesis.finish(framer.n_samples)], axis=1)
+    yield dict(zip(names, tail))
+
+
+def masks(separator, spec: np.ndarray, posteriors: list) -> np.ndarray:
+    """The separator's masks ``(K, n, F)`` of ``n <= BLOCK`` frames ``spec (n, F)`` from each model set's
+    joint posteriors ``(n, prod N)``, made on blocks padded to ``BLOCK`` frames and averaged over the sets."""
+    n = spec.shape[0]
+    mixture = Mixture(jnp.asarray(_padded(separator.emission.frames(spec))),
+                      jnp.asarray(_padded(np.abs(spec).astype(np.float32))) if separator.mask.magnitude else None)
+    per_set = [separator.mask.make(Joint(jnp.asarray(_padded(post)), models.n_states), models, mixture,
+                                   separator.emission) for post, models in zip(posteriors, separator.sets)]
+    return separator._finish(per_set, n)
+
+
+def _padded(rows: np.ndarray) -> np.ndarray:
+    """``rows (n, ...)``, ``n <= BLOCK``, with the last row repeated up to ``BLOCK`` rows (real values:
+    the padded rows' results are dropped, and must not be NaN where a kernel mixes frames)."""
+    return np.pad(rows, [(0, BLOCK - rows.shape[0])] + [(0, 0)] * (rows.ndim - 1), mode="edge")

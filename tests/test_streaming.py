@@ -1,0 +1,203 @@
+"""Streaming separation: the incremental STFT and overlap-add against librosa's, the fixed-lag smoother
+against offline smoothing of each prefix, and ``Separator.stream`` against ``Separator.separate``."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import random_problem
+from fhmm_ppl import hmm
+from fhmm_ppl.audio.features import STFTConfig, istft, stft
+from fhmm_ppl.audio.tasks import demo_task
+from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
+from fhmm_ppl.metrics import bss_eval
+from fhmm_ppl.separation import fit_separator
+from fhmm_ppl.separation.streaming import Framer, OverlapAdd
+from test_separation import RATE, high_noise, low_tones
+
+
+def random_cuts(rng, n: int, largest: int) -> list[int]:
+    """Cut points ``0 = c_0 <= c_1 <= ... = n`` with empty and one-sample pieces among the others."""
+    cuts, at = [0], 0
+    while at < n:
+        at = min(n, at + int(rng.choice([0, 1, rng.integers(2, largest)])))
+        cuts.append(at)
+    return cuts
+
+
+def pieces(signal, cuts):
+    return [signal[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+@pytest.mark.parametrize("n_fft,hop,n", [(64, 16, 1000), (64, 16, 1001), (1024, 256, 5000), (64, 48, 333), (64, 16, 64)])
+def test_framer_makes_the_offline_stft_from_chunks_of_any_size(n_fft, hop, n):
+    rng = np.random.default_rng(n)
+    signal = rng.normal(size=n).astype(np.float32)
+    config = STFTConfig(n_fft, hop)
+    framer = Framer(config)
+    frames = [framer.push(piece) for piece in pieces(signal, random_cuts(rng, n, 3 * n_fft))] + [framer.finish()]
+    expected = stft(signal, config)
+    got = np.concatenate(frames)
+    assert got.shape == expected.shape and got.dtype == np.complex64
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max())
+    assert framer.buffer.shape[0] <= 2 * n_fft  # what it holds is bounded, not the stream
+
+
+@pytest.mark.parametrize("n_fft,hop,n", [(64, 16, 1000), (64, 16, 1001), (1024, 256, 5000), (64, 48, 333)])
+def test_overlap_add_makes_the_offline_istft_sample_by_final_sample(n_fft, hop, n):
+    rng = np.random.default_rng(n)
+    config = STFTConfig(n_fft, hop)
+    n_frames = 1 + n // hop
+    spec = (rng.normal(size=(2, n_frames, config.n_bins)) + 1j * rng.normal(size=(2, n_frames, config.n_bins)))
+    spec = spec.astype(np.complex64)
+    synthesis = OverlapAdd(config, 2)
+    out = [synthesis.add(spec[:, a:b], n) for a, b in zip(*(lambda c: (c[:-1], c[1:]))(random_cuts(rng, n_frames, 9)))]
+    got = np.concatenate(out + [synthesis.finish(n)], axis=1)
+    expected = np.stack([istft(s, config, length=n) for s in spec])
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("lag", [0, 3, 30])
+def test_fixed_lag_posteriors_are_offline_smoothing_of_each_prefix(lag):
+    rng = np.random.default_rng(lag)
+    n_states, n_frames, block = (3, 4), 17, 5
+    log_init, log_trans, log_lik = random_problem(rng, n_states, n_frames)
+    state, rows = lag_state(n_states, lag), []
+    for lo in range(0, n_frames, block):
+        part = log_lik[lo:lo + block]
+        n = part.shape[0]
+        padded = jnp.concatenate([part, jnp.full((block - n,) + n_states, jnp.nan)])  # padding is never read
+        state, posts = lag_advance(log_init, log_trans, state, padded, jnp.arange(block) < n)
+        rows.append(np.asarray(posts)[:n])
+    rows = np.concatenate(rows)
+    for t in range(lag, n_frames):
+        prefix = hmm.posteriors(log_init, log_trans, log_lik[: t + 1], joint=True).joint
+        np.testing.assert_allclose(rows[t], np.asarray(prefix[t - lag]).reshape(-1), atol=1e-5)
+    whole = np.asarray(hmm.posteriors(log_init, log_trans, log_lik, joint=True).joint).reshape(n_frames, -1)
+    left = min(lag, n_frames)
+    flushed = np.asarray(lag_flush(log_trans, state))[lag + 1 - left:] if left else np.zeros((0, 12))
+    np.testing.assert_allclose(flushed, whole[n_frames - left:], atol=1e-5)
+
+
+# (emission, extra options): every posterior form the masks read and an ensemble
+CASES = [
+    ("complex_gaussian", {"n_models": 2}),
+    ("logmax", {}),
+    ("log_mel", {}),  # state dictionaries (the default)
+    ("log_mel", {"state_components": 0}),  # blended dominance and Wiener masks
+]
+IDS = ["complex_gaussian-ensemble", "logmax", "log_mel", "log_mel-blend"]
+
+
+@pytest.fixture(scope="module")
+def separators():
+    rng = np.random.default_rng(3)
+    train = {"tones": low_tones(rng, 4), "noise": high_noise(rng, 4)}
+    return {name: fit_separator(train, RATE, n_states=5, emission=emission, inference="exact", max_iter=6, n_mels=24,
+                                **({"n_models": 1} | extra))
+            for name, (emission, extra) in zip(IDS, CASES)}
+
+
+@pytest.fixture(scope="module")
+def test_mix():
+    rng = np.random.default_rng(11)
+    tones, noise = low_tones(rng, 2.5), high_noise(rng, 2.5)
+    n = 2.5 * RATE - 77  # ends inside a hop
+    return (tones + noise)[: int(n)], np.stack([tones[: int(n)], noise[: int(n)]])
+
+
+def streamed(separator, chunks, lag):
+    out = list(separator.stream(chunks, lag=lag))
+    assert len(out) == len(chunks) + 1  # one piece per chunk, then the rest
+    return {name: np.concatenate([piece[name] for piece in out]) for name in separator.names}
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_a_lag_covering_the_stream_gives_the_offline_separation(separators, test_mix, name):
+    separator, (mixture, _) = separators[name], test_mix
+    rng = np.random.default_rng(5)
+    offline = separator.separate(mixture)
+    online = streamed(separator, pieces(mixture, random_cuts(rng, mixture.shape[0], 3000)), lag=3.0)
+    for key in separator.names:
+        assert online[key].shape == mixture.shape and online[key].dtype == np.float32
+        np.testing.assert_allclose(online[key], offline[key], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["complex_gaussian-ensemble", "log_mel"])
+def test_chunk_sizes_change_nothing_and_every_sample_comes_out(separators, test_mix, name):
+    separator, (mixture, _) = separators[name], test_mix
+    whole = streamed(separator, [mixture], lag=0.1)
+    rng = np.random.default_rng(8)
+    cuts = random_cuts(rng, mixture.shape[0], 700)
+    assert any(b - a == 0 for a, b in zip(cuts, cuts[1:])) and any(b - a == 1 for a, b in zip(cuts, cuts[1:]))
+    chunked = streamed(separator, pieces(mixture, cuts), lag=0.1)
+    for key in separator.names:
+        assert chunked[key].shape == mixture.shape
+        np.testing.assert_allclose(chunked[key], whole[key], atol=1e-5)
+    assert np.allclose(sum(whole.values()), mixture, atol=1e-4)  # soft masks: estimates sum to the mixture
+
+
+def test_causal_streaming_is_sane():
+    task = demo_task("speech_noise", test_seconds=3.0)
+    separator = fit_separator(task.train, task.sample_rate, n_states=8, emission="complex_gaussian", inference="exact",
+                              max_iter=5, n_models=1)
+    mixture, references = task.mixtures[0], np.stack(list(task.references[0].values()))
+    offline = separator.separate(mixture)
+    causal = streamed(separator, pieces(mixture, list(range(0, mixture.shape[0], 512)) + [mixture.shape[0]]), lag=0)
+    sdr = {kind: bss_eval(references, np.stack([est[k] for k in separator.names])).sdr.mean()
+           for kind, est in (("offline", offline), ("causal", causal))}
+    floor = bss_eval(references, np.stack([mixture, mixture])).sdr.mean()
+    assert np.abs(causal["speech"] - offline["speech"]).max() > 1e-3  # filtering is not smoothing here
+    assert sdr["causal"] > floor + 2.0 and sdr["causal"] > sdr["offline"] - 2.0, (sdr, floor)
+
+
+def test_int16_chunks_are_scaled_as_separate_scales_them(separators, test_mix):
+    separator, mixture = separators["logmax"], test_mix[0][:4000]
+    pcm = np.round(mixture * 20000).astype(np.int16)
+    from_pcm = streamed(separator, [pcm[:1500], pcm[1500:]], lag=0.1)
+    from_float = streamed(separator, [pcm[:1500] / 32768.0, pcm[1500:] / 32768.0], lag=0.1)
+    for key in separator.names:
+        np.testing.assert_allclose(from_pcm[key], from_float[key], atol=1e-6)
+
+
+def test_short_and_empty_streams(separators):
+    separator = separators["logmax"]
+    assert all(p.shape == (0,) for p in streamed(separator, [], lag=0.1).values())
+    assert all(p.shape == (0,) for p in streamed(separator, [np.zeros(0, np.float32)] * 3, lag=0.1).values())
+    short = streamed(separator, [np.full(5, 0.1, np.float32), np.full(2, -0.1, np.float32)], lag=0.1)
+    assert all(p.shape == (7,) and np.all(np.isfinite(p)) for p in short.values())
+
+
+@pytest.mark.parametrize("chunk,message", [
+    (np.zeros(10, np.complex64), "stream chunk 1: dtype complex64 is not audio"),
+    (np.array(["a"]), "stream chunk 1: dtype <U1 is not audio"),
+    (np.zeros((2, 10), np.float32), r"stream chunk 1 must be mono \(n_samples,\), got shape \(2, 10\)"),
+    (np.array([0.0, np.nan]), "stream chunk 1 contains NaN or infinite samples"),
+    (np.array([0.0, np.inf]), "stream chunk 1 contains NaN or infinite samples"),
+])
+def test_bad_chunks_are_one_line_errors(separators, chunk, message):
+    stream = separators["logmax"].stream([np.zeros(300, np.float32), chunk])
+    assert next(stream)["tones"].dtype == np.float32
+    with pytest.raises(ValueError, match=message) as err:
+        next(stream)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("lag", [-0.1, float("nan"), float("inf"), "0.1", None])
+def test_bad_lags_are_refused_before_the_stream_starts(separators, lag):
+    with pytest.raises(ValueError, match="lag must be a") as err:
+        separators["logmax"].stream([np.zeros(10)], lag=lag)
+    assert "\n" not in str(err.value)
+
+
+def test_mean_field_and_non_local_emissions_are_refused(separators, monkeypatch):
+    rng = np.random.default_rng(1)
+    mean_field = fit_separator({"tones": low_tones(rng, 2), "noise": high_noise(rng, 2)}, RATE, n_states=3, max_iter=2,
+                               emission="complex_gaussian", inference="mean_field", n_models=1)
+    with pytest.raises(ValueError, match="streaming needs exact inference over the joint states, but the plan here"):
+        mean_field.stream([np.zeros(10)])
+    separator = separators["logmax"]
+    monkeypatch.setattr(type(separator.emission), "frame_local", False)
+    with pytest.raises(ValueError, match="the logmax emission cannot stream: its model frames depend on the whole"):
+        separator.stream([np.zeros(10)])
