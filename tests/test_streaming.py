@@ -11,7 +11,7 @@ from fhmm_ppl.audio.features import STFTConfig, istft, stft
 from fhmm_ppl.audio.tasks import demo_task
 from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
 from fhmm_ppl.metrics import bss_eval
-from fhmm_ppl.separation import fit_separator
+from fhmm_ppl.separation import Separator, fit_separator
 from fhmm_ppl.separation.streaming import Framer, OverlapAdd
 from test_separation import RATE, high_noise, low_tones
 
@@ -83,19 +83,20 @@ def test_fixed_lag_posteriors_are_offline_smoothing_of_each_prefix(lag):
 # (emission, extra options): every posterior form the masks read and an ensemble
 CASES = [
     ("complex_gaussian", {"n_models": 2}),
+    ("complex_gaussian", {"inference": "mean_field"}),
     ("logmax", {}),
     ("log_mel", {}),  # state dictionaries (the default)
     ("log_mel", {"state_components": 0}),  # blended dominance and Wiener masks
 ]
-IDS = ["complex_gaussian-ensemble", "logmax", "log_mel", "log_mel-blend"]
+IDS = ["complex_gaussian-ensemble", "complex_gaussian-mean_field", "logmax", "log_mel", "log_mel-blend"]
 
 
 @pytest.fixture(scope="module")
 def separators():
     rng = np.random.default_rng(3)
     train = {"tones": low_tones(rng, 4), "noise": high_noise(rng, 4)}
-    return {name: fit_separator(train, RATE, n_states=5, emission=emission, inference="exact", max_iter=6, n_mels=24,
-                                **({"n_models": 1} | extra))
+    return {name: fit_separator(train, RATE, n_states=5, emission=emission, max_iter=6, n_mels=24,
+                                **({"n_models": 1, "inference": "exact"} | extra))
             for name, (emission, extra) in zip(IDS, CASES)}
 
 
@@ -124,7 +125,7 @@ def test_a_lag_covering_the_stream_gives_the_offline_separation(separators, test
         np.testing.assert_allclose(online[key], offline[key], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["complex_gaussian-ensemble", "log_mel"])
+@pytest.mark.parametrize("name", ["complex_gaussian-ensemble", "complex_gaussian-mean_field", "log_mel"])
 def test_chunk_sizes_change_nothing_and_every_sample_comes_out(separators, test_mix, name):
     separator, (mixture, _) = separators[name], test_mix
     whole = streamed(separator, [mixture], lag=0.1)
@@ -138,10 +139,19 @@ def test_chunk_sizes_change_nothing_and_every_sample_comes_out(separators, test_
     assert np.allclose(sum(whole.values()), mixture, atol=1e-4)  # soft masks: estimates sum to the mixture
 
 
-def test_causal_streaming_is_sane():
+@pytest.fixture(scope="module")
+def demo():
     task = demo_task("speech_noise", test_seconds=3.0)
-    separator = fit_separator(task.train, task.sample_rate, n_states=8, emission="complex_gaussian", inference="exact",
-                              max_iter=5, n_models=1)
+    exact = fit_separator(task.train, task.sample_rate, n_states=8, emission="complex_gaussian", inference="exact",
+                          max_iter=5, n_models=1)
+    options = exact.options.model_copy(update={"inference": exact.options.inference.model_copy(
+        update={"method": "mean_field"})})
+    return task, {"exact": exact, "mean_field": Separator(exact.members, exact.sample_rate, options)}
+
+
+@pytest.mark.parametrize("inference", ["exact", "mean_field"])
+def test_causal_streaming_is_sane(demo, inference):
+    task, separator = demo[0], demo[1][inference]
     mixture, references = task.mixtures[0], np.stack(list(task.references[0].values()))
     offline = separator.separate(mixture)
     causal = streamed(separator, pieces(mixture, list(range(0, mixture.shape[0], 512)) + [mixture.shape[0]]), lag=0)
@@ -191,12 +201,7 @@ def test_bad_lags_are_refused_before_the_stream_starts(separators, lag):
     assert "\n" not in str(err.value)
 
 
-def test_mean_field_and_non_local_emissions_are_refused(separators, monkeypatch):
-    rng = np.random.default_rng(1)
-    mean_field = fit_separator({"tones": low_tones(rng, 2), "noise": high_noise(rng, 2)}, RATE, n_states=3, max_iter=2,
-                               emission="complex_gaussian", inference="mean_field", n_models=1)
-    with pytest.raises(ValueError, match="streaming needs exact inference over the joint states, but the plan here"):
-        mean_field.stream([np.zeros(10)])
+def test_emissions_whose_frames_are_not_frame_local_are_refused(separators, monkeypatch):
     separator = separators["logmax"]
     monkeypatch.setattr(type(separator.emission), "frame_local", False)
     with pytest.raises(ValueError, match="the logmax emission cannot stream: its model frames depend on the whole"):

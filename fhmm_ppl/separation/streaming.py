@@ -5,8 +5,10 @@ Three parts, each testable alone:
 - ``Framer``: an incremental centred STFT. It buffers samples and returns each frame as soon as
   every sample it covers has arrived, the frames ``audio.features.stft`` makes of the whole
   signal (zero centre padding at both ends; ``finish`` makes the last frames).
-- ``hmm.fixed_lag``: the posterior of frame ``t - L`` once frame ``t`` is in, ``L`` frames = the
-  lag; the frames still inside the lag when the stream ends get the posterior given every frame.
+- a smoother (``SMOOTHERS``, chosen once from the separator's plan): ``ExactLag``, the exact
+  posterior of frame ``t - L`` once frame ``t`` is in (``hmm.fixed_lag``; ``L`` frames = the lag),
+  or ``MeanFieldLag``, structured mean field on a window of ``L + 1`` frames; the frames still
+  inside the lag when the stream ends get the posterior given every frame.
 - ``OverlapAdd``: the inverse STFT of ``audio.features.istft``, sample by sample as they become
   final (no later frame covers them), normalised by the same window sum of squares.
 
@@ -19,8 +21,7 @@ whole stream the output is the offline ``Separator.separate``'s.
 
 Masks are per frame (a frame's mask reads only its posterior and its own mixture frame), so every
 built-in emission streams; an emission whose model frames depend on the whole recording says so
-with ``frame_local = False`` and is refused. Streaming needs exact inference (its messages are
-over joint states): a plan of mean field is refused.
+with ``frame_local = False`` and is refused.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from scipy.signal import get_window
 from fhmm_ppl.audio.features import STFTConfig
 from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
 from fhmm_ppl.separation.masks import Mixture
-from fhmm_ppl.separation.posterior import Joint, scaled_log_lik
+from fhmm_ppl.separation.posterior import Factored, Joint, scaled_log_lik
 
 #: Frames per block through log-likelihoods, smoother and masks (one compilation per kernel).
 BLOCK = 16
@@ -145,49 +146,131 @@ class OverlapAdd:
         return out
 
 
-def stream(separator, chunks: Iterable, lag_frames: int, convert) -> Iterator[dict[str, np.ndarray]]:
+class ExactLag:
+    """Exact fixed-lag smoothing (``hmm.fixed_lag``) for every model set of a separator.
+
+    ``push(frames, n)`` takes a block of model frames ``(BLOCK, D)`` (the first ``n`` real) and
+    returns, per model set, the posterior rows of the frames that left the lag; ``flush(n_left)``
+    those of the last ``n_left`` frames, given every frame. Rows are tuples of arrays with one row
+    per frame, here ``(joint (m, prod N),)``; ``posterior(rows, models)`` is what masks read.
+    """
+
+    def __init__(self, separator, lag_frames: int) -> None:
+        self.separator, self.lag = separator, lag_frames
+        self.windows = [lag_state(models.n_states, lag_frames) for models in separator.sets]
+        self.n_fed = 0
+
+    def push(self, frames, n: int) -> list[tuple]:
+        first = max(0, self.lag - self.n_fed)  # rows before it would be frames before frame 0
+        valid = jnp.arange(BLOCK) < n
+        out = []
+        for k, models in enumerate(self.separator.sets):
+            log_lik = scaled_log_lik(models, self.separator.emission, frames, self.separator.options.evidence_scale)
+            self.windows[k], rows = lag_advance(models.log_init, models.log_trans, self.windows[k], log_lik, valid)
+            out.append((np.asarray(rows)[first:n],))
+        self.n_fed += n
+        return out
+
+    def flush(self, n_left: int) -> list[tuple]:
+        return [(np.asarray(lag_flush(models.log_trans, window))[-n_left:],)
+                for models, window in zip(self.separator.sets, self.windows)]
+
+    @staticmethod
+    def posterior(rows: tuple, models):
+        return Joint(jnp.asarray(_padded(rows[0])), models.n_states)
+
+
+class MeanFieldLag:
+    """Structured mean field on a window of ``W = L + 1`` frames, for emissions that have it.
+
+    When the window is full, mean field (``emission.mean_field_marginals``) runs on it with each
+    chain entering at its marginal of the frame before the window, pushed through its transitions,
+    and the window's first frame leaves with its marginals. The frames left at the end get one run
+    on what remains; a lag covering the stream is offline mean field. Rows: K arrays ``(m, N_k)``.
+    """
+
+    def __init__(self, separator, lag_frames: int) -> None:
+        self.separator, self.size = separator, lag_frames + 1
+        self.window = None  # model frames (w < W, D) not yet out
+        self.entering = [None for _ in separator.sets]  # per set: K marginals (N_k,) of the last frame out
+
+    def push(self, frames, n: int) -> list[tuple]:
+        frames = np.asarray(frames)[:n]
+        self.window = frames if self.window is None else np.concatenate([self.window, frames])
+        out = [[] for _ in self.separator.sets]
+        while self.window.shape[0] >= self.size:
+            for k, rows in enumerate(self._run(self.window[:self.size], self.size, 1)):
+                out[k].append(rows)
+            self.window = self.window[1:]
+        return [_joined(parts, tuple(np.zeros((0, n), np.float32) for n in models.n_states))
+                for parts, models in zip(out, self.separator.sets)]
+
+    def flush(self, n_left: int) -> list[tuple]:
+        window = np.pad(self.window, ((0, self.size - n_left), (0, 0)), mode="edge")
+        return self._run(window, n_left, n_left)
+
+    def _run(self, window: np.ndarray, length: int, n_out: int) -> list[tuple]:
+        """Mean field on ``window (W, D)`` (frames from ``length`` on are padding); the first ``n_out``
+        frames' marginals per set, and each set's entering marginals moved to the last of them."""
+        emission, scale = self.separator.emission, self.separator.options.evidence_scale
+        out = []
+        for k, models in enumerate(self.separator.sets):
+            log_init = models.log_init if self.entering[k] is None else tuple(
+                jnp.log(q @ jnp.exp(lt)) for q, lt in zip(self.entering[k], models.log_trans))
+            marginals = emission.mean_field_marginals(log_init, models.log_trans, models.params, jnp.asarray(window),
+                                                      scale, length)
+            rows = tuple(np.asarray(m)[:n_out] for m in marginals)
+            self.entering[k] = tuple(jnp.asarray(r[-1]) for r in rows)
+            out.append(rows)
+        return out
+
+    @staticmethod
+    def posterior(rows: tuple, models):
+        return Factored(tuple(jnp.asarray(_padded(r)) for r in rows))
+
+
+SMOOTHERS = {"exact": ExactLag, "mean_field": MeanFieldLag}
+
+
+def stream(separator, chunks: Iterable, lag_frames: int, method: str, convert) -> Iterator[dict[str, np.ndarray]]:
     """``Separator.stream``'s generator: ``{name: (m,)}`` per chunk of ``chunks``, then one with the rest.
 
     Args:
-        separator: a ``Separator`` whose plan is exact and whose emission is frame-local.
+        separator: a ``Separator`` whose emission is frame-local.
         chunks: iterable of sample arrays; ``convert(chunk, number)`` checks each and makes it float32 ``(n,)``.
-        lag_frames: the smoother's lag in frames.
+        lag_frames: the smoother's lag in frames; method: ``"exact"`` or ``"mean_field"`` (``SMOOTHERS``).
     """
     config = separator.options.stft
     names = separator.names
     framer = Framer(config)
     synthesis = OverlapAdd(config, len(names))
-    windows = [lag_state(models.n_states, lag_frames) for models in separator.sets]
+    smoother = SMOOTHERS[method](separator, lag_frames)
     pending = np.zeros((0, config.n_bins), np.complex64)  # frames fed to the smoother, not yet masked
-    n_fed = 0
 
     def feed(spec: np.ndarray, flush: bool = False) -> np.ndarray:
         """Feed new frames ``(n, F)`` (with ``flush``, the stream's last); mask and overlap-add the
         frames whose posteriors are now known; return the samples now final ``(K, m)``."""
-        nonlocal pending, n_fed
+        nonlocal pending
         pending = np.concatenate([pending, spec])
-        posts = [[] for _ in separator.sets]
+        parts = [[] for _ in separator.sets]
         for lo in range(0, spec.shape[0], BLOCK):
             block = spec[lo:lo + BLOCK]
             frames = jnp.asarray(_padded(separator.emission.frames(block)))
-            valid = jnp.arange(BLOCK) < block.shape[0]
-            first = max(0, lag_frames - n_fed)  # rows before it would be frames before frame 0
-            for k, models in enumerate(separator.sets):
-                log_lik = scaled_log_lik(models, separator.emission, frames, separator.options.evidence_scale)
-                windows[k], rows = lag_advance(models.log_init, models.log_trans, windows[k], log_lik, valid)
-                posts[k].append(np.asarray(rows)[first:block.shape[0]])
-            n_fed += block.shape[0]
-        posts = [np.concatenate(rows) if rows else np.zeros((0, 1), np.float32) for rows in posts]
-        n_left = pending.shape[0] - posts[0].shape[0]
+            for k, rows in enumerate(smoother.push(frames, block.shape[0])):
+                parts[k].append(rows)
+        n_ready = sum(rows[0].shape[0] for rows in parts[0])
+        n_left = pending.shape[0] - n_ready
         if flush and n_left:
-            posts = [np.concatenate([p, np.asarray(lag_flush(models.log_trans, window))[-n_left:]])
-                     for p, models, window in zip(posts, separator.sets, windows)]
+            for k, rows in enumerate(smoother.flush(n_left)):
+                parts[k].append(rows)
+            n_ready += n_left
+        posts = [_joined(p, ()) for p in parts]
         out = [np.zeros((len(names), 0), np.float32)]
-        n_ready = posts[0].shape[0]
         for lo in range(0, n_ready, BLOCK):
             block = pending[lo:min(lo + BLOCK, n_ready)]
-            gains = masks(separator, block, [p[lo:lo + BLOCK] for p in posts])
-            out.append(synthesis.add(gains * block[None], framer.n_samples))
+            part = [smoother.posterior(tuple(r[lo:lo + BLOCK] for r in rows), models)
+                    for rows, models in zip(posts, separator.sets)]
+            out.append(synthesis.add(masks(separator, block, part) * block[None], framer.n_samples))
         pending = pending[n_ready:]
         return np.concatenate(out, axis=1)
 
@@ -199,16 +282,22 @@ def stream(separator, chunks: Iterable, lag_frames: int, convert) -> Iterator[di
 
 def masks(separator, spec: np.ndarray, posteriors: list) -> np.ndarray:
     """The separator's masks ``(K, n, F)`` of ``n <= BLOCK`` frames ``spec (n, F)`` from each model set's
-    joint posteriors ``(n, prod N)``, made on blocks padded to ``BLOCK`` frames and averaged over the sets."""
+    posterior over the frames padded to ``BLOCK``, averaged over the sets."""
     n = spec.shape[0]
     mixture = Mixture(jnp.asarray(_padded(separator.emission.frames(spec))),
                       jnp.asarray(_padded(np.abs(spec).astype(np.float32))) if separator.mask.magnitude else None)
-    per_set = [separator.mask.make(Joint(jnp.asarray(_padded(post)), models.n_states), models, mixture,
-                                   separator.emission) for post, models in zip(posteriors, separator.sets)]
+    per_set = [separator.mask.make(post, models, mixture, separator.emission)
+               for post, models in zip(posteriors, separator.sets)]
     return separator._finish(per_set, n)
 
 
+def _joined(parts: list[tuple], empty: tuple) -> tuple:
+    """Row tuples stacked frame-wise (``empty`` when none has a row)."""
+    parts = [rows for rows in parts if rows[0].shape[0]]
+    return tuple(np.concatenate(column) for column in zip(*parts)) if parts else empty
+
+
 def _padded(rows: np.ndarray) -> np.ndarray:
-    """``rows (n, ...)``, ``n <= BLOCK``, with the last row repeated up to ``BLOCK`` rows (real values:
+    """``rows (n, ...)``, ``1 <= n <= BLOCK``, with the last row repeated up to ``BLOCK`` rows (real values:
     the padded rows' results are dropped, and must not be NaN where a kernel mixes frames)."""
     return np.pad(rows, [(0, BLOCK - rows.shape[0])] + [(0, 0)] * (rows.ndim - 1), mode="edge")
