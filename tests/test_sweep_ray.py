@@ -46,7 +46,8 @@ def kill_first_running_child(uri: str, killed: dict, stop: threading.Event) -> N
 def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, monkeypatch, ray_address):
     monkeypatch.chdir(tmp_path)
     config = parse_config({**TINY, "sweep": {"model.n_states": [2, 3, 4, 5], "executor": "ray"}})
-    with tracking_server(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}") as uri:
+    with tracking_server(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}") as server:
+        uri = server.ready()
         config = parse_config({**config.model_dump(mode="json"), "tracking": {"uri": uri}})
         killed, stop = {}, threading.Event()
         killer = threading.Thread(target=kill_first_running_child, args=(uri, killed, stop), daemon=True)

@@ -62,6 +62,8 @@ class SequentialExecutor:
 class RayExecutor:
     """Runs each job as a Ray task with ``cpus_per_task`` CPUs, as many at once as the cluster holds.
 
+    ``warm_up``: a function run once per slot as soon as the cluster is up, so that workers start
+    and import what the jobs need while the caller prepares (e.g. a tracking server starts).
     ``address`` names an existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); without
     it a local cluster is started for the sweep, with every CPU of this machine, and stopped after.
     Tasks are not retried: a point whose worker dies is reported, not run twice. A point given
@@ -70,7 +72,8 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: Optional[str] = None, cpus_per_task: float = 1.0, poll_seconds: float = 0.5) -> None:
+    def __init__(self, address: Optional[str] = None, cpus_per_task: float = 1.0, poll_seconds: float = 0.5,
+                 warm_up: Optional[Callable[[], Any]] = None) -> None:
         try:
             import ray
         except ImportError:
@@ -81,6 +84,10 @@ class RayExecutor:
         self.poll_seconds = poll_seconds
         self.slots = 1
         self._started = False
+        self.warm_up = warm_up
+        self._options: dict = dict(num_cpus=cpus_per_task, max_retries=0)
+        if cpus_per_task < 2:  # one CPU: compute on one thread (no oversubscription)
+            self._options["runtime_env"] = {"env_vars": one_thread_env()}
 
     def __enter__(self) -> "RayExecutor":
         ray = self._ray
@@ -100,6 +107,9 @@ class RayExecutor:
         if cpus < self.cpus_per_task:
             raise ValueError(f"sweep.cpus_per_task is {self.cpus_per_task}, but the Ray cluster has {cpus:g} CPUs")
         self.slots = max(1, int(cpus // self.cpus_per_task))
+        if self.warm_up is not None:  # start and load the workers now, while the caller gets ready
+            warm = ray.remote(**self._options)(self.warm_up)
+            self._warming = [warm.remote() for _ in range(self.slots)]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -126,10 +136,7 @@ class RayExecutor:
                         exhausted = True
                         break
                     if job.fn not in remote_fns:
-                        options: dict = dict(num_cpus=self.cpus_per_task, max_retries=0)
-                        if self.cpus_per_task < 2:  # one CPU: compute on one thread (no oversubscription)
-                            options["runtime_env"] = {"env_vars": one_thread_env()}
-                        remote_fns[job.fn] = ray.remote(**options)(job.fn)
+                        remote_fns[job.fn] = ray.remote(**self._options)(job.fn)
                     in_flight[remote_fns[job.fn].remote(*job.args)] = job
                 if not in_flight:
                     return

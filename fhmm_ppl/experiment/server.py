@@ -39,7 +39,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def server_command(store_uri: str, host: str, port: int, workers: int = 2) -> list[str]:
+def server_command(store_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     """The ``mlflow server`` command line over ``store_uri``, serving artifacts from its artifact folder."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri, "--host", host,
                "--port", str(port), "--workers", str(workers), "--serve-artifacts"]
@@ -66,39 +66,62 @@ def wait_healthy(url: str, process: Optional[subprocess.Popen] = None, seconds: 
     raise RuntimeError(f"the MLflow server at {url} did not answer within {seconds:.0f} s")
 
 
+class Server:
+    """An ``mlflow server`` process over a store, started on creation; ``ready()`` waits for it.
+
+    Starting takes seconds (the server imports MLflow and migrates a new store's tables); a sweep
+    starts Ray meanwhile and calls ``ready()`` after. Until ready, the store's lock is held, so
+    no other process creates the same new store's tables at once.
+    """
+
+    def __init__(self, store_uri: str, host: str = "127.0.0.1", port: Optional[int] = None) -> None:
+        port = port or free_port(host)
+        self.url = f"http://{host}:{port}"
+        self.log_path = None
+        if store_uri.startswith("sqlite:///"):
+            self.log_path = Path(store_uri[len("sqlite:///"):]).resolve().parent / "server.log"
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(store_lock(store_uri))  # the server migrates a new store's tables
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(server_command(store_uri, host, port), stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, start_new_session=True)
+        except BaseException:
+            self._lock.close()
+            raise
+        finally:
+            if self.log_path:
+                log.close()
+
+    def ready(self) -> str:
+        """Wait until the server answers; its URL. Raises (naming the server's log) if it died."""
+        try:
+            wait_healthy(self.url, self.process)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err} (see {self.log_path})" if self.log_path else str(err)) from None
+        finally:
+            self._lock.close()
+        return self.url
+
+    def stop(self) -> None:
+        self._lock.close()
+        _stop(self.process)
+
+
 @contextlib.contextmanager
-def tracking_server(store_uri: str, host: str = "127.0.0.1", port: Optional[int] = None) -> Iterator[str]:
-    """Start ``mlflow server`` over ``store_uri`` (a SQLite file or a database URI); yield its URL; stop it.
+def tracking_server(store_uri: str, host: str = "127.0.0.1", port: Optional[int] = None) -> Iterator[Server]:
+    """A ``Server`` over ``store_uri`` (a SQLite file or a database URI) while inside; stopped after.
 
     The server's own output goes to ``server.log`` beside a SQLite store (or is discarded), so that
     a failure to start can be read there.
     """
-    port = port or free_port(host)
-    url = f"http://{host}:{port}"
-    log_path = None
-    if store_uri.startswith("sqlite:///"):
-        log_path = Path(store_uri[len("sqlite:///"):]).resolve().parent / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with store_lock(store_uri):  # the server migrates a new store's tables; not beside another creator
-        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        try:
-            process = subprocess.Popen(server_command(store_uri, host, port), stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, start_new_session=True)
-        finally:
-            if log_path:
-                log.close()
-        try:
-            wait_healthy(url, process)
-        except BaseException as err:
-            _stop(process)
-            if isinstance(err, RuntimeError) and log_path:
-                raise RuntimeError(f"{err} (see {log_path})") from None
-            raise
+    server = Server(store_uri, host, port)
     try:
-        yield url
+        yield server
     finally:
-        _stop(process)
+        server.stop()
 
 
 def _stop(process: subprocess.Popen) -> None:

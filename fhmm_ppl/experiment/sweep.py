@@ -136,11 +136,16 @@ def sweep_table(children: list, task: str = "separation") -> str:
     return "\n".join(lines)
 
 
+def load_worker() -> int:
+    """Nothing but loading this module (and so JAX, MLflow, the runner) in a Ray worker; its pid."""
+    return os.getpid()
+
+
 def make_executor(config: ExperimentConfig):
     """The executor ``sweep.executor`` names."""
     sweep = config.sweep
     if sweep.executor == "ray":
-        return RayExecutor(sweep.address, sweep.cpus_per_task)
+        return RayExecutor(sweep.address, sweep.cpus_per_task, warm_up=load_worker)
     return SequentialExecutor()
 
 
@@ -167,8 +172,12 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
     executor = executor or make_executor(config)
     store = uri = tracking_uri(config.tracking.uri)
     with contextlib.ExitStack() as stack:
+        server = None
         if not is_server(uri) and (serve_artifacts or isinstance(executor, RayExecutor)):
-            uri = stack.enter_context(tracking_server(store))
+            server = stack.enter_context(tracking_server(store))
+        stack.enter_context(executor)  # Ray starts while the server does
+        if server is not None:
+            uri = server.ready()
             on_status(f"MLflow tracking server for the sweep at {uri} (store {store})")
         mlflow.set_tracking_uri(uri)
         client, exp_id = open_experiment(uri, config.tracking.experiment or config.name)
@@ -180,20 +189,19 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
                                **{f"sweep.space.{k}": json.dumps(v if isinstance(v, list) else v.model_dump())
                                   for k, v in config.sweep.space.items()}})
             result = SweepResult(parent.info.run_id, exp_id, store)  # the store outlives the sweep's server
-            with executor:
-                total = config.sweep.trials if config.sweep.search == "optuna" else len(config.variants())
-                book = Children(client, exp_id, parent.info.run_id, uri, executor, progress, on_status, total)
-                try:
-                    if config.sweep.search == "optuna":
-                        run_search(config, executor, book, objective_key(config))
-                    else:
-                        points = iter(config.variants())
-                        executor.drive(lambda: next((book.start(o, c) for o, c in points), None), book.finish)
-                except BaseException:
-                    book.abandon("the sweep was interrupted")
-                    raise
-                finally:
-                    result.children = list(book.ended)
+            total = config.sweep.trials if config.sweep.search == "optuna" else len(config.variants())
+            book = Children(client, exp_id, parent.info.run_id, uri, executor, progress, on_status, total)
+            try:
+                if config.sweep.search == "optuna":
+                    run_search(config, executor, book, objective_key(config))
+                else:
+                    points = iter(config.variants())
+                    executor.drive(lambda: next((book.start(o, c) for o, c in points), None), book.finish)
+            except BaseException:
+                book.abandon("the sweep was interrupted")
+                raise
+            finally:
+                result.children = list(book.ended)
             _log_summary(config, result)
         mlflow.set_tracking_uri(store)  # the sweep's server is about to stop
     return result
