@@ -51,7 +51,10 @@ def test_overlap_add_makes_the_offline_istft_sample_by_final_sample(n_fft, hop, 
     spec = (rng.normal(size=(2, n_frames, config.n_bins)) + 1j * rng.normal(size=(2, n_frames, config.n_bins)))
     spec = spec.astype(np.complex64)
     synthesis = OverlapAdd(config, 2)
-    out = [synthesis.add(spec[:, a:b], n) for a, b in zip(*(lambda c: (c[:-1], c[1:]))(random_cuts(rng, n_frames, 9)))]
+    cuts, out = random_cuts(rng, n_frames, 9), []
+    for a, b in zip(cuts, cuts[1:]):
+        out.append(synthesis.add(spec[:, a:b], n))
+        assert synthesis.weights.shape[0] <= n_fft + 9 * hop  # what it holds is bounded, not the stream
     got = np.concatenate(out + [synthesis.finish(n)], axis=1)
     expected = np.stack([istft(s, config, length=n) for s in spec])
     assert got.shape == expected.shape

@@ -35,12 +35,13 @@ class LagState(NamedTuple):
     Attributes:
         alphas: ``(W, prod(N))`` normalised filtered messages (zero in slots no frame has reached yet).
         liks: ``(W, prod(N))`` scaled likelihoods (one in slots no frame has reached yet).
-        started: ``()`` bool, whether a frame has been seen (the first one is weighed against the prior).
+        n_seen: ``()`` int32, frames seen so far (the first is weighed against the prior; until ``W``
+            have been seen, the window's oldest slot holds no frame and no backward pass is run).
     """
 
     alphas: Array
     liks: Array
-    started: Array
+    n_seen: Array
 
 
 def lag_state(n_states: Sequence[int], lag_frames: int) -> LagState:
@@ -48,7 +49,7 @@ def lag_state(n_states: Sequence[int], lag_frames: int) -> LagState:
     if lag_frames < 0:
         raise ValueError(f"lag_frames must be >= 0, got {lag_frames}")
     shape = (lag_frames + 1, math.prod(n_states))
-    return LagState(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.asarray(False))
+    return LagState(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.asarray(0, jnp.int32))
 
 
 def _posterior(alphas: Array, betas: Array) -> Array:
@@ -73,7 +74,9 @@ def lag_advance(log_init: Sequence[Array], log_trans: Sequence[Array], state: La
 
     Returns:
         ``(state, posteriors (B, prod(N)))``: row ``i`` is ``p(s_{t_i - L} | y_{0:t_i})`` for the
-        block's frame ``t_i``; it means nothing where ``t_i < L`` or the frame is not valid.
+        block's frame ``t_i``; it means nothing where ``t_i < L`` (no backward pass is run for
+        those, so a lag longer than the stream costs one pass, at ``lag_flush``) or the frame is
+        not valid.
     """
     dyn = transitions(log_init, log_trans)
     shape = state_shape(log_init)
@@ -82,12 +85,14 @@ def lag_advance(log_init: Sequence[Array], log_trans: Sequence[Array], state: La
 
     def step(window: LagState, inputs):
         lik_t, ok = inputs
-        pred = jnp.where(window.started, predict(window.alphas[-1].reshape(shape), dyn), dyn.prior)
+        pred = jnp.where(window.n_seen > 0, predict(window.alphas[-1].reshape(shape), dyn), dyn.prior)
         alpha, _ = update(pred, lik_t)
         alphas = jnp.concatenate([window.alphas[1:], alpha.reshape(1, -1)])
         liks = jnp.concatenate([window.liks[1:], lik_t[None]])
-        beta, _, _ = backward_filter(log_trans, shape, liks[1:], uniform, keep=False)
-        moved = LagState(alphas, liks, jnp.asarray(True))
+        full = window.n_seen + 1 >= liks.shape[0]  # the oldest slot holds a frame: its posterior is wanted
+        beta = lax.cond(ok & full, lambda: backward_filter(log_trans, shape, liks[1:], uniform, keep=False)[0],
+                        lambda: uniform)
+        moved = LagState(alphas, liks, window.n_seen + 1)
         window = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), moved, window)
         return window, _posterior(alphas[0], beta.reshape(-1))
 
