@@ -165,6 +165,18 @@ def test_causal_streaming_is_sane(demo, inference):
     assert sdr["causal"] > floor + 2.0 and sdr["causal"] > sdr["offline"] - 2.0, (sdr, floor)
 
 
+def test_samples_come_out_after_the_lag_and_the_frame(separators, test_mix):
+    separator, mixture = separators["logmax"], test_mix[0][:3000]
+    hop, half = separator.options.stft.hop_length, separator.options.stft.n_fft // 2
+    out = 0
+    for n_in, piece in enumerate(separator.stream([mixture[i:i + 1] for i in range(3000)], lag=4 * hop / RATE), 1):
+        out += piece["tones"].shape[0]
+        if n_in <= 3000:  # a frame is complete when its last sample is in; frames leave the lag four frames later
+            complete = (n_in - half) // hop + 1 if n_in >= half else 0
+            assert out == max(0, (complete - 4) * hop - half), n_in
+    assert out == 3000
+
+
 def test_int16_chunks_are_scaled_as_separate_scales_them(separators, test_mix):
     separator, mixture = separators["logmax"], test_mix[0][:4000]
     pcm = np.round(mixture * 20000).astype(np.int16)
@@ -209,3 +221,18 @@ def test_emissions_whose_frames_are_not_frame_local_are_refused(separators, monk
     monkeypatch.setattr(type(separator.emission), "frame_local", False)
     with pytest.raises(ValueError, match="the logmax emission cannot stream: its model frames depend on the whole"):
         separator.stream([np.zeros(10)])
+
+
+def test_the_streaming_benchmark_runs(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_streaming.py"
+    spec = importlib.util.spec_from_file_location("bench_streaming", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--seconds", "1.5", "--repeats", "1", "--emission", "complex_gaussian", "--n-states", "4",
+                         "--n-models", "1", "--max-iter", "2", "--lag", "0.1"])
+    assert set(result) >= {"rtf_stream", "rtf_offline", "stream_over_offline", "sdr_stream"}
+    assert all(np.isfinite(v) for v in result.values())
+    assert "rtf_stream" in capsys.readouterr().out
