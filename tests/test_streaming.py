@@ -177,6 +177,25 @@ def test_samples_come_out_after_the_lag_and_the_frame(separators, test_mix):
     assert out == 3000
 
 
+def test_memory_does_not_grow_with_the_stream(separators, test_mix):
+    import tracemalloc
+
+    separator, mixture = separators["log_mel"], test_mix[0]
+
+    def peak(repeats: int) -> int:
+        signal = np.tile(mixture, repeats)
+        tracemalloc.start()
+        for _ in separator.stream(signal[i:i + 1000] for i in range(0, signal.shape[0], 1000)):
+            pass
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    peak(1)  # compile first
+    short, long = peak(2), peak(8)  # 5 s and 20 s
+    assert long < short + 2**18, (short, long)  # 15 s more of one float32 per sample would add 480 kB
+
+
 def test_int16_chunks_are_scaled_as_separate_scales_them(separators, test_mix):
     separator, mixture = separators["logmax"], test_mix[0][:4000]
     pcm = np.round(mixture * 20000).astype(np.int16)
