@@ -155,9 +155,9 @@ class ExactLag:
     per frame, here ``(joint (m, prod N),)``; ``posterior(rows, models)`` is what masks read.
     """
 
-    def __init__(self, separator, lag_frames: int) -> None:
-        self.separator, self.lag = separator, lag_frames
-        self.windows = [lag_state(models.n_states, lag_frames) for models in separator.sets]
+    def __init__(self, separator, n_lag: int) -> None:
+        self.separator, self.lag = separator, n_lag
+        self.windows = [lag_state(models.n_states, n_lag) for models in separator.sets]
         self.n_fed = 0
 
     def push(self, frames, n: int) -> list[tuple]:
@@ -189,8 +189,8 @@ class MeanFieldLag:
     on what remains; a lag covering the stream is offline mean field. Rows: K arrays ``(m, N_k)``.
     """
 
-    def __init__(self, separator, lag_frames: int) -> None:
-        self.separator, self.size = separator, lag_frames + 1
+    def __init__(self, separator, n_lag: int) -> None:
+        self.separator, self.size = separator, n_lag + 1
         self.window = None  # model frames (w < W, D) not yet out
         self.entering = [None for _ in separator.sets]  # per set: K marginals (N_k,) of the last frame out
 
@@ -232,19 +232,19 @@ class MeanFieldLag:
 SMOOTHERS = {"exact": ExactLag, "mean_field": MeanFieldLag}
 
 
-def stream(separator, chunks: Iterable, lag_frames: int, method: str, convert) -> Iterator[dict[str, np.ndarray]]:
+def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Iterator[dict[str, np.ndarray]]:
     """``Separator.stream``'s generator: ``{name: (m,)}`` per chunk of ``chunks``, then one with the rest.
 
     Args:
         separator: a ``Separator`` whose emission is frame-local.
         chunks: iterable of sample arrays; ``convert(chunk, number)`` checks each and makes it float32 ``(n,)``.
-        lag_frames: the smoother's lag in frames; method: ``"exact"`` or ``"mean_field"`` (``SMOOTHERS``).
+        n_lag: the smoother's lag in frames (``lag_frames``); method: ``"exact"`` or ``"mean_field"`` (``SMOOTHERS``).
     """
     config = separator.options.stft
     names = separator.names
     framer = Framer(config)
     synthesis = OverlapAdd(config, len(names))
-    smoother = SMOOTHERS[method](separator, lag_frames)
+    smoother = SMOOTHERS[method](separator, n_lag)
     pending = np.zeros((0, config.n_bins), np.complex64)  # frames fed to the smoother, not yet masked
 
     def feed(spec: np.ndarray, flush: bool = False) -> np.ndarray:
