@@ -253,9 +253,12 @@ def separate(
     model: str = typer.Argument(..., help="A saved separator folder, an MLflow run id, or runs:/<id>/model."),
     mixture: Path = typer.Argument(..., help="Mixture audio file."),
     output: Path = typer.Option(Path("separated"), "-o", "--output", help="Folder for the estimates."),
+    stream: bool = typer.Option(False, "--stream", help="Read, separate and write block by block (constant memory)."),
+    lag: float = typer.Option(0.1, "--lag", help="With --stream: seconds of look-ahead per frame (0: causal)."),
+    block: float = typer.Option(1.0, "--block", help="With --stream: seconds of audio read at a time."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Separate a recording with a trained separator."""
+    """Separate a recording with a trained separator (whole, or streamed with --stream)."""
     if not mixture.exists() or mixture.is_dir():  # said before JAX, MLflow and the model are loaded
         problem = "is a folder, not an audio file" if mixture.is_dir() else "no such file"
         _fail(ValueError(f"{mixture}: {problem}"), debug)
@@ -267,6 +270,10 @@ def separate(
         enable_compilation_cache()
         folder = _model_folder(model)
         separator = load(folder)
+        if stream:
+            for path in _separate_streaming(separator, mixture, output, lag, block):
+                typer.echo(str(path))
+            return
         import soundfile as sf
 
         signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.stft.n_fft)
@@ -279,6 +286,26 @@ def separate(
             typer.echo(str(path))
     except Exception as err:
         _fail(err, debug)
+
+
+def _separate_streaming(separator, mixture: Path, output: Path, lag: float, block: float) -> list[Path]:
+    """Separate ``mixture`` block by block with ``Separator.stream``, writing each source's estimate as it
+    comes (memory does not grow with the file); the estimates' paths."""
+    from fhmm_ppl.audio.io import AudioWriter, read_blocks
+
+    if not block > 0:
+        raise ValueError(f"--block must be positive seconds, got {block}")
+    blocks, rate = read_blocks(mixture, block, sample_rate=separator.sample_rate)
+    paths = {name: output / f"{mixture.stem}_{name}.wav" for name in separator.names}
+    writers = {name: AudioWriter(path, rate) for name, path in paths.items()}
+    try:
+        for pieces in separator.stream(blocks, lag=lag):
+            for name, samples in pieces.items():
+                writers[name].write(samples)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return list(paths.values())
 
 
 def _model_folder(model: str) -> Path:

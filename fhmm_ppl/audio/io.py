@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import librosa
 import soundfile as sf
+import soxr
 
 Channel = Union[None, int, str]
 
@@ -117,3 +118,74 @@ def write_audio(path: Union[str, Path], signal: np.ndarray, sample_rate: int) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), signal, int(sample_rate), subtype=subtype)
     return path
+
+
+def read_blocks(path: Union[str, Path], block_seconds: float = 1.0, sample_rate: Optional[int] = None,
+                channel: Channel = "mean") -> tuple[Iterator[np.ndarray], int]:
+    """A recording as an iterator of mono float32 blocks ``(m,)`` of about ``block_seconds``, read
+    one at a time (memory does not grow with the file), resampled on the fly to ``sample_rate``
+    (soxr's streaming resampler) where it differs; and the rate of the blocks.
+
+    The file is opened and checked (missing, a folder, unreadable, a channel that does not exist)
+    before this returns; NaN or infinite samples are reported by the block that holds them.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not an audio file")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: unreadable or corrupt audio ({reason})") from None
+    if isinstance(channel, int) and not isinstance(channel, bool) and not -info.channels <= channel < info.channels:
+        raise ValueError(f"{path}: has {info.channels} channel(s); channel {channel} does not exist (0-based)")
+    rate = int(sample_rate or info.samplerate)
+    block = max(1, int(round(block_seconds * info.samplerate)))
+
+    def blocks() -> Iterator[np.ndarray]:
+        resampler = None if rate == info.samplerate else soxr.ResampleStream(info.samplerate, rate, 1, dtype="float32",
+                                                                              quality="HQ")
+        with sf.SoundFile(str(path)) as handle:
+            while True:
+                data = handle.read(block, dtype="float32", always_2d=True)
+                last = data.shape[0] < block
+                mono = data.mean(axis=1) if channel is None or channel == "mean" else data[:, channel]
+                if not np.all(np.isfinite(mono)):
+                    raise ValueError(f"{path}: contains NaN or infinite samples (near {handle.tell() / info.samplerate:.1f} s)")
+                if resampler is not None:
+                    mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+                if last:
+                    return
+
+    return blocks(), rate
+
+
+class AudioWriter:
+    """Mono float32 audio written block by block to a WAV (32-bit float) or FLAC (24-bit) file."""
+
+    def __init__(self, path: Union[str, Path], sample_rate: int) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".wav", ".flac"):
+            raise ValueError(f"{self.path}: write .wav or .flac, not {suffix or 'a file without a suffix'}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clip = suffix == ".flac"
+        self._file = sf.SoundFile(str(self.path), "w", int(sample_rate), 1, "FLOAT" if suffix == ".wav" else "PCM_24")
+
+    def write(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, dtype=np.float32)
+        if not np.all(np.isfinite(samples)):
+            raise ValueError(f"{self.path}: refusing to write NaN or infinite samples")
+        self._file.write(np.clip(samples, -1.0, 1.0) if self._clip else samples)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
