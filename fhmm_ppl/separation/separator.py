@@ -24,6 +24,7 @@ import numpy as np
 from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import istft, stft
 from fhmm_ppl.runtime import frame_bucket
+from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
@@ -60,6 +61,19 @@ def stream_chunk(chunk, number: int) -> np.ndarray:
     return samples
 
 
+def checked_mixture(mixture, n_fft: int) -> np.ndarray:
+    """A mixture as float32 ``(n_samples,)`` (``as_float_audio``), or a one-line error: not mono,
+    NaN or infinite samples, shorter than one frame of ``n_fft`` samples."""
+    mixture = as_float_audio(mixture)
+    if mixture.ndim != 1:
+        raise ValueError(f"mixture must be mono (n_samples,), got shape {mixture.shape}")
+    if not np.all(np.isfinite(mixture)):
+        raise ValueError("mixture contains NaN or infinite samples")
+    if mixture.shape[0] < n_fft:
+        raise ValueError(f"mixture has {mixture.shape[0]} samples, fewer than one frame ({n_fft})")
+    return mixture
+
+
 def padded(rows: np.ndarray) -> np.ndarray:
     """``rows (T, ...)`` with zero rows appended up to ``frame_bucket(T)`` rows."""
     extra = frame_bucket(rows.shape[0]) - rows.shape[0]
@@ -86,10 +100,14 @@ class Separator:
             same sources in the same order.
         sample_rate: Hz; options: ``SeparatorOptions``.
         training_history: ``{name: (n_iter,)}`` training objective per source (the first model set's).
+        adaptation: for a semi-supervised separator, the sources learnt on each mixture
+            (``separation.adaptation``); until ``adapt`` has fitted them, the model sets hold the
+            known sources only and ``separate`` adapts first.
     """
 
     def __init__(self, models, sample_rate: int, options: SeparatorOptions = SeparatorOptions(),
-                 training_history: Optional[Mapping[str, np.ndarray]] = None) -> None:
+                 training_history: Optional[Mapping[str, np.ndarray]] = None,
+                 adaptation: Optional[Adaptation] = None) -> None:
         members = [models] if isinstance(models, Mapping) else list(models)
         if not members:
             raise ValueError("a separator needs at least one set of source models")
@@ -104,7 +122,17 @@ class Separator:
         self.training_history = dict(training_history or {})
         self.emission = get_emission(options.model.emission)(options.features, self.sample_rate)
         self.mask = choose(options.soft_mask, options.dictionary_size)
-        self.sets = [self._model_set(m) for m in self.members]
+        self.adaptation = adaptation
+        if adaptation is not None:
+            check_adaptable(self.emission.name, [n for n in names if n not in adaptation.unknown], adaptation)
+        #: the adaptation objective per EM iteration (first model set), where ``adapt`` made this separator
+        self.adaptation_objective: Optional[np.ndarray] = None
+        self.sets = [] if self.pending else [self._model_set(m) for m in self.members]
+
+    @property
+    def pending(self) -> bool:
+        """Whether unknown sources wait for a mixture to be learnt on (``adapt``)."""
+        return self.adaptation is not None and any(n not in self.models for n in self.adaptation.unknown)
 
     def _model_set(self, member: Mapping[str, SourceModel]) -> ModelSet:
         """One set of source models as device arrays, with what every exact separation reuses
@@ -123,7 +151,8 @@ class Separator:
 
     @property
     def names(self) -> list[str]:
-        return list(self.models)
+        unknown = self.adaptation.unknown if self.adaptation is not None else ()
+        return list(self.models) + [n for n in unknown if n not in self.models]
 
     def _mixture(self, mixture_stft: np.ndarray, magnitude: bool = False) -> Mixture:
         """The mixture's model frames (and, where the masks or ``magnitude`` ask, STFT magnitudes),
@@ -133,6 +162,9 @@ class Separator:
         return Mixture(frames, jnp.asarray(padded(np.abs(mixture_stft).astype(np.float32))) if wanted else None)
 
     def _plan(self, n_frames: int):
+        if self.pending:
+            raise ValueError(f"the unknown source(s) {list(self.adaptation.unknown)} are not learnt yet: call "
+                             "adapt(mixture) first (separate(mixture) does)")
         return plan(self.emission, self.sets[0].n_states, n_frames, self.options.inference.method)
 
     def gains(self, mixture_stft: np.ndarray) -> np.ndarray:
@@ -192,14 +224,9 @@ class Separator:
     def separate(self, mixture: np.ndarray, *, return_gains: bool = False):
         """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``; with
         ``return_gains`` also return the masks ``(K, T, F)``."""
-        mixture = as_float_audio(mixture)
-        if mixture.ndim != 1:
-            raise ValueError(f"mixture must be mono (n_samples,), got shape {mixture.shape}")
-        if not np.all(np.isfinite(mixture)):
-            raise ValueError("mixture contains NaN or infinite samples")
-        n_fft = self.options.features.n_fft
-        if mixture.shape[0] < n_fft:
-            raise ValueError(f"mixture has {mixture.shape[0]} samples, fewer than one frame ({n_fft})")
+        mixture = checked_mixture(mixture, self.options.features.n_fft)
+        if self.pending:
+            return self.adapt(mixture).separate(mixture, return_gains=return_gains)
         config = self.options.stft
         spec = stft(mixture, config)
         gains = self.gains(spec)
@@ -222,21 +249,42 @@ class Separator:
         Each frame's posterior is its fixed-lag smoothed one, given the frames up to ``lag`` seconds
         after it (0: causal filtering); with a lag covering the whole stream the concatenated
         pieces are ``separate``'s estimates, and they always have the stream's length. Memory does
-        not grow with the stream (``separation.streaming``). Exact inference, or mean field on a window
-        of the lag's frames where the plan is mean field.
+        not grow with the stream (``separation.streaming``). Needs exact inference.
         """
         n_lag = lag_frames(lag, self.sample_rate, self.options.stft.hop_length)
         if not self.emission.frame_local:
             raise ValueError(f"the {self.emission.name} emission cannot stream: its model frames depend on the "
                              "whole recording (frame_local is false)")
-        return stream(self, chunks, n_lag, self._plan(TYPICAL_FRAMES).method, stream_chunk)
+        method = self._plan(TYPICAL_FRAMES).method
+        if method != "exact":
+            raise ValueError(f"streaming needs exact inference over the joint states, but the plan here is {method}; "
+                             "use inference='exact' or fewer states per source")
+        return stream(self, chunks, n_lag, stream_chunk)
+
+    def adapt(self, mixture: np.ndarray) -> "Separator":
+        """A separator whose unknown sources' HMMs are learnt on ``mixture (n_samples,)`` by exact
+        generalised EM, the known sources' parameters held fixed (``separation.adaptation``; each
+        model set adapted on its own). It separates without adapting again, and saves and loads.
+        Adapting an adapted separator starts afresh from the known sources."""
+        if self.adaptation is None:
+            raise ValueError("adapt needs a semi-supervised separator: fit_separator(sources, rate, unknown=[...])")
+        mixture = checked_mixture(mixture, self.options.features.n_fft)
+        power = np.abs(stft(mixture, self.options.stft)) ** 2
+        unknown = self.adaptation.unknown
+        results = [adapt_models({n: m for n, m in member.items() if n not in unknown}, power, self.adaptation,
+                                self.options.model.prior_specs(), seed=self.options.seed) for member in self.members]
+        adapted = Separator([r.models for r in results], self.sample_rate, self.options, self.training_history,
+                            self.adaptation)
+        adapted.adaptation_objective = results[0].objective
+        return adapted
 
     def save(self, folder: Union[str, Path]) -> Path:
         """Write the separator into ``folder`` (``separation.storage``)."""
-        return write(folder, self.members, self.sample_rate, self.options)
+        adaptation = None if self.adaptation is None else self.adaptation.to_json()
+        return write(folder, self.members, self.sample_rate, self.options, adaptation)
 
 
 def load(folder: Union[str, Path]) -> Separator:
     """Load a separator written by ``Separator.save`` (older formats included)."""
-    members, sample_rate, options = read(folder)
-    return Separator(members, sample_rate, options)
+    members, sample_rate, options, adaptation = read(folder)
+    return Separator(members, sample_rate, options, adaptation=None if adaptation is None else Adaptation.from_json(adaptation))

@@ -7,21 +7,23 @@ the ensemble's later model sets under ``model<i>/``. Older formats read as they 
 - format 2 had no ensembles and no likelihood scale (one model set, scale 1);
 - formats 2 and 3 kept no state power spectra for log-max models (dominance masks);
 - formats 2-4 kept no state dictionaries (``state_components`` 0);
-- formats 2-5 kept the options flat, with ``mask: wiener`` for soft masks and ``logmax_mask``.
+- formats 2-5 kept the options flat, with ``mask: wiener`` for soft masks and ``logmax_mask``;
+- formats 2-6 had no semi-supervised separators (format 7's optional ``adaptation``: the sources
+  learnt on each mixture, which an unadapted separator has no parameters for).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 6
-READABLE_FORMATS = (2, 3, 4, 5, 6)
+FORMAT_VERSION = 7
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7)
 
 
 def _prefix(index: int) -> str:
@@ -39,13 +41,16 @@ class SourceModel(NamedTuple):
 
 
 def write(folder: Union[str, Path], members: list[dict[str, SourceModel]], sample_rate: int,
-          options: SeparatorOptions) -> Path:
+          options: SeparatorOptions, adaptation: Optional[dict] = None) -> Path:
     """Write ``separator.json`` and ``params.npz`` into ``folder``: the model sets ``members``
-    (``{source name: SourceModel}`` each), the sample rate and the options."""
+    (``{source name: SourceModel}`` each), the sample rate, the options and, for a semi-supervised
+    separator, its ``adaptation`` settings (``separation.adaptation.Adaptation.to_json``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "sample_rate": int(sample_rate), "sources": list(members[0]),
             "model_sets": len(members), "options": options.model_dump(mode="json")}
+    if adaptation is not None:
+        meta["adaptation"] = adaptation
     (folder / "separator.json").write_text(json.dumps(meta, indent=2))
     arrays = {}
     for index, member in enumerate(members):
@@ -76,9 +81,10 @@ def options_from_flat(saved: dict, version: int) -> SeparatorOptions:
     return SeparatorOptions.from_flat(**saved)
 
 
-def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, SeparatorOptions]:
-    """``(members, sample_rate, options)`` of a folder ``write`` made (any readable format); a
-    missing or damaged folder is one ``ValueError`` line."""
+def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, SeparatorOptions, Optional[dict]]:
+    """``(members, sample_rate, options, adaptation)`` of a folder ``write`` made (any readable
+    format; ``adaptation`` None where none was saved); a missing or damaged folder is one
+    ``ValueError`` line."""
     folder = Path(folder)
     meta_path = folder / "separator.json"
     if not meta_path.exists():
@@ -104,7 +110,7 @@ def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, S
                             raise KeyError(f"{prefix}{key}")
                     models[name] = SourceModel(data[f"{base}/init"], data[f"{base}/trans"], emission)
                 members.append(models)
-        return members, int(meta["sample_rate"]), options
+        return members, int(meta["sample_rate"]), options, meta.get("adaptation")
     except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
         detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
         raise ValueError(f"{folder}: damaged or incomplete saved separator ({type(err).__name__}: {detail})") from None

@@ -8,8 +8,8 @@ the training frames the HMM assigns to it where the options ask for state dictio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Optional
+from collections.abc import Mapping, Sequence
+from typing import Optional, Union
 
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +18,7 @@ from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.models import make_family
 from fhmm_ppl.models.fhmm import make_spec
+from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
@@ -25,14 +26,23 @@ from fhmm_ppl.separation.state_nmf import state_dictionaries
 from fhmm_ppl.separation.storage import SourceModel
 from fhmm_ppl.train import fit
 
+#: States of each unknown source (``fit_separator(unknown=...)``) unless ``unknown_states`` says otherwise.
+UNKNOWN_STATES = 4
+
+
 def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: Optional[SeparatorOptions] = None, *,
-                  progress: bool = False, **flat) -> Separator:
-    """Train one HMM per named source on its solo audio.
+                  unknown: Union[str, Sequence[str]] = (), unknown_states: int = UNKNOWN_STATES,
+                  adapt_iter: int = 30, progress: bool = False, **flat) -> Separator:
+    """Train one HMM per named source on its solo audio (semi-supervised: and name the sources
+    to be learnt on each mixture).
 
     Args:
         sources: ``{name: (n_samples,)}`` training audio per source (mono, ``sample_rate``).
         sample_rate: Hz.
         options: ``SeparatorOptions`` (default: the defaults).
+        unknown: names of sources with no training audio, learnt on each mixture by ``Separator.adapt``
+            (``separation.adaptation``; complex-Gaussian emission); they come after ``sources``.
+        unknown_states: states per unknown source; adapt_iter: EM iterations of each adaptation.
         progress: show progress bars.
         **flat: options as flat keywords (``separation.options.FLAT_KEYS``: ``n_states=32``,
             ``emission="complex_gaussian"``, ``trainer="svi"``, ...), applied over ``options``.
@@ -43,13 +53,21 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     opts = SeparatorOptions.from_flat(options, **flat) if flat or options is None else options
     if not isinstance(sources, Mapping):
         raise ValueError(f"sources must map each source's name to its training audio, got {type(sources).__name__}")
-    if len(sources) < 2:
+    unknown = (unknown,) if isinstance(unknown, str) else tuple(unknown)
+    adaptation = Adaptation(unknown, int(unknown_states), int(adapt_iter)) if unknown else None
+    if adaptation is not None:
+        check_adaptable(opts.model.emission, list(sources), adaptation)
+    if len(sources) + len(unknown) < 2:
         raise ValueError(f"separation needs at least two sources, got {len(sources)}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
     emission = get_emission(opts.model.emission)(opts.features, int(sample_rate))
     n_states = opts.model.n_states
-    plan(emission, (n_states,) * len(sources), TYPICAL_FRAMES)  # refused before any training
+    chains = (n_states,) * len(sources) + (int(unknown_states),) * len(unknown)
+    chosen = plan(emission, chains, TYPICAL_FRAMES)  # refused before any training
+    if adaptation is not None and chosen.method != "exact":
+        raise ValueError(f"adapting unknown sources needs exact inference, but the plan here is {chosen.method} "
+                         f"({chosen.reason}); use fewer states (n_states, unknown_states) or fewer sources")
     spec = make_spec((n_states,), make_family(emission.family, **emission.family_options), opts.model.prior_specs())
     prepared = {name: _training_frames(name, audio, emission, opts, sample_rate) for name, audio in sources.items()}
     members = [{} for _ in range(opts.training.n_models)]
@@ -61,7 +79,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
             member[name] = _source_model(result.params, frames, power, spec, emission, opts.dictionary_size, first_seed)
             if index == 0:
                 history[name] = result.history
-    return Separator(members, sample_rate, opts, history)
+    return Separator(members, sample_rate, opts, history, adaptation)
 
 
 def _training_frames(name: str, audio, emission, opts: SeparatorOptions, sample_rate: int):
