@@ -249,17 +249,14 @@ class Separator:
         Each frame's posterior is its fixed-lag smoothed one, given the frames up to ``lag`` seconds
         after it (0: causal filtering); with a lag covering the whole stream the concatenated
         pieces are ``separate``'s estimates, and they always have the stream's length. Memory does
-        not grow with the stream (``separation.streaming``). Needs exact inference.
+        not grow with the stream (``separation.streaming``). Exact inference, or mean field on a window
+        of the lag's frames where the plan is mean field.
         """
         n_lag = lag_frames(lag, self.sample_rate, self.options.stft.hop_length)
         if not self.emission.frame_local:
             raise ValueError(f"the {self.emission.name} emission cannot stream: its model frames depend on the "
                              "whole recording (frame_local is false)")
-        method = self._plan(TYPICAL_FRAMES).method
-        if method != "exact":
-            raise ValueError(f"streaming needs exact inference over the joint states, but the plan here is {method}; "
-                             "use inference='exact' or fewer states per source")
-        return stream(self, chunks, n_lag, stream_chunk)
+        return stream(self, chunks, n_lag, self._plan(TYPICAL_FRAMES).method, stream_chunk)
 
     def adapt(self, mixture: np.ndarray) -> "Separator":
         """A separator whose unknown sources' HMMs are learnt on ``mixture (n_samples,)`` by exact
