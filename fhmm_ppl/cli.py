@@ -270,11 +270,22 @@ def separate(
         enable_compilation_cache()
         folder = _model_folder(model)
         separator = load(folder)
+        import soundfile as sf
+
+        from fhmm_ppl.separation.streaming import LONG_RECORDING, OFFLINE_LAG
+
+        try:
+            duration = sf.info(str(mixture)).duration
+        except Exception:  # read_audio below says what is wrong with the file, in one line
+            duration = 0.0
+        if duration > LONG_RECORDING and not stream:
+            typer.echo(f"{mixture}: {duration / 60:.1f} minutes, separated block by block with a {OFFLINE_LAG:g} s lag "
+                       "(whole-file smoothing to within 0.01 dB; memory bounded)", err=True)
+            stream, lag = True, OFFLINE_LAG
         if stream:
-            for path in _separate_streaming(separator, mixture, output, lag, block):
+            for path in _separate_streaming(separator, mixture, output, lag, block, duration):
                 typer.echo(str(path))
             return
-        import soundfile as sf
 
         signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.stft.n_fft)
         info = sf.info(str(mixture))  # read_audio has checked the file
@@ -288,9 +299,11 @@ def separate(
         _fail(err, debug)
 
 
-def _separate_streaming(separator, mixture: Path, output: Path, lag: float, block: float) -> list[Path]:
+def _separate_streaming(separator, mixture: Path, output: Path, lag: float, block: float, duration: float) -> list[Path]:
     """Separate ``mixture`` block by block with ``Separator.stream``, writing each source's estimate as it
-    comes (memory does not grow with the file); the estimates' paths."""
+    comes (memory does not grow with the file), with a progress bar in seconds of audio; the estimates' paths."""
+    from tqdm.auto import tqdm
+
     from fhmm_ppl.audio.io import AudioWriter, read_blocks
 
     if not block > 0:
@@ -299,9 +312,11 @@ def _separate_streaming(separator, mixture: Path, output: Path, lag: float, bloc
     paths = {name: output / f"{mixture.stem}_{name}.wav" for name in separator.names}
     writers = {name: AudioWriter(path, rate) for name, path in paths.items()}
     try:
-        for pieces in separator.stream(blocks, lag=lag):
-            for name, samples in pieces.items():
-                writers[name].write(samples)
+        with tqdm(total=round(duration, 1), unit="s", desc="separating", leave=False, disable=None) as bar:
+            for pieces in separator.stream(blocks, lag=lag):
+                for name, samples in pieces.items():
+                    writers[name].write(samples)
+                bar.update(round(len(next(iter(pieces.values()))) / rate, 3))
     finally:
         for writer in writers.values():
             writer.close()

@@ -257,7 +257,7 @@ def test_the_streaming_benchmark_runs(capsys):
     assert "rtf_stream" in capsys.readouterr().out
 
 
-def test_separate_command_streams_a_file_block_by_block(separators, test_mix, tmp_path):
+def test_separate_command_streams_a_file_block_by_block(separators, test_mix, tmp_path, monkeypatch):
     import soundfile as sf
     from typer.testing import CliRunner
 
@@ -288,6 +288,15 @@ def test_separate_command_streams_a_file_block_by_block(separators, test_mix, tm
     reference = separator.separate(whole)[separator.names[0]]
     n = min(wave.shape[0], whole.shape[0])
     assert bss_eval(reference[None, :n], wave[None, :n]).sdr[0] > 30  # streaming and whole-file resampling agree
+    # a long recording goes through the stream without being asked, at the offline lag
+    from fhmm_ppl.separation import streaming
+
+    monkeypatch.setattr(streaming, "LONG_RECORDING", 1.0)
+    result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "-o", str(tmp_path / "auto")])
+    assert result.exit_code == 0 and "separated block by block with a 1 s lag" in result.output
+    expected = streamed(separator, [mix], streaming.OFFLINE_LAG)
+    wave, _ = sf.read(tmp_path / "auto" / f"mix_{separator.names[0]}.wav", dtype="float32")
+    np.testing.assert_allclose(wave, expected[separator.names[0]], atol=1e-5)
     for bad, message in (([*args, "--lag", "-1"], "lag"), ([*args[:4], "--block", "0"], "--block must be positive")):
         result = CliRunner().invoke(app, bad)
         assert result.exit_code == 1 and message in result.output
