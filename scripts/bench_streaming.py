@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+import benchdoc
+
 from fhmm_ppl.audio.tasks import demo_task
 from fhmm_ppl.metrics import bss_eval, separation_report
 from fhmm_ppl.separation import fit_separator
@@ -38,6 +40,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-models", type=int, default=None)
     parser.add_argument("--max-iter", type=int, default=None)
     parser.add_argument("--lag-table", action="store_true", help="SDRi against lag on the six demo tasks")
+    parser.add_argument("--write-docs", action="store_true", help="write the timing into docs/benchmarks.md")
     return parser.parse_args(argv)
 
 
@@ -119,6 +122,17 @@ def main(argv=None) -> dict:
           f"chunks of {args.chunk} samples")
     for key, value in result.items():
         print(f"  {key:32s} {value:.4g}")
+    if args.write_docs:
+        rows = ["| path | real-time factor | SDR (dB) |", "|---|---|---|",
+                f"| `separate` (whole mixture) | {result['rtf_offline']:.3f} | {result['sdr_offline']:.2f} |",
+                f"| `stream`, lag {args.lag} s, chunks of {args.chunk} samples | {result['rtf_stream']:.3f} | "
+                f"{result['sdr_stream']:.2f} |"]
+        note = (f"{duration:.1f} s demo mixture, {separator.options.model.emission} (the default options), best of "
+                f"{args.repeats}, after compilation; the slowest chunk took {result['slowest_chunk_over_its_duration']:.2f} "
+                "of its own duration to compute.")
+        benchdoc.write("bench_streaming", benchdoc.stamp("python scripts/bench_streaming.py --seconds "
+                                                         f"{args.seconds:g} --write-docs") + "\n\n" + "\n".join(rows)
+                       + "\n\n" + note)
     return result
 
 

@@ -242,11 +242,12 @@ def test_emissions_whose_frames_are_not_frame_local_are_refused(separators, monk
         separator.stream([np.zeros(10)])
 
 
-def test_the_streaming_benchmark_runs(capsys):
+def test_the_streaming_benchmark_runs(capsys, monkeypatch):
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "scripts" / "bench_streaming.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # its benchdoc import, as when run as a script
     spec = importlib.util.spec_from_file_location("bench_streaming", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
