@@ -126,6 +126,16 @@ def test_known_parameters_unchanged_and_objective_never_decreases(tones_and_nois
     assert np.all(np.diff(objective) >= -1e-5 * np.abs(objective[1:]))
 
 
+def test_each_model_set_of_an_ensemble_adapts(tones_and_noise):
+    _, semi, refs = tones_and_noise
+    tones = semi.models["tones"]
+    ensemble = Separator([{"tones": tones}, {"tones": tones}], RATE, semi.options, adaptation=semi.adaptation)
+    adapted = ensemble.adapt(refs.sum(0))
+    assert len(adapted.members) == 2 and all(list(m) == ["tones", "noise"] for m in adapted.members)
+    assert all(m["tones"] is tones for m in adapted.members)
+    assert adapted.members[1]["noise"].emission["psd"].shape == (3, semi.options.features.n_fft // 2 + 1)
+
+
 def test_objective_never_decreases_under_map_priors(tones_and_noise):
     _, semi, refs = tones_and_noise
     known = {"tones": semi.models["tones"]}
