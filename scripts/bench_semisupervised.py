@@ -1,8 +1,8 @@
 """Semi-supervised separation on the six demo tasks: speech SDRi of four separators, one table.
 
-Per task: the supervised complex-Gaussian FHMM (both sources trained on clean audio), the
-semi-supervised FHMM (the same speech HMM; the other source learnt on the test mixture by
-``Separator.adapt``), supervised KL-NMF and semi-supervised KL-NMF (the speech dictionary from
+Per task: the supervised complex-Gaussian FHMM (both sources trained on clean audio; an ensemble
+of ``n_models`` model sets, the default 3), the semi-supervised FHMM (the same speech HMMs; the
+other source learnt on the test mixture by ``Separator.adapt``, once per model set), supervised KL-NMF and semi-supervised KL-NMF (the speech dictionary from
 clean speech; the other dictionary and every activation learnt on the mixture). SDRi is BSS-Eval
 SDR of the speech estimate minus that of the mixture.
 
@@ -51,8 +51,8 @@ def run_task(label: str, args) -> dict[str, float]:
     supervised = fit_separator(task.train, task.sample_rate, emission="complex_gaussian", n_states=args.n_states,
                                max_iter=args.max_iter, seed=args.seed)
     adaptation = Adaptation((other,), args.unknown_states, args.adapt_iter)
-    semi = Separator({"speech": supervised.models["speech"]}, task.sample_rate, supervised.options,
-                     adaptation=adaptation)
+    semi = Separator([{"speech": member["speech"]} for member in supervised.members], task.sample_rate,
+                     supervised.options, adaptation=adaptation)
     nmf = fit_supervised_nmf(task.train, args.nmf_components, supervised.options.stft, seed=args.seed)
     semi_nmf = fit_semi_supervised_nmf({"speech": task.train["speech"]}, other, args.nmf_components,
                                        args.unknown_components, supervised.options.stft, seed=args.seed)
