@@ -29,29 +29,27 @@ def test_help_does_not_import_heavy_libraries():
     assert "HEAVY []" in out
 
 
-def test_separate_reports_a_missing_mixture_before_loading_anything_heavy(tmp_path):
+def run_in_fresh_process(argv: list) -> subprocess.CompletedProcess:
+    """``fhmm-ppl ARGV`` in a fresh interpreter, printing its exit code and the heavy modules it imported."""
     code = (
         "import sys; from fhmm_ppl.cli import app\n"
-        f"try:\n    app(['separate', {str(tmp_path)!r}, {str(tmp_path / 'missing.wav')!r}])\n"
+        f"try:\n    app({argv!r})\n"
         "except SystemExit as exit:\n    print('EXIT', exit.code)\n"
         "heavy = [m for m in ('jax', 'mlflow', 'librosa', 'numpyro', 'matplotlib') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
+def test_separate_reports_a_missing_mixture_before_loading_anything_heavy(tmp_path):
+    out = run_in_fresh_process(["separate", str(tmp_path), str(tmp_path / "missing.wav")])
     assert "EXIT 1" in out.stdout and "HEAVY []" in out.stdout
     assert f"error: {tmp_path / 'missing.wav'}: no such file" in out.stderr
 
 
 @pytest.mark.parametrize("command", ["run", "sweep", "validate"])
 def test_a_missing_experiment_file_is_reported_before_loading_anything_heavy(tmp_path, command):
-    code = (
-        "import sys; from fhmm_ppl.cli import app\n"
-        f"try:\n    app([{command!r}, {str(tmp_path / 'missing.yaml')!r}])\n"
-        "except SystemExit as exit:\n    print('EXIT', exit.code)\n"
-        "heavy = [m for m in ('jax', 'mlflow', 'librosa', 'numpyro', 'matplotlib') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_in_fresh_process([command, str(tmp_path / "missing.yaml")])
     assert "EXIT 1" in out.stdout and "HEAVY []" in out.stdout
     assert out.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: no such experiment file"
 

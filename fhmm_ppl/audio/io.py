@@ -24,6 +24,16 @@ Channel = Union[None, int, str]
 CLIP_FRACTION = 1e-3
 
 
+def _existing_file(path: Union[str, Path]) -> Path:
+    """``path`` as a Path, or a one-line error: missing, or a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not an audio file")
+    return path
+
+
 def read_audio(
     path: Union[str, Path],
     sample_rate: Optional[int] = None,
@@ -48,11 +58,7 @@ def read_audio(
     """
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive (or None for the whole file), got {max_seconds}")
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not an audio file")
+    path = _existing_file(path)
     try:
         with sf.SoundFile(str(path)) as handle:
             frames = -1 if max_seconds is None else max(1, int(round(max_seconds * handle.samplerate)))
@@ -129,11 +135,7 @@ def read_blocks(path: Union[str, Path], block_seconds: float = 1.0, sample_rate:
     The file is opened and checked (missing, a folder, unreadable, a channel that does not exist)
     before this returns; NaN or infinite samples are reported by the block that holds them.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not an audio file")
+    path = _existing_file(path)
     try:
         info = sf.info(str(path))
     except Exception as err:
