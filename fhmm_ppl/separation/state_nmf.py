@@ -107,9 +107,10 @@ def _masks(dictionaries, states, magnitude, n_iter: int):
     """``dictionary_masks`` in one computation, chunk after chunk of frames."""
     n_frames, n_bins = magnitude.shape
     n_sources, n_comp = len(dictionaries), dictionaries[0].shape[2]
-    pad = (-n_frames) % CHUNK
-    states = jnp.pad(states, ((0, pad), (0, 0))).reshape(-1, CHUNK, n_sources)
-    mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, CHUNK, n_bins) + _TINY
+    chunk = min(CHUNK, n_frames)  # a few frames (a stream's block) are not padded to a whole chunk
+    pad = (-n_frames) % chunk
+    states = jnp.pad(states, ((0, pad), (0, 0))).reshape(-1, chunk, n_sources)
+    mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
 
     def one(args):
         chunk_states, V = args

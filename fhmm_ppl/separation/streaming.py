@@ -13,8 +13,8 @@ Three parts, each testable alone:
   final (no later frame covers them), normalised by the same window sum of squares.
 
 ``stream`` wires them for a ``Separator``: per input chunk the new frames go through the
-emission's log-likelihoods and the smoother in blocks of ``BLOCK`` frames (padded, so each
-kernel compiles once), the frames leaving the lag get the separator's masks (averaged over its
+emission's log-likelihoods and the smoother in blocks of up to ``BLOCK`` frames (padded to a power of
+two, so each kernel compiles at most five times), the frames leaving the lag get the separator's masks (averaged over its
 model sets) and are overlap-added. Everything held is the lag's window, one frame of samples
 and the current chunk: memory does not grow with the stream's length. With a lag covering the
 whole stream the output is the offline ``Separator.separate``'s.
@@ -157,7 +157,7 @@ class OverlapAdd:
 class ExactLag:
     """Exact fixed-lag smoothing (``hmm.fixed_lag``) for every model set of a separator.
 
-    ``push(frames, n)`` takes a block of model frames ``(BLOCK, D)`` (the first ``n`` real) and
+    ``push(frames, n)`` takes a block of model frames ``(block_size(n), D)`` (the first ``n`` real) and
     returns, per model set, the posterior rows of the frames that left the lag; ``flush(n_left)``
     those of the last ``n_left`` frames, given every frame. Rows are tuples of arrays with one row
     per frame, here ``(joint (m, prod N),)``; ``posterior(rows, models)`` is what masks read.
@@ -170,7 +170,7 @@ class ExactLag:
 
     def push(self, frames, n: int) -> list[tuple]:
         first = max(0, self.lag - self.n_fed)  # rows before it would be frames before frame 0
-        valid = jnp.arange(BLOCK) < n
+        valid = jnp.arange(frames.shape[0]) < n
         out = []
         for k, models in enumerate(self.separator.sets):
             log_lik = scaled_log_lik(models, self.separator.emission, frames, self.separator.options.evidence_scale)
@@ -290,7 +290,7 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
 
 def masks(separator, spec: np.ndarray, posteriors: list) -> np.ndarray:
     """The separator's masks ``(K, n, F)`` of ``n <= BLOCK`` frames ``spec (n, F)`` from each model set's
-    posterior over the frames padded to ``BLOCK``, averaged over the sets."""
+    posterior over the frames padded to ``block_size(n)``, averaged over the sets."""
     n = spec.shape[0]
     mixture = Mixture(jnp.asarray(_padded(separator.emission.frames(spec))),
                       jnp.asarray(_padded(np.abs(spec).astype(np.float32))) if separator.mask.magnitude else None)
@@ -305,7 +305,14 @@ def _joined(parts: list[tuple], empty: tuple) -> tuple:
     return tuple(np.concatenate(column) for column in zip(*parts)) if parts else empty
 
 
+def block_size(n: int) -> int:
+    """The rows a block of ``1 <= n <= BLOCK`` frames is padded to: the next power of two. Small chunks
+    (a few frames each, as live audio arrives) then cost what their frames cost, not a whole ``BLOCK``,
+    for at most five compilations of each kernel (1, 2, 4, 8, 16 rows)."""
+    return min(BLOCK, 1 << max(0, n - 1).bit_length())
+
+
 def _padded(rows: np.ndarray) -> np.ndarray:
-    """``rows (n, ...)``, ``1 <= n <= BLOCK``, with the last row repeated up to ``BLOCK`` rows (real values:
-    the padded rows' results are dropped, and must not be NaN where a kernel mixes frames)."""
-    return np.pad(rows, [(0, BLOCK - rows.shape[0])] + [(0, 0)] * (rows.ndim - 1), mode="edge")
+    """``rows (n, ...)``, ``1 <= n <= BLOCK``, with the last row repeated up to ``block_size(n)`` rows (real
+    values: the padded rows' results are dropped, and must not be NaN where a kernel mixes frames)."""
+    return np.pad(rows, [(0, block_size(rows.shape[0]) - rows.shape[0])] + [(0, 0)] * (rows.ndim - 1), mode="edge")
