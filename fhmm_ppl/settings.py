@@ -60,6 +60,8 @@ class ModelSettings(Strict):
     spectra in each state's NMF dictionary (``None``: the emission's default). ``priors`` maps a
     role (``initial``, ``transition`` and the emission's parameters) to a registered prior;
     ``plugins`` are Python files imported when a run starts, so the priors they register can be named.
+    ``unknown`` names sources with no training audio, learnt on each mixture with ``unknown_states``
+    states each (semi-supervised separation, ``separation.adaptation``).
     """
 
     emission: str = "log_mel"
@@ -68,6 +70,14 @@ class ModelSettings(Strict):
     covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
     priors: dict[str, PriorSettings] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)
+    unknown: list[str] = Field(default_factory=list)
+    unknown_states: int = Field(4, ge=1, le=64)
+
+    @field_validator("unknown", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        """``unknown: noise`` names one source as ``[noise]`` does."""
+        return [value] if isinstance(value, str) else value
 
     def prior_specs(self) -> dict[str, dict]:
         """The priors as ``{role: {"name": ..., "params": {...}}}`` (what ``models.make_spec`` takes)."""
@@ -92,7 +102,8 @@ class TrainingSettings(Strict):
     ``method``: EM (closed-form MAP M-step) or SVI (NumPyro + optax). ``max_iter``: EM iterations;
     ``svi_steps``: SVI steps. ``n_init`` runs from seeds ``seed, seed + 1, ...`` keep the best final
     objective (EM finds local optima); ``n_models`` independently trained models per source are an
-    ensemble whose masks a separator averages.
+    ensemble whose masks a separator averages. ``adapt_iter``: EM iterations of each adaptation of
+    the unknown sources to a mixture.
     """
 
     method: Literal["em", "svi"] = "em"
@@ -100,6 +111,7 @@ class TrainingSettings(Strict):
     svi_steps: int = Field(500, ge=1, le=100000)
     n_init: int = Field(1, ge=1, le=20)
     n_models: int = Field(3, ge=1, le=10)
+    adapt_iter: int = Field(30, ge=1, le=1000)
 
 
 class InferenceSettings(Strict):

@@ -22,7 +22,7 @@ from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import Separator, fit_separator
 from fhmm_ppl.separation.adaptation import Adaptation
 from fhmm_ppl.separation.baselines import fit_semi_supervised_nmf, fit_supervised_nmf
-from fhmm_ppl.separation.training import UNKNOWN_STATES
+from fhmm_ppl.settings import ModelSettings, TrainingSettings
 
 TASKS = {
     "speech+white": ("speech_noise", "white"), "speech+babble": ("speech_noise", "babble"),
@@ -64,8 +64,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--n-states", type=int, default=16, help="states per trained source")
     parser.add_argument("--max-iter", type=int, default=20, help="EM iterations training each source")
-    parser.add_argument("--unknown-states", type=int, default=UNKNOWN_STATES)
-    parser.add_argument("--adapt-iter", type=int, default=30)
+    parser.add_argument("--unknown-states", type=int, default=ModelSettings().unknown_states)
+    parser.add_argument("--adapt-iter", type=int, default=TrainingSettings().adapt_iter)
     parser.add_argument("--nmf-components", type=int, default=32)
     parser.add_argument("--unknown-components", type=int, default=8, help="NMF atoms learnt on the mixture")
     parser.add_argument("--test-seconds", type=float, default=8.0)

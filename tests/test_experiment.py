@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from fhmm_ppl.cli import app
@@ -423,3 +424,26 @@ def test_ui_serves_the_project_store(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)  # the server and any workers it started
         proc.wait(timeout=30)
     assert f"http://127.0.0.1:{port}" in proc.stdout.read()
+
+
+def test_a_semi_supervised_experiment_learns_the_unknown_source_on_each_mixture(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = write_yaml(tmp_path / "semi.yaml", {
+        **TINY, "name": "semi", "tracking": {"uri": uri},
+        "model": {"emission": "complex_gaussian", "n_states": 3, "unknown": "noise", "unknown_states": 2},
+        "training": {"max_iter": 2, "n_models": 1, "adapt_iter": 4},
+        "evaluation": {"baselines": ["nmf", "irm"], "nmf_components": 4}})
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("semi").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.params["model.unknown"] == "['noise']"
+    assert {"fhmm.noise.sdr_improvement", "nmf.noise.sdr", "train.speech.objective"} <= set(run.data.metrics)
+    assert "train.noise.objective" not in run.data.metrics  # never trained on its clean audio
+    curve = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "adapt.mixture00.objective"),
+                                     key=lambda m: m.step)]
+    assert len(curve) >= 4 and all(b >= a - 1e-3 * abs(a) for a, b in zip(curve, curve[1:]))  # EM: never down
+    bad = write_yaml(tmp_path / "bad.yaml", {**TINY, "model": {"emission": "complex_gaussian", "unknown": ["wind"]}})
+    result = CliRunner().invoke(app, ["run", str(bad)])
+    assert result.exit_code == 1 and "model.unknown names ['wind'], which the task does not have" in result.output

@@ -187,11 +187,16 @@ class ExperimentConfig(_Strict):
         except SettingError as err:
             raise ValueError(f"{err.key}: {err}") from None
         if self.data.source == "files":
-            if len(self.data.train) < 2:
-                raise ValueError("data.train needs training files for at least two sources when data.source is 'files'")
+            unknown = set(self.model.unknown)
+            if unknown & set(self.data.train):
+                raise ValueError(f"model.unknown names {sorted(unknown & set(self.data.train))}, which data.train gives "
+                                 "training files for: an unknown source is learnt on each mixture")
+            if len(self.data.train) + len(unknown) < 2:
+                raise ValueError("data.train needs training files for at least two sources when data.source is 'files' "
+                                 "(or one, and model.unknown naming the others)")
             if not self.data.test and not self.data.test_clean:
                 raise ValueError("data.test (mixtures with references) or data.test_clean (clean files per source) is needed")
-            sources = sorted(self.data.train)
+            sources = sorted(set(self.data.train) | unknown)
             named = [("data.test_clean", sorted(self.data.test_clean))] if self.data.test_clean else []
             named += [(f"data.test[{i}].references", sorted(item.references)) for i, item in enumerate(self.data.test)]
             for where, names in named:

@@ -33,7 +33,7 @@ from fhmm_ppl.experiment.tracking import open_experiment, tracked_run, tracking_
 from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.runtime import enable_compilation_cache
 from fhmm_ppl.separation import SeparatorOptions, fit_separator
-from fhmm_ppl.separation.baselines import apply_masks, fit_supervised_nmf, oracle_masks
+from fhmm_ppl.separation.baselines import apply_masks, fit_semi_supervised_nmf, fit_supervised_nmf, oracle_masks
 
 METRICS = ("sdr", "sir", "sar", "si_sdr", "snr", "sdr_improvement", "si_sdr_improvement")
 
@@ -63,16 +63,24 @@ class RunResult:
 
 def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dict, list]:
     """Scores per method, source and metric (mean over mixtures), and the per-mixture outputs."""
-    names = list(task.train)
+    names = separator.names
     stft_config = STFTConfig(config.features.n_fft, config.features.hop_length)
+    unknown = config.model.unknown
+    known = {name: audio for name, audio in task.train.items() if name not in unknown}
     nmf = None
-    if "nmf" in config.evaluation.baselines:
-        nmf = fit_supervised_nmf(task.train, config.evaluation.nmf_components, stft_config, config.seed)
+    if "nmf" in config.evaluation.baselines:  # semi-supervised NMF beside a semi-supervised FHMM
+        nmf = (fit_semi_supervised_nmf(known, unknown, config.evaluation.nmf_components, config=stft_config, seed=config.seed)
+               if unknown else fit_supervised_nmf(task.train, config.evaluation.nmf_components, stft_config, config.seed))
     collected: dict = {}
     outputs = []
     for index, (mixture, references) in enumerate(progress(list(zip(task.mixtures, task.references)), "separating")):
         refs = np.stack([references[n] for n in names])
-        fhmm, gains = separator.separate(mixture, return_gains=True)
+        current = separator
+        if unknown:  # learn the unknown sources on this mixture; its objective per EM iteration
+            current = separator.adapt(mixture)
+            for step, value in enumerate(np.asarray(current.adaptation_objective)):
+                mlflow.log_metric(f"adapt.mixture{index:02d}.objective", float(value), step=step)
+        fhmm, gains = current.separate(mixture, return_gains=True)
         estimates = {"fhmm": fhmm, "mixture": {n: mixture for n in names}}
         if nmf is not None:
             estimates["nmf"] = nmf.separate(mixture)
@@ -86,7 +94,7 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
                 for metric in METRICS:
                     collected.setdefault(method, {}).setdefault(name, {}).setdefault(metric, []).append(float(report[metric][k]))
         outputs.append({"mixture": mixture, "references": references, "estimates": fhmm, "gains": gains,
-                        "states": separator.state_posteriors(stft(mixture, stft_config))})
+                        "states": current.state_posteriors(stft(mixture, stft_config))})
     scores = {m: {n: {k: float(np.mean(v)) for k, v in per.items()} for n, per in src.items()} for m, src in collected.items()}
     return scores, outputs
 
@@ -145,7 +153,12 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
               f"{config.training.method}{sets})")
     options = SeparatorOptions(features=config.features, model=config.model, training=config.training,
                                inference=config.inference, seed=config.seed)
-    separator = fit_separator(task.train, task.sample_rate, options, progress=show_training)
+    missing = [name for name in config.model.unknown if name not in task.references[0]]
+    if missing:
+        raise ValueError(f"model.unknown names {missing}, which the task does not have; its sources: "
+                         f"{', '.join(task.references[0])}")
+    known = {name: audio for name, audio in task.train.items() if name not in config.model.unknown}
+    separator = fit_separator(known, task.sample_rate, options, progress=show_training)
     for name, values in separator.training_history.items():
         for step, value in enumerate(np.asarray(values)):
             mlflow.log_metric(f"train.{name}.objective", float(value), step=step)

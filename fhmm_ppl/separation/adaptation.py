@@ -46,6 +46,7 @@ from fhmm_ppl.models.families import ComplexGaussianParams
 from fhmm_ppl.models.fhmm import FHMMParams, FHMMSpec, log_prior, make_spec
 from fhmm_ppl.models.priors import map_update
 from fhmm_ppl.runtime import frame_bucket
+from fhmm_ppl.separation.emissions import EMISSIONS
 from fhmm_ppl.separation.storage import SourceModel
 from fhmm_ppl.train.em import rounding_slack
 
@@ -55,8 +56,6 @@ INIT_SCALE = 0.5
 STATIONARY_ITER = 10
 #: Expected visits below which an unknown state keeps its spectrum (no frame speaks for a new one).
 UNVISITED = 1e-6
-#: The emissions adaptation is available for.
-ADAPTABLE = ("complex_gaussian",)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class AdaptationResult(NamedTuple):
 
 def check_adaptable(emission_name: str, known: Sequence[str], adaptation: Adaptation) -> None:
     """One-line ``ValueError`` unless ``adaptation`` suits a separator of the ``known`` sources."""
-    if emission_name not in ADAPTABLE:
+    if not getattr(EMISSIONS.get(emission_name), "adaptable", False):
         raise ValueError(f"semi-supervised adaptation (unknown sources) is available for the complex_gaussian "
                          f"emission (for now), not {emission_name}; use emission='complex_gaussian'")
     names = list(adaptation.unknown)

@@ -87,6 +87,10 @@ def check_separation(model: ModelSettings, inference: InferenceSettings) -> None
     if inference.soft_mask is not None and inference.soft_mask not in emission.soft_masks:
         raise SettingError("inference.soft_mask", f"soft_mask {inference.soft_mask!r} is not made by the "
                                                   f"{model.emission} emission; it makes {', '.join(emission.soft_masks)}")
+    if model.unknown and not emission.adaptable:
+        adaptable = [name for name, kind in EMISSIONS.items() if kind.adaptable]
+        raise SettingError("model.unknown", f"semi-supervised adaptation (unknown sources) is available for the "
+                                            f"{', '.join(adaptable)} emission (for now), not {model.emission}")
     if inference.method == "mean_field" and not emission.mean_field:
         raise SettingError("inference.method", f"inference method mean_field is not available for the {model.emission} "
                                                "emission (it needs exact inference: method exact or auto); "

@@ -8,8 +8,8 @@ the training frames the HMM assigns to it where the options ask for state dictio
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Optional, Union
+from collections.abc import Mapping
+from typing import Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,23 +26,18 @@ from fhmm_ppl.separation.state_nmf import state_dictionaries
 from fhmm_ppl.separation.storage import SourceModel
 from fhmm_ppl.train import fit
 
-#: States of each unknown source (``fit_separator(unknown=...)``) unless ``unknown_states`` says otherwise.
-UNKNOWN_STATES = 4
-
-
 def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: Optional[SeparatorOptions] = None, *,
-                  unknown: Union[str, Sequence[str]] = (), unknown_states: int = UNKNOWN_STATES,
-                  adapt_iter: int = 30, progress: bool = False, **flat) -> Separator:
+                  progress: bool = False, **flat) -> Separator:
     """Train one HMM per named source on its solo audio (semi-supervised: and name the sources
     to be learnt on each mixture).
 
     Args:
         sources: ``{name: (n_samples,)}`` training audio per source (mono, ``sample_rate``).
         sample_rate: Hz.
-        options: ``SeparatorOptions`` (default: the defaults).
-        unknown: names of sources with no training audio, learnt on each mixture by ``Separator.adapt``
-            (``separation.adaptation``; complex-Gaussian emission); they come after ``sources``.
-        unknown_states: states per unknown source; adapt_iter: EM iterations of each adaptation.
+        options: ``SeparatorOptions`` (default: the defaults). ``model.unknown`` (flat: ``unknown=["noise"]``)
+            names sources with no training audio, learnt on each mixture by ``Separator.adapt``
+            (``separation.adaptation``; complex-Gaussian emission), with ``model.unknown_states`` states
+            and ``training.adapt_iter`` EM iterations; they come after ``sources``.
         progress: show progress bars.
         **flat: options as flat keywords (``separation.options.FLAT_KEYS``: ``n_states=32``,
             ``emission="complex_gaussian"``, ``trainer="svi"``, ...), applied over ``options``.
@@ -53,8 +48,8 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     opts = SeparatorOptions.from_flat(options, **flat) if flat or options is None else options
     if not isinstance(sources, Mapping):
         raise ValueError(f"sources must map each source's name to its training audio, got {type(sources).__name__}")
-    unknown = (unknown,) if isinstance(unknown, str) else tuple(unknown)
-    adaptation = Adaptation(unknown, int(unknown_states), int(adapt_iter)) if unknown else None
+    unknown, unknown_states = tuple(opts.model.unknown), opts.model.unknown_states
+    adaptation = Adaptation(unknown, unknown_states, opts.training.adapt_iter) if unknown else None
     if adaptation is not None:
         check_adaptable(opts.model.emission, list(sources), adaptation)
     if len(sources) + len(unknown) < 2:
