@@ -256,6 +256,8 @@ def separate(
     stream: bool = typer.Option(False, "--stream", help="Read, separate and write block by block (constant memory)."),
     lag: float = typer.Option(0.1, "--lag", help="With --stream: seconds of look-ahead per frame (0: causal)."),
     block: float = typer.Option(1.0, "--block", help="With --stream: seconds of audio read at a time."),
+    unknown: Optional[List[str]] = typer.Option(None, "--unknown",
+                                                help="A source to learn on this recording instead (repeatable)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Separate a recording with a trained separator (whole, or streamed with --stream)."""
@@ -270,6 +272,8 @@ def separate(
         enable_compilation_cache()
         folder = _model_folder(model)
         separator = load(folder)
+        if unknown:
+            separator = separator.with_unknown(unknown)
         import soundfile as sf
 
         from fhmm_ppl.separation.streaming import LONG_RECORDING, OFFLINE_LAG

@@ -208,3 +208,26 @@ def test_semi_supervised_nmf_keeps_the_known_dictionary_and_never_raises_the_div
     assert kl_divergence(magnitude, activations @ stacked) == pytest.approx(history[-1])
     estimates = nmf.separate(refs.sum(0))
     assert list(estimates) == ["tones", "noise"]
+
+
+def test_a_supervised_separator_forgets_a_source_and_the_cli_learns_it_on_the_recording(tones_and_noise, tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from fhmm_ppl.cli import app
+
+    supervised, semi, refs = tones_and_noise
+    mixture = refs.sum(0)
+    forgot = supervised.with_unknown("noise")
+    assert forgot.pending and forgot.names == ["tones", "noise"] and forgot.options.model.unknown == ["noise"]
+    for member, original in zip(forgot.members, supervised.members):  # the known source is the same model
+        assert member["tones"] is original["tones"] and "noise" not in member
+    with pytest.raises(ValueError, match="no source \\['wind'\\]"):
+        supervised.with_unknown("wind")
+    folder = supervised.save(tmp_path / "model")
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "--unknown", "noise",
+                                      "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    wave, _ = sf.read(tmp_path / "out" / "mix_noise.wav", dtype="float32")
+    np.testing.assert_allclose(wave, forgot.separate(mixture)["noise"], atol=1e-5)

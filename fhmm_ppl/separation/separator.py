@@ -275,6 +275,20 @@ class Separator:
         adapted.adaptation_objective = results[0].objective
         return adapted
 
+    def with_unknown(self, unknown) -> "Separator":
+        """This separator with the sources named in ``unknown`` forgotten and learnt on each mixture
+        instead (semi-supervised: their trained HMMs do not fit the recording's, e.g. another room's
+        noise); ``model.unknown_states`` states each, as the options say."""
+        unknown = [unknown] if isinstance(unknown, str) else list(unknown)
+        missing = [name for name in unknown if name not in self.models]
+        if missing:
+            raise ValueError(f"no source {missing} in this separator; its sources: {', '.join(self.models)}")
+        options = self.options.replace(unknown=unknown)
+        members = [{n: m for n, m in member.items() if n not in unknown} for member in self.members]
+        adaptation = Adaptation(tuple(unknown), options.model.unknown_states, options.training.adapt_iter)
+        history = {n: h for n, h in self.training_history.items() if n not in unknown}
+        return Separator(members, self.sample_rate, options, history, adaptation)
+
     def save(self, folder: Union[str, Path]) -> Path:
         """Write the separator into ``folder`` (``separation.storage``)."""
         adaptation = None if self.adaptation is None else self.adaptation.to_json()
