@@ -447,3 +447,27 @@ def test_a_semi_supervised_experiment_learns_the_unknown_source_on_each_mixture(
     bad = write_yaml(tmp_path / "bad.yaml", {**TINY, "model": {"emission": "complex_gaussian", "unknown": ["wind"]}})
     result = CliRunner().invoke(app, ["run", str(bad)])
     assert result.exit_code == 1 and "model.unknown names ['wind'], which the task does not have" in result.output
+
+
+def test_streaming_is_scored_at_each_lag_against_the_whole_file(tmp_path, monkeypatch):
+    from fhmm_ppl.experiment.streamed import latency_ms
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = write_yaml(tmp_path / "lags.yaml", {**TINY, "name": "lags", "tracking": {"uri": uri},
+                                                 "evaluation": {"baselines": ["irm"], "stream_lags": [0.1, 0, 100.0]}})
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("lags").experiment_id])[0]
+    metrics = run.data.metrics
+    # a lag covering the mixture is the whole-file separation
+    assert metrics["stream.lag_100000ms.sdr_improvement"] == pytest.approx(metrics["fhmm.mean.sdr_improvement"], abs=1e-3)
+    assert metrics["stream.lag_0ms.latency_ms"] == pytest.approx(latency_ms(0, 16000, 1024, 256)) == 48.0
+    assert metrics["stream.lag_100ms.latency_ms"] == pytest.approx(1000 * (7 * 256 + 768) / 16000)
+    assert all(metrics[f"stream.lag_{ms}ms.rtf"] > 0 for ms in (0, 100, 100000))
+    curve = client.get_metric_history(run.info.run_id, "stream.sdr_improvement")
+    assert sorted(m.step for m in curve) == [0, 100, 100000]
+    assert "plots/streaming.png" in [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    with pytest.raises(ConfigError, match="lags are seconds"):
+        load_config(write_yaml(tmp_path / "bad.yaml", {**TINY, "evaluation": {"stream_lags": [-0.1]}}))

@@ -118,8 +118,20 @@ class DataConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
+    """What a separation run scores besides the FHMM: baselines, and streaming at ``stream_lags``
+    (seconds; each test mixture streamed in chunks of ``stream_chunk`` samples at each lag)."""
+
     baselines: list[Literal["nmf", "irm", "ibm"]] = Field(default_factory=lambda: ["nmf", "irm", "ibm"])
     nmf_components: int = Field(32, ge=1, le=512)
+    stream_lags: list[float] = Field(default_factory=list)
+    stream_chunk: int = Field(1024, ge=1, le=1_000_000)
+
+    @field_validator("stream_lags")
+    @classmethod
+    def _lags(cls, value: list) -> list:
+        if any(not math.isfinite(lag) or lag < 0 for lag in value):
+            raise ValueError(f"lags are seconds, finite and at least 0, got {value}")
+        return sorted(set(value))
 
 
 class TrackingConfig(_Strict):

@@ -121,3 +121,15 @@ def log_likelihoods(path: Path, per_frame: np.ndarray, y_true: np.ndarray, label
         ax.set_title(f"log-likelihood per frame under the {model!r} model", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
     return _save(fig, axes, path, "log-likelihood per frame (nats)")
+
+
+def sdri_against_lag(path: Path, lags_ms: list, sdri: list, offline: float) -> Path:
+    """Streaming's mean SDR improvement against its lag (ms), beside whole-file separation's."""
+    fig, axes = _figure(1, height=2.6)
+    ax = axes[0, 0]
+    ax.plot(lags_ms, sdri, marker="o", label="streamed")
+    ax.axhline(offline, color="grey", linestyle="--", label="whole file")
+    ax.set_ylabel("SDR improvement (dB)")
+    ax.set_title("streaming: separation against look-ahead", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, axes, path, "lag (ms)")

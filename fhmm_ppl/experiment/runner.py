@@ -22,7 +22,7 @@ import yaml
 
 from fhmm_ppl.audio.features import STFTConfig, stft
 from fhmm_ppl.audio.io import write_audio
-from fhmm_ppl.experiment import plots
+from fhmm_ppl.experiment import plots, streamed
 from fhmm_ppl.experiment.classify import run_classification
 from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.experiment.data import fingerprint, load_task
@@ -61,8 +61,9 @@ class RunResult:
     error: str = ""
 
 
-def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dict, list]:
-    """Scores per method, source and metric (mean over mixtures), and the per-mixture outputs."""
+def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dict, list, dict]:
+    """Scores per method, source and metric (mean over mixtures), the per-mixture outputs, and the
+    streaming metrics at ``evaluation.stream_lags`` (``experiment.streamed``; empty without lags)."""
     names = separator.names
     stft_config = STFTConfig(config.features.n_fft, config.features.hop_length)
     unknown = config.model.unknown
@@ -72,7 +73,7 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
         nmf = (fit_semi_supervised_nmf(known, unknown, config.evaluation.nmf_components, config=stft_config, seed=config.seed)
                if unknown else fit_supervised_nmf(task.train, config.evaluation.nmf_components, stft_config, config.seed))
     collected: dict = {}
-    outputs = []
+    outputs, streams = [], []
     for index, (mixture, references) in enumerate(progress(list(zip(task.mixtures, task.references)), "separating")):
         refs = np.stack([references[n] for n in names])
         current = separator
@@ -81,6 +82,9 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
             for step, value in enumerate(np.asarray(current.adaptation_objective)):
                 mlflow.log_metric(f"adapt.mixture{index:02d}.objective", float(value), step=step)
         fhmm, gains = current.separate(mixture, return_gains=True)
+        if config.evaluation.stream_lags:
+            streams.append(streamed.score_lags(current, mixture, refs, config.evaluation.stream_lags,
+                                               config.evaluation.stream_chunk))
         estimates = {"fhmm": fhmm, "mixture": {n: mixture for n in names}}
         if nmf is not None:
             estimates["nmf"] = nmf.separate(mixture)
@@ -96,7 +100,9 @@ def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dic
         outputs.append({"mixture": mixture, "references": references, "estimates": fhmm, "gains": gains,
                         "states": current.state_posteriors(stft(mixture, stft_config))})
     scores = {m: {n: {k: float(np.mean(v)) for k, v in per.items()} for n, per in src.items()} for m, src in collected.items()}
-    return scores, outputs
+    stream_metrics = streamed.metrics(streams, [m.shape[0] / task.sample_rate for m in task.mixtures], task.sample_rate,
+                                      config.features.n_fft, config.features.hop_length) if streams else {}
+    return scores, outputs, stream_metrics
 
 
 def _log_artifacts(config, task, separator, outputs, workdir: Path) -> None:
@@ -166,13 +172,23 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
         mlflow.set_tag("fhmm_ppl.pruned", "true")
         on_status("pruned after training: its training curve is behind earlier trials'")
         return {}, {}
-    scores, outputs = _score_all(task, separator, config, progress)
+    scores, outputs, stream_metrics = _score_all(task, separator, config, progress)
     flat = {}
     for method, per_source in scores.items():
         for name, metrics in per_source.items():
             flat.update({f"{method}.{name}.{k}": v for k, v in metrics.items()})
         flat.update({f"{method}.mean.{k}": float(np.mean([m[k] for m in per_source.values()])) for k in METRICS})
     mlflow.log_metrics(flat)
+    if stream_metrics:
+        mlflow.log_metrics(stream_metrics)
+        lags = config.evaluation.stream_lags
+        for lag in lags:
+            mlflow.log_metric("stream.sdr_improvement", stream_metrics[streamed.metric_name(lag, "sdr_improvement")],
+                              step=round(lag * 1000))
+        (workdir / "plots").mkdir(exist_ok=True)
+        mlflow.log_artifact(str(streamed.plot(workdir / "plots" / "streaming.png", lags, stream_metrics,
+                                              flat["fhmm.mean.sdr_improvement"])), "plots")
+        flat.update(stream_metrics)
     _log_artifacts(config, task, separator, outputs, workdir)
     return scores, flat
 
