@@ -279,9 +279,10 @@ def separate(
         from fhmm_ppl.separation.streaming import LONG_RECORDING, OFFLINE_LAG
 
         try:
-            duration = sf.info(str(mixture)).duration
+            info = sf.info(str(mixture))
         except Exception:  # read_audio below says what is wrong with the file, in one line
-            duration = 0.0
+            info = None
+        duration = info.duration if info is not None else 0.0
         if duration > LONG_RECORDING and not stream:
             typer.echo(f"{mixture}: {duration / 60:.1f} minutes, separated block by block with a {OFFLINE_LAG:g} s lag "
                        "(whole-file smoothing to within 0.01 dB; memory bounded)", err=True)
@@ -292,8 +293,7 @@ def separate(
             return
 
         signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.stft.n_fft)
-        info = sf.info(str(mixture))  # read_audio has checked the file
-        if info.samplerate != rate or info.channels > 1:
+        if info is not None and (info.samplerate != rate or info.channels > 1):
             typer.echo(f"{mixture}: {info.channels} channel(s) at {info.samplerate} Hz read as mono at {rate} Hz "
                        "(the separator's rate); the estimates are written at that rate", err=True)
         for name, wave in separator.separate(signal).items():

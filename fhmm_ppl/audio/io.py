@@ -24,6 +24,21 @@ Channel = Union[None, int, str]
 CLIP_FRACTION = 1e-3
 
 
+def _check_channel(channel: Channel, n_channels: int, path: Path) -> None:
+    """One line unless ``channel`` is ``"mean"``/None or the index of one of ``n_channels`` channels."""
+    if channel is None or channel == "mean":
+        return
+    if not isinstance(channel, int) or isinstance(channel, bool):
+        raise ValueError(f"channel must be 'mean' or an int index, got {channel!r}")
+    if not -n_channels <= channel < n_channels:
+        raise ValueError(f"{path}: has {n_channels} channel(s); channel {channel} does not exist (0-based)")
+
+
+def _mono(data: np.ndarray, channel: Channel) -> np.ndarray:
+    """``data (n, channels)`` down-mixed (``"mean"``/None) or the one ``channel`` (checked before)."""
+    return data.mean(axis=1) if channel is None or channel == "mean" else data[:, channel]
+
+
 def _existing_file(path: Union[str, Path]) -> Path:
     """``path`` as a Path, or a one-line error: missing, or a folder."""
     path = Path(path)
@@ -70,14 +85,8 @@ def read_audio(
         raise ValueError(f"{path}: empty (0 samples)")
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{path}: contains NaN or infinite samples")
-    if channel is None or channel == "mean":
-        signal = data.mean(axis=1)
-    elif isinstance(channel, int) and not isinstance(channel, bool):
-        if not -data.shape[1] <= channel < data.shape[1]:
-            raise ValueError(f"{path}: has {data.shape[1]} channel(s); channel {channel} does not exist (0-based)")
-        signal = data[:, channel]
-    else:
-        raise ValueError(f"channel must be 'mean' or an int index, got {channel!r}")
+    _check_channel(channel, data.shape[1], path)
+    signal = _mono(data, channel)
     clipped = np.mean(np.abs(data) >= 0.999)
     if clipped > CLIP_FRACTION:
         warnings.warn(f"{path}: {100 * clipped:.2f}% of samples are at full scale (clipped)", UserWarning, stacklevel=2)
@@ -141,8 +150,7 @@ def read_blocks(path: Union[str, Path], block_seconds: float = 1.0, sample_rate:
     except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{path}: unreadable or corrupt audio ({reason})") from None
-    if isinstance(channel, int) and not isinstance(channel, bool) and not -info.channels <= channel < info.channels:
-        raise ValueError(f"{path}: has {info.channels} channel(s); channel {channel} does not exist (0-based)")
+    _check_channel(channel, info.channels, path)
     rate = int(sample_rate or info.samplerate)
     block = max(1, int(round(block_seconds * info.samplerate)))
 
@@ -153,7 +161,7 @@ def read_blocks(path: Union[str, Path], block_seconds: float = 1.0, sample_rate:
             while True:
                 data = handle.read(block, dtype="float32", always_2d=True)
                 last = data.shape[0] < block
-                mono = data.mean(axis=1) if channel is None or channel == "mean" else data[:, channel]
+                mono = _mono(data, channel)
                 if not np.all(np.isfinite(mono)):
                     raise ValueError(f"{path}: contains NaN or infinite samples (near {handle.tell() / info.samplerate:.1f} s)")
                 if resampler is not None:

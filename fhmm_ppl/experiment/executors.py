@@ -12,6 +12,7 @@ Ray is optional (``pip install 'fhmm-ppl[ray]'``) and imported only by ``RayExec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -95,11 +96,11 @@ class RayExecutor:
         # Python one (the runner's, which ends the runs KILLED) as Python still records it.
         handler = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
         if not ray.is_initialized():
-            kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+            quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
             if self.address:
-                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+                ray.init(address=self.address, **quiet)
             else:
-                ray.init(num_cpus=os.cpu_count(), **kwargs)
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
             self._started = True
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
@@ -109,7 +110,8 @@ class RayExecutor:
         self.slots = max(1, int(cpus // self.cpus_per_task))
         if self.warm_up is not None:  # start and load the workers now, while the caller gets ready
             warm = ray.remote(**self._options)(self.warm_up)
-            self._warming = [warm.remote() for _ in range(self.slots)]
+            for _ in range(self.slots):
+                warm.remote()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -151,10 +153,8 @@ class RayExecutor:
                     on_done(job, result, error)
         except BaseException:
             for ref in in_flight:
-                try:
+                with contextlib.suppress(Exception):  # already finished, or its worker gone
                     ray.cancel(ref, force=True)
-                except Exception:  # already finished or its worker gone
-                    pass
             raise
 
 

@@ -61,17 +61,17 @@ class RunResult:
     error: str = ""
 
 
-def _score_all(task, separator, config: ExperimentConfig, progress) -> tuple[dict, list, dict]:
+def _score_all(task, known: dict, separator, config: ExperimentConfig, progress) -> tuple[dict, list, dict]:
     """Scores per method, source and metric (mean over mixtures), the per-mixture outputs, and the
-    streaming metrics at ``evaluation.stream_lags`` (``experiment.streamed``; empty without lags)."""
+    streaming metrics at ``evaluation.stream_lags`` (``experiment.streamed``; empty without lags).
+    ``known``: the training audio of the sources trained (all but ``model.unknown``)."""
     names = separator.names
     stft_config = STFTConfig(config.features.n_fft, config.features.hop_length)
     unknown = config.model.unknown
-    known = {name: audio for name, audio in task.train.items() if name not in unknown}
     nmf = None
     if "nmf" in config.evaluation.baselines:  # semi-supervised NMF beside a semi-supervised FHMM
         nmf = (fit_semi_supervised_nmf(known, unknown, config.evaluation.nmf_components, config=stft_config, seed=config.seed)
-               if unknown else fit_supervised_nmf(task.train, config.evaluation.nmf_components, stft_config, config.seed))
+               if unknown else fit_supervised_nmf(known, config.evaluation.nmf_components, stft_config, config.seed))
     collected: dict = {}
     outputs, streams = [], []
     for index, (mixture, references) in enumerate(progress(list(zip(task.mixtures, task.references)), "separating")):
@@ -154,16 +154,16 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
     run stops there, tagged ``fhmm_ppl.pruned``, and the returned scores are empty."""
     task = load_task(config)
     mlflow.set_tags(run_tags(fingerprint(task)))
-    sets = f", {config.training.n_models} sets" if config.training.n_models > 1 else ""
-    on_status(f"training {len(task.train)} source models ({config.model.emission}, {config.model.n_states} states each, "
-              f"{config.training.method}{sets})")
-    options = SeparatorOptions(features=config.features, model=config.model, training=config.training,
-                               inference=config.inference, seed=config.seed)
     missing = [name for name in config.model.unknown if name not in task.references[0]]
     if missing:
         raise ValueError(f"model.unknown names {missing}, which the task does not have; its sources: "
                          f"{', '.join(task.references[0])}")
     known = {name: audio for name, audio in task.train.items() if name not in config.model.unknown}
+    sets = f", {config.training.n_models} sets" if config.training.n_models > 1 else ""
+    on_status(f"training {len(known)} source models ({config.model.emission}, {config.model.n_states} states each, "
+              f"{config.training.method}{sets})")
+    options = SeparatorOptions(features=config.features, model=config.model, training=config.training,
+                               inference=config.inference, seed=config.seed)
     separator = fit_separator(known, task.sample_rate, options, progress=show_training)
     for name, values in separator.training_history.items():
         for step, value in enumerate(np.asarray(values)):
@@ -172,7 +172,7 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
         mlflow.set_tag("fhmm_ppl.pruned", "true")
         on_status("pruned after training: its training curve is behind earlier trials'")
         return {}, {}
-    scores, outputs, stream_metrics = _score_all(task, separator, config, progress)
+    scores, outputs, stream_metrics = _score_all(task, known, separator, config, progress)
     flat = {}
     for method, per_source in scores.items():
         for name, metrics in per_source.items():

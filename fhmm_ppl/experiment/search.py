@@ -18,6 +18,7 @@ import optuna
 
 from fhmm_ppl.experiment.config import ConfigError, ExperimentConfig
 from fhmm_ppl.experiment.executors import Job
+from fhmm_ppl.experiment.sweep_config import SearchRange
 from fhmm_ppl.experiment.runner import RunResult
 
 #: Trials that complete before the pruner may stop one (fewer would prune on one curve's noise).
@@ -28,7 +29,8 @@ class StudyKeeper:
     """One Optuna study, driven by ask/tell, with pruning reports from the trials.
 
     Args:
-        space: ``{dotted key: [choices] or {low, high, log, step}}`` (``SweepConfig.space`` as JSON).
+        space: ``{dotted key: [choices] or a SearchRange}`` (``SweepConfig.space``; ranges may be given
+            as their ``{low, high, log, step}`` mappings).
         direction: ``maximize`` or ``minimize`` the sweep's metric.
         seed: the sampler's seed (the experiment's), so a search is repeatable.
         prune: whether trials may be pruned.
@@ -36,7 +38,8 @@ class StudyKeeper:
 
     def __init__(self, space: dict, direction: str, seed: int, prune: bool) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.space = space
+        self.space = {key: entry if isinstance(entry, list) else SearchRange.model_validate(entry)
+                      for key, entry in space.items()}
         self.direction = direction
         self.prune_on = prune
         pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS) if prune else optuna.pruners.NopPruner()
@@ -51,10 +54,10 @@ class StudyKeeper:
         for key, entry in self.space.items():
             if isinstance(entry, list):
                 point[key] = trial.suggest_categorical(key, entry)
-            elif isinstance(entry["low"], int) and isinstance(entry["high"], int) and not isinstance(entry.get("step"), float):
-                point[key] = trial.suggest_int(key, entry["low"], entry["high"], log=entry["log"], step=entry.get("step") or 1)
+            elif entry.integer:
+                point[key] = trial.suggest_int(key, entry.low, entry.high, log=entry.log, step=entry.step or 1)
             else:
-                point[key] = trial.suggest_float(key, entry["low"], entry["high"], log=entry["log"], step=entry.get("step"))
+                point[key] = trial.suggest_float(key, entry.low, entry.high, log=entry.log, step=entry.step)
         return trial.number, point
 
     def should_prune(self, number: int, curve: list) -> bool:
@@ -92,8 +95,7 @@ def run_search(config: ExperimentConfig, executor, book, key: str) -> None:
     """Run ``sweep.trials`` trials of an Optuna search on ``executor``, each recorded in ``book`` (the
     sweep's ``Children``), valued by the metric ``key``."""
     sweep = config.sweep
-    space = {k: v if isinstance(v, list) else v.model_dump() for k, v in sweep.space.items()}
-    keeper = executor.host(StudyKeeper, space, sweep.direction, config.seed, sweep.prune)
+    keeper = executor.host(StudyKeeper, dict(sweep.space), sweep.direction, config.seed, sweep.prune)
     remote = executor.name != "sequential"
     asked = 0
 

@@ -56,12 +56,10 @@ def wait_healthy(url: str, process: Optional[subprocess.Popen] = None, seconds: 
         if process is not None and process.poll() is not None:
             output = process.stdout.read().decode(errors="replace")[-2000:] if process.stdout else ""
             raise RuntimeError(f"the MLflow server exited with code {process.returncode}: {output.strip()}")
-        try:
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):  # not listening yet
             with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
                 if answer.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
         time.sleep(0.25)
     raise RuntimeError(f"the MLflow server at {url} did not answer within {seconds:.0f} s")
 

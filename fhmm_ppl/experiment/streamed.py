@@ -11,7 +11,6 @@ milliseconds (``stream.sdr_improvement``, step = lag), which MLflow draws as a c
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -19,11 +18,12 @@ import numpy as np
 
 from fhmm_ppl.experiment.plots import sdri_against_lag
 from fhmm_ppl.metrics import separation_report
+from fhmm_ppl.separation.streaming import lag_frames
 
 
 def latency_ms(lag: float, sample_rate: int, n_fft: int, hop: int) -> float:
     """What a stream at ``lag`` seconds waits for before a sample is final, in milliseconds."""
-    return 1000.0 * (math.ceil(round(lag * sample_rate / hop, 9)) * hop + n_fft - hop) / sample_rate
+    return 1000.0 * (lag_frames(lag, sample_rate, hop) * hop + n_fft - hop) / sample_rate
 
 
 def score_lags(separator, mixture: np.ndarray, references: np.ndarray, lags: list, chunk: int) -> dict:

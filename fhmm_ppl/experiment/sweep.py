@@ -9,6 +9,7 @@ runs log through an MLflow tracking server (given, or started over the store for
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -166,9 +167,9 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
         (``best.<metric>``) and overrides (params ``best.<key>``). An interrupt marks the parent and
         every running child ``KILLED`` and propagates.
     """
-    if config.sweep.search == "grid":
-        for _, variant in config.variants():  # every point validated and prepared before anything runs
-            prepare(variant)
+    variants = config.variants() if config.sweep.search == "grid" else []
+    for _, variant in variants:  # every point validated and prepared before anything runs
+        prepare(variant)
     executor = executor or make_executor(config)
     store = uri = tracking_uri(config.tracking.uri)
     with contextlib.ExitStack() as stack:
@@ -189,14 +190,19 @@ def run_sweep(config: ExperimentConfig, *, progress: Optional[Callable] = None,
                                **{f"sweep.space.{k}": json.dumps(v if isinstance(v, list) else v.model_dump())
                                   for k, v in config.sweep.space.items()}})
             result = SweepResult(parent.info.run_id, exp_id, store)  # the store outlives the sweep's server
-            total = config.sweep.trials if config.sweep.search == "optuna" else len(config.variants())
+            total = config.sweep.trials if config.sweep.search == "optuna" else len(variants)
             book = Children(client, exp_id, parent.info.run_id, uri, executor, progress, on_status, total)
             try:
                 if config.sweep.search == "optuna":
                     run_search(config, executor, book, objective_key(config))
                 else:
-                    points = iter(config.variants())
-                    executor.drive(lambda: next((book.start(o, c) for o, c in points), None), book.finish)
+                    points = iter(variants)
+
+                    def next_point() -> Optional[Job]:
+                        point = next(points, None)
+                        return None if point is None else book.start(*point)
+
+                    executor.drive(next_point, book.finish)
             except BaseException:
                 book.abandon("the sweep was interrupted")
                 raise
@@ -213,9 +219,7 @@ def _log_summary(config: ExperimentConfig, result: SweepResult) -> None:
     key = objective_key(config)
     sign = 1.0 if config.sweep.direction == "maximize" else -1.0
     finished = [c for c in result.children if c[1].status == "FINISHED" and np.isfinite(c[1].metrics.get(key, np.nan))]
-    counts = {}
-    for _, child in result.children:
-        counts[child.status] = counts.get(child.status, 0) + 1
+    counts = collections.Counter(child.status for _, child in result.children)
     mlflow.log_metrics({f"sweep.n_{status.lower()}": n for status, n in counts.items()})
     if not finished:
         return
