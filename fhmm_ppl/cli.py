@@ -251,19 +251,28 @@ def _print_summary(scores: dict) -> None:
 @app.command()
 def separate(
     model: str = typer.Argument(..., help="A saved separator folder, an MLflow run id, or runs:/<id>/model."),
-    mixture: Path = typer.Argument(..., help="Mixture audio file."),
-    output: Path = typer.Option(Path("separated"), "-o", "--output", help="Folder for the estimates."),
+    mixture: Path = typer.Argument(..., help="Mixture audio file, or - for standard input (streamed)."),
+    output: Path = typer.Option(Path("separated"), "-o", "--output",
+                                help="Folder for the estimates, or - for raw PCM on standard output."),
     stream: bool = typer.Option(False, "--stream", help="Read, separate and write block by block (constant memory)."),
     lag: float = typer.Option(0.1, "--lag", help="With --stream: seconds of look-ahead per frame (0: causal)."),
     block: float = typer.Option(1.0, "--block", help="With --stream: seconds of audio read at a time."),
     unknown: Optional[List[str]] = typer.Option(None, "--unknown",
                                                 help="A source to learn on this recording instead (repeatable)."),
+    raw_input: bool = typer.Option(False, "--raw-input", help="Standard input is headerless mono PCM (--pcm, --rate)."),
+    rate: Optional[int] = typer.Option(None, "--rate", help="Sample rate of --raw-input (default: the separator's)."),
+    pcm: str = typer.Option("f32", "--pcm", help="Raw PCM format of --raw-input and of -o -: f32 or s16."),
+    source: Optional[List[str]] = typer.Option(None, "--source",
+                                               help="With -o -: the source(s) written, as channels (default: all)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Separate a recording with a trained separator (whole, or streamed with --stream)."""
-    if not mixture.exists() or mixture.is_dir():  # said before JAX, MLflow and the model are loaded
+    """Separate a recording with a trained separator (whole, or streamed with --stream; - for pipes)."""
+    piped_in = str(mixture) == "-"
+    if not piped_in and (not mixture.exists() or mixture.is_dir()):  # said before JAX, MLflow and the model load
         problem = "is a folder, not an audio file" if mixture.is_dir() else "no such file"
         _fail(ValueError(f"{mixture}: {problem}"), debug)
+    if (raw_input or rate) and not piped_in:
+        _fail(ValueError("--raw-input and --rate describe standard input; pass - as the mixture"), debug)
     try:
         from fhmm_ppl.audio.io import read_audio, write_audio
         from fhmm_ppl.runtime import enable_compilation_cache
@@ -279,7 +288,7 @@ def separate(
         from fhmm_ppl.separation.streaming import LONG_RECORDING, OFFLINE_LAG
 
         try:
-            info = sf.info(str(mixture))
+            info = None if piped_in else sf.info(str(mixture))
         except Exception:  # read_audio below says what is wrong with the file, in one line
             info = None
         duration = info.duration if info is not None else 0.0
@@ -287,9 +296,17 @@ def separate(
             typer.echo(f"{mixture}: {duration / 60:.1f} minutes, separated block by block with a {OFFLINE_LAG:g} s lag "
                        "(whole-file smoothing to within 0.01 dB; memory bounded)", err=True)
             stream, lag = True, OFFLINE_LAG
-        if stream:
-            for path in _separate_streaming(separator, mixture, output, lag, block, duration):
-                typer.echo(str(path))
+        piped_out = str(output) == "-"
+        if stream or piped_in or piped_out:
+            from fhmm_ppl.separation.files import pcm_sink, separate_streaming
+
+            raw = (rate or separator.sample_rate, pcm) if raw_input else None
+            sink = pcm_sink(separator, source, pcm) if piped_out else None
+            if sink:
+                typer.echo(f"standard output: raw {pcm} little-endian PCM at {separator.sample_rate} Hz, "
+                           f"{len(sink[1])} channel(s): {', '.join(sink[1])}", err=True)
+            for path in separate_streaming(separator, mixture, output, lag, block, duration, raw, sink):
+                typer.echo(str(path), err=piped_out)
             return
 
         signal, rate = read_audio(mixture, sample_rate=separator.sample_rate, min_samples=separator.options.stft.n_fft)
@@ -301,30 +318,6 @@ def separate(
             typer.echo(str(path))
     except Exception as err:
         _fail(err, debug)
-
-
-def _separate_streaming(separator, mixture: Path, output: Path, lag: float, block: float, duration: float) -> list[Path]:
-    """Separate ``mixture`` block by block with ``Separator.stream``, writing each source's estimate as it
-    comes (memory does not grow with the file), with a progress bar in seconds of audio; the estimates' paths."""
-    from tqdm.auto import tqdm
-
-    from fhmm_ppl.audio.io import AudioWriter, read_blocks
-
-    if not block > 0:
-        raise ValueError(f"--block must be positive seconds, got {block}")
-    blocks, rate = read_blocks(mixture, block, sample_rate=separator.sample_rate)
-    paths = {name: output / f"{mixture.stem}_{name}.wav" for name in separator.names}
-    writers = {name: AudioWriter(path, rate) for name, path in paths.items()}
-    try:
-        with tqdm(total=round(duration, 1), unit="s", desc="separating", leave=False, disable=None) as bar:
-            for pieces in separator.stream(blocks, lag=lag):
-                for name, samples in pieces.items():
-                    writers[name].write(samples)
-                bar.update(round(len(next(iter(pieces.values()))) / rate, 3))
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return list(paths.values())
 
 
 def _model_folder(model: str) -> Path:

@@ -52,6 +52,10 @@ class PriorSettings(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+#: The priors of sources learnt on the mixture, over the model's (``ModelSettings.unknown_priors``).
+UNKNOWN_PRIORS = {"psd": "shared_shape"}
+
+
 class ModelSettings(Strict):
     """The per-source (or per-class) HMMs.
 
@@ -61,7 +65,10 @@ class ModelSettings(Strict):
     role (``initial``, ``transition`` and the emission's parameters) to a registered prior;
     ``plugins`` are Python files imported when a run starts, so the priors they register can be named.
     ``unknown`` names sources with no training audio, learnt on each mixture with ``unknown_states``
-    states each (semi-supervised separation, ``separation.adaptation``).
+    states each (semi-supervised separation, ``separation.adaptation``) under the ``priors`` with
+    ``unknown_priors`` over them (``null`` for a role drops the model's prior there; by default a
+    ``shared_shape`` on ``psd``: one spectral shape at a few levels, a stationary noise, which
+    keeps the unknown chain off the known sources' sounds: docs/separation.md).
     """
 
     emission: str = "log_mel"
@@ -72,6 +79,7 @@ class ModelSettings(Strict):
     plugins: list[str] = Field(default_factory=list)
     unknown: list[str] = Field(default_factory=list)
     unknown_states: int = Field(4, ge=1, le=64)
+    unknown_priors: dict[str, Optional[PriorSettings]] = Field(default_factory=lambda: {role: PriorSettings(name=name) for role, name in UNKNOWN_PRIORS.items()})
 
     @field_validator("unknown", mode="before")
     @classmethod
@@ -82,6 +90,15 @@ class ModelSettings(Strict):
     def prior_specs(self) -> dict[str, dict]:
         """The priors as ``{role: {"name": ..., "params": {...}}}`` (what ``models.make_spec`` takes)."""
         return {role: {"name": p.name, "params": dict(p.params)} for role, p in self.priors.items()}
+
+    def unknown_prior_specs(self) -> dict[str, dict]:
+        """The priors of sources learnt on the mixture: ``prior_specs`` with ``unknown_priors`` over them."""
+        specs = self.prior_specs()
+        for role, p in self.unknown_priors.items():
+            specs.pop(role, None)
+            if p is not None:
+                specs[role] = {"name": p.name, "params": dict(p.params)}
+        return specs
 
     @model_validator(mode="after")
     def _covariance_for_gaussian(self) -> "ModelSettings":
@@ -122,13 +139,16 @@ class InferenceSettings(Strict):
     source per bin). ``soft_mask``: which soft mask an emission makes (``None``: the emission's
     default; see ``fhmm_ppl.separation.masks``). ``likelihood_scale`` multiplies the frames'
     log-likelihoods when separating (``None``: ``hop_length / n_fft``, which counts each sample of
-    overlapping frames once; ``1``: the plain model).
+    overlapping frames once; ``1``: the plain model). ``dictionary_states``: where states have NMF
+    dictionaries, how many of each source's most probable states per frame explain it together
+    (two gain on real speech over one: docs/benchmarks.md).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
     mask: Literal["soft", "binary"] = "soft"
     soft_mask: Optional[Literal["blend", "dominance", "wiener"]] = None
     likelihood_scale: Optional[float] = Field(None, gt=0, le=10, allow_inf_nan=False)
+    dictionary_states: int = Field(2, ge=1, le=8)
 
     @field_validator("likelihood_scale", mode="before")
     @classmethod

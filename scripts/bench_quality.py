@@ -137,8 +137,10 @@ def print_real_time_factors(task) -> list[str]:
 
 #: FHMM separators of the real-speech section (flat options over the library's defaults).
 REAL_METHODS = {
-    "log-mel 16, n_fft 1024, hop 256, x3": {"emission": "log_mel", "n_states": 16, "n_fft": 1024, "hop_length": 256},
-    "log-mel 64, n_fft 512, hop 128, x3": {"emission": "log_mel", "n_states": 64, "n_fft": 512, "hop_length": 128},
+    "log-mel 16, n_fft 1024, hop 256, x3, two states' dictionaries": {
+        "emission": "log_mel", "n_states": 16, "n_fft": 1024, "hop_length": 256},
+    "log-mel 16, n_fft 1024, hop 256, x3, one state's dictionary": {
+        "emission": "log_mel", "n_states": 16, "n_fft": 1024, "hop_length": 256, "dictionary_states": 1},
     "complex Gaussian 64, n_fft 512, hop 128": {"emission": "complex_gaussian", "n_states": 64, "n_models": 1,
                                                 "n_fft": 512, "hop_length": 128},
 }

@@ -82,6 +82,23 @@ def test_a_toy_emission_trains_separates_saves_and_loads(registered, tmp_path):
         fit_separator(train, RATE, emission=registered, soft_mask="dominance")
 
 
+def test_a_toy_emission_learns_an_unknown_source_on_the_mixture(registered, monkeypatch):
+    """Semi-supervised separation needs nothing more of an emission: the unknown source is learnt in the
+    complex-Gaussian model and fitted in the toy's own parameters."""
+    rng = np.random.default_rng(8)
+    semi = fit_separator({"tones": low_tones(rng, 6)}, RATE, emission=registered, unknown="noise", unknown_states=3,
+                         n_states=6, max_iter=15, n_models=1)
+    refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
+    adapted = semi.adapt(refs.sum(0))
+    assert adapted.models["noise"].emission["variances"].shape == (3,)
+    est = adapted.separate(refs.sum(0))
+    floor = bss_eval(refs, np.stack([refs.sum(0)] * 2)).sdr
+    assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > floor + 6)
+    monkeypatch.setattr(IsotropicLogMagnitude, "adaptable", False)
+    with pytest.raises(ValueError, match="semi-supervised adaptation .* emissions, not test_isotropic"):
+        fit_separator({"tones": low_tones(rng, 2)}, RATE, emission=registered, unknown="noise")
+
+
 def test_an_emission_must_subclass_the_interface():
     with pytest.raises(TypeError, match="subclass of fhmm_ppl.separation.emissions.Emission"):
         register_emission(object)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fhmm_ppl.audio.features import stft
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator, load
 from fhmm_ppl.separation.state_nmf import dictionary_masks, kl_nmf, state_dictionaries
@@ -42,14 +43,15 @@ def test_state_dictionaries_learn_from_assigned_frames_and_fall_back_for_unvisit
 
 
 def reference_masks(dictionaries, states, magnitude, n_iter):
-    """The same multiplicative updates, frame by frame in float64."""
+    """The same multiplicative updates, frame by frame in float64; ``states (T, K)`` or ``(T, K, M)``."""
+    states = states[:, :, None] if states.ndim == 2 else states
     masks = np.zeros((len(dictionaries),) + magnitude.shape)
     for t, v in enumerate(np.asarray(magnitude, np.float64) + 1e-9):
-        W = np.concatenate([d[states[t, k]] for k, d in enumerate(dictionaries)], axis=1).astype(np.float64)
+        W = np.concatenate([d[s] for k, d in enumerate(dictionaries) for s in states[t, k]], axis=1).astype(np.float64)
         h = np.full(W.shape[1], v.sum() / W.shape[1])
         for _ in range(n_iter):
             h *= W.T @ (v / (W @ h + 1e-9)) / (W.sum(axis=0) + 1e-9)
-        r = dictionaries[0].shape[2]
+        r = dictionaries[0].shape[2] * states.shape[2]
         parts = np.stack([W[:, k * r:(k + 1) * r] @ h[k * r:(k + 1) * r] for k in range(len(dictionaries))]) ** 2
         masks[:, t] = parts / parts.sum(axis=0)
     return masks
@@ -68,6 +70,37 @@ def test_dictionary_masks_equal_a_frame_by_frame_reference_and_split_the_mixture
     np.testing.assert_allclose(np.delete(got, 7, axis=1), np.delete(want, 7, axis=1), atol=2e-4)
     np.testing.assert_allclose(got.sum(axis=0), 1.0, atol=1e-5)
     assert np.all(np.isfinite(got)) and np.all(got >= 0)
+
+
+def test_two_states_per_source_explain_a_frame_together_as_a_float64_reference_does():
+    rng = np.random.default_rng(4)
+    dicts = [rng.gamma(1.0, size=(n, 16, 2)).astype(np.float32) for n in (5, 3)]
+    dicts = [d / d.sum(axis=1, keepdims=True) for d in dicts]
+    n_frames = 70  # two halves on two threads, ragged chunks
+    states = np.stack([np.stack([rng.permutation(d.shape[0])[:2] for _ in range(n_frames)]) for d in dicts], axis=1)
+    magnitude = rng.gamma(1.0, size=(n_frames, 16)).astype(np.float32)
+    got = np.asarray(dictionary_masks(tuple(dicts), states, magnitude, n_iter=25))
+    np.testing.assert_allclose(got, reference_masks(dicts, states, magnitude, 25), atol=2e-4)
+    # the second state matters: a frame made of source 0's second state's spectrum goes to source 0
+    one = np.asarray(dictionary_masks(tuple(dicts), states[:, :, :1], magnitude, n_iter=25))
+    assert np.abs(got - one).max() > 1e-2
+
+
+def test_a_separator_explains_frames_with_its_two_most_probable_states_by_default():
+    rng = np.random.default_rng(5)
+    sep = fit_separator({"a": rng.standard_normal(RATE).astype(np.float32),
+                         "b": np.sin(np.arange(RATE) * 0.3).astype(np.float32)}, RATE, n_states=3, max_iter=3,
+                        n_models=1, state_components=2, likelihood_scale=0.01)  # soft posteriors
+    mixture = rng.standard_normal(2 * RATE).astype(np.float32) + np.sin(np.arange(2 * RATE) * 0.3).astype(np.float32)
+    spec = stft(mixture, sep.options.stft)
+    posterior = sep.state_posteriors(spec)
+    ranked = {n: np.sort(p, axis=1)[:, ::-1] for n, p in posterior.items()}
+    clear = np.all([r[:, 1] - r[:, 2] > 1e-3 for r in ranked.values()], axis=0)  # no near tie for second place
+    assert clear.sum() > 10
+    top = np.stack([np.argsort(-posterior[n], axis=1)[:, :2] for n in ("a", "b")], axis=1)
+    want = dictionary_masks(sep.sets[0].dictionaries, top, np.abs(spec).astype(np.float32))
+    np.testing.assert_allclose(sep.gains(spec)[:, clear], want[:, clear], atol=1e-4)
+    assert sep.options.inference.dictionary_states == 2
 
 
 def test_disjoint_dictionaries_give_each_source_its_own_bins():

@@ -301,3 +301,43 @@ def test_separate_command_streams_a_file_block_by_block(separators, test_mix, tm
     for bad, message in (([*args, "--lag", "-1"], "lag"), ([*args[:4], "--block", "0"], "--block must be positive")):
         result = CliRunner().invoke(app, bad)
         assert result.exit_code == 1 and message in result.output
+
+
+def test_separate_command_pipes_audio_from_standard_input_to_standard_output(separators, test_mix, tmp_path):
+    """``fhmm-ppl separate MODEL - -o -`` in a real pipe (nothing seekable): a WAV stream, or headerless
+    PCM, in; the sources out as interleaved raw PCM channels; a lag covering the input gives the offline
+    separation."""
+    import io
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    separator = separators[IDS[0]]
+    folder = separator.save(tmp_path / "model")
+    mix, _ = test_mix
+    offline = separator.separate(mix)
+    wav = io.BytesIO()
+    sf.write(wav, mix, RATE, format="WAV", subtype="FLOAT")
+    command = [sys.executable, "-m", "fhmm_ppl.cli", "separate", str(folder), "-", "--lag", "100", "--block", "0.2",
+               "-o", "-"]
+    done = subprocess.run(command, input=wav.getvalue(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    out = np.frombuffer(done.stdout, "<f4").reshape(-1, len(separator.names))
+    assert out.shape[0] == mix.shape[0]
+    for channel, name in enumerate(separator.names):
+        np.testing.assert_allclose(out[:, channel], offline[name], atol=1e-4)
+    assert f"2 channel(s): {', '.join(separator.names)}" in done.stderr.decode()
+    # headerless 16-bit PCM in, one source out as 16-bit PCM
+    pcm = np.round(np.clip(mix, -1, 1 - 2**-15) * 32768).astype("<i2")
+    command = [sys.executable, "-m", "fhmm_ppl.cli", "separate", str(folder), "-", "--raw-input", "--pcm", "s16",
+               "--rate", str(RATE), "--lag", "100", "-o", "-", "--source", separator.names[1]]
+    done = subprocess.run(command, input=pcm.tobytes(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    out = np.frombuffer(done.stdout, "<i2") / 32768.0
+    want = np.clip(separator.separate(pcm)[separator.names[1]], -1, 1 - 2**-15)  # s16 clips
+    assert out.shape == want.shape and np.abs(out - want).max() < 2e-4
+    # no header and no --raw-input: one line
+    done = subprocess.run(command[:6] + ["-o", "-"], input=pcm.tobytes(), capture_output=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines()[-1].startswith("error: standard input: not readable audio")

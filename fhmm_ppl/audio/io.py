@@ -4,14 +4,17 @@ Reading goes through soundfile (WAV, FLAC, OGG, ...), resampling through
 librosa (soxr, a maintained high-quality resampler). Every problem a user can
 hit raises ``ValueError`` naming the file and the problem: missing, unreadable
 or corrupt, empty, shorter than one analysis frame, all zeros (or constant), NaN or inf, a
-channel that does not exist. Clipping is a warning, not an error.
+channel that does not exist. Clipping is a warning, not an error. Streams: ``read_blocks``
+(a file, or standard input with or without a header), ``AudioWriter`` (a file, block by block),
+``PcmWriter`` (headerless PCM to standard output).
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import librosa
@@ -135,35 +138,66 @@ def write_audio(path: Union[str, Path], signal: np.ndarray, sample_rate: int) ->
     return path
 
 
+#: Headerless PCM sample formats for pipes: name -> (libsndfile subtype, little-endian numpy dtype).
+PCM = {"f32": ("FLOAT", "<f4"), "s16": ("PCM_16", "<i2")}
+#: The path that stands for standard input (``read_blocks``) or output (``PcmWriter``).
+STDIO = "-"
+
+
+def _open_stream(path, raw: Optional[tuple[int, str]]):
+    """``(open() -> SoundFile, sample rate, channels, label)`` for a file, or for standard input (``path``
+    ``"-"``: opened now, so that a stream without a readable header fails here, in one line)."""
+    if str(path) != STDIO:
+        path = _existing_file(path)
+        try:
+            info = sf.info(str(path))
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{path}: unreadable or corrupt audio ({reason})") from None
+        return (lambda: sf.SoundFile(str(path))), info.samplerate, info.channels, str(path)
+    try:
+        if raw is not None:
+            rate, pcm = raw
+            if pcm not in PCM:
+                raise ValueError(f"raw PCM format must be one of {', '.join(PCM)}, got {pcm!r}")
+            handle = sf.SoundFile(0, "r", samplerate=int(rate), channels=1, subtype=PCM[pcm][0], format="RAW",
+                                  endian="LITTLE", closefd=False)
+        else:
+            handle = sf.SoundFile(0, closefd=False)
+    except sf.LibsndfileError as err:
+        hint = "" if raw is not None else "; for headerless PCM say its format and rate (--raw-input)"
+        raise ValueError(f"standard input: not readable audio ({str(err).splitlines()[0]}){hint}") from None
+    return (lambda: handle), handle.samplerate, handle.channels, "standard input"
+
+
 def read_blocks(path: Union[str, Path], block_seconds: float = 1.0, sample_rate: Optional[int] = None,
-                channel: Channel = "mean") -> tuple[Iterator[np.ndarray], int]:
+                channel: Channel = "mean", raw: Optional[tuple[int, str]] = None) -> tuple[Iterator[np.ndarray], int]:
     """A recording as an iterator of mono float32 blocks ``(m,)`` of about ``block_seconds``, read
     one at a time (memory does not grow with the file), resampled on the fly to ``sample_rate``
     (soxr's streaming resampler) where it differs; and the rate of the blocks.
 
-    The file is opened and checked (missing, a folder, unreadable, a channel that does not exist)
-    before this returns; NaN or infinite samples are reported by the block that holds them.
+    ``path`` ``"-"`` reads standard input: a stream with a header (WAV, FLAC, ...), or with
+    ``raw=(rate, pcm)`` headerless mono PCM (``pcm`` a key of ``PCM``: ``f32``, ``s16``), read as it
+    arrives. The file or stream is opened and checked (missing, a folder, unreadable, a channel that
+    does not exist) before this returns; NaN or infinite samples are reported by the block that holds them.
     """
-    path = _existing_file(path)
-    try:
-        info = sf.info(str(path))
-    except Exception as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: unreadable or corrupt audio ({reason})") from None
-    _check_channel(channel, info.channels, path)
-    rate = int(sample_rate or info.samplerate)
-    block = max(1, int(round(block_seconds * info.samplerate)))
+    opener, source_rate, n_channels, label = _open_stream(path, raw)
+    _check_channel(channel, n_channels, Path(label))
+    rate = int(sample_rate or source_rate)
+    block = max(1, int(round(block_seconds * source_rate)))
 
     def blocks() -> Iterator[np.ndarray]:
-        resampler = None if rate == info.samplerate else soxr.ResampleStream(info.samplerate, rate, 1, dtype="float32",
-                                                                              quality="HQ")
-        with sf.SoundFile(str(path)) as handle:
+        resampler = None if rate == source_rate else soxr.ResampleStream(source_rate, rate, 1, dtype="float32",
+                                                                          quality="HQ")
+        done = 0
+        with opener() as handle:
             while True:
                 data = handle.read(block, dtype="float32", always_2d=True)
                 last = data.shape[0] < block
                 mono = _mono(data, channel)
                 if not np.all(np.isfinite(mono)):
-                    raise ValueError(f"{path}: contains NaN or infinite samples (near {handle.tell() / info.samplerate:.1f} s)")
+                    raise ValueError(f"{label}: contains NaN or infinite samples (near {done / source_rate:.1f} s)")
+                done += data.shape[0]
                 if resampler is not None:
                     mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
                 yield np.ascontiguousarray(mono, dtype=np.float32)
@@ -171,6 +205,27 @@ def read_blocks(path: Union[str, Path], block_seconds: float = 1.0, sample_rate:
                     return
 
     return blocks(), rate
+
+
+class PcmWriter:
+    """Sources as the interleaved channels of one headerless little-endian PCM stream (standard output
+    by default), written and flushed block by block; ``s16`` clips to [-1, 1)."""
+
+    def __init__(self, pcm: str = "f32", stream=None) -> None:
+        if pcm not in PCM:
+            raise ValueError(f"raw PCM format must be one of {', '.join(PCM)}, got {pcm!r}")
+        self.pcm = pcm
+        self.stream = stream if stream is not None else sys.stdout.buffer
+
+    def write(self, channels: Sequence[np.ndarray]) -> None:
+        """One block: ``channels``, equal-length ``(m,)`` arrays, one per channel."""
+        frames = np.stack([np.asarray(c, np.float32) for c in channels], axis=1)
+        if not np.all(np.isfinite(frames)):
+            raise ValueError("standard output: refusing to write NaN or infinite samples")
+        if self.pcm == "s16":
+            frames = np.round(np.clip(frames, -1.0, 1.0 - 2.0**-15) * 32768.0)
+        self.stream.write(frames.astype(PCM[self.pcm][1]).tobytes())
+        self.stream.flush()
 
 
 class AudioWriter:

@@ -43,15 +43,18 @@ def _check_priors(config: ExperimentConfig) -> None:
     except ValueError as err:
         raise ValueError(f"model.plugins: {err}") from None
     covariance_type = model.covariance_type if model.emission == "gaussian" else None
-    for role, entry in model.priors.items():
+    entries = [("priors", role, entry) for role, entry in model.priors.items()]
+    if model.unknown:  # learnt by EM on each mixture
+        entries += [("unknown_priors", role, entry) for role, entry in model.unknown_priors.items() if entry]
+    for key, role, entry in entries:
         try:
             prior = make_prior(entry.name, **entry.params)
             check_prior_role(prior, role, covariance_type)
         except (ValueError, TypeError) as err:
-            raise ValueError(f"model.priors.{role}: {err}") from None
-        if config.training.method == "em" and not hasattr(prior, "map_update"):
-            raise ValueError(f"model.priors.{role}: prior {entry.name!r} has no closed-form M-step, so EM "
-                             "cannot honour it; use training.method: svi")
+            raise ValueError(f"model.{key}.{role}: {err}") from None
+        if (config.training.method == "em" or key == "unknown_priors") and not hasattr(prior, "map_update"):
+            raise ValueError(f"model.{key}.{role}: prior {entry.name!r} has no closed-form M-step, so EM "
+                             "cannot honour it" + ("; use training.method: svi" if key == "priors" else ""))
 
 
 def _check_data(config: ExperimentConfig) -> None:

@@ -6,7 +6,7 @@ initial, transition and power-spectrum parameters on that mixture by generalised
 marginal, ``log p(y | theta) + log p(theta_unknown)``, with the known chains' parameters held
 fixed: the NumPyro FHMM of ``models.fhmm`` with the known sites conditioned, maximised exactly.
 
-Complex-Gaussian emission only. With the source STFTs ``x_k`` as latent variables beside the
+With the source STFTs ``x_k`` as latent variables beside the
 states (``y = sum_k x_k``, ``x_k | s_k ~ CN(0, v_{k, s_k})``), the E-step is exact: the joint
 state posterior ``gamma_t(s)`` (``hmm.posteriors``), and given a joint state the Wiener
 posterior of each source, ``x_k | y, s ~ CN(v_k / V y, v_k (1 - v_k / V))`` with ``V = sum_j v_j``,
@@ -21,10 +21,16 @@ Unknown chains start from the mixture, never from the unknown source's audio, in
 First each unknown source is one stationary state, started at the mixture's mean spectrum times
 ``INIT_SCALE`` (the mixture holds the known sources too), fitted by ``STATIONARY_ITER`` EM
 iterations; then its ``n_states`` states start from k-means of the log of its posterior expected
-power per frame under that fit (``expected_powers``), with uniform initial and transition rows,
+power per frame under that fit (``unknown_posteriors``), with uniform initial and transition rows,
 and EM runs ``n_iter`` iterations. Started from k-means of the mixture itself, the unknown states
 take the known sources' loudest frames and keep them. Adaptation uses the unscaled likelihood (the objective the known chains were trained on), not the
 separating evidence scale.
+
+Adaptation runs in the complex-Gaussian model whatever the separator's emission: every emission
+keeps each state's power spectrum (``psd``), which is all the known chains contribute. A
+separator with another emission (log-mel, say) then gets each unknown source in its own
+parameters, fitted to that source's expected power per frame under its learnt chain
+(``source_models.from_expected_power``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from fhmm_ppl.models.fhmm import FHMMParams, FHMMSpec, log_prior, make_spec
 from fhmm_ppl.models.priors import map_update
 from fhmm_ppl.runtime import frame_bucket
 from fhmm_ppl.separation.emissions import EMISSIONS
+from fhmm_ppl.separation.source_models import from_expected_power
 from fhmm_ppl.separation.storage import SourceModel
 from fhmm_ppl.train.em import rounding_slack
 
@@ -98,8 +105,9 @@ class AdaptationResult(NamedTuple):
 def check_adaptable(emission_name: str, known: Sequence[str], adaptation: Adaptation) -> None:
     """One-line ``ValueError`` unless ``adaptation`` suits a separator of the ``known`` sources."""
     if not getattr(EMISSIONS.get(emission_name), "adaptable", False):
-        raise ValueError(f"semi-supervised adaptation (unknown sources) is available for the complex_gaussian "
-                         f"emission (for now), not {emission_name}; use emission='complex_gaussian'")
+        adaptable = [name for name, kind in EMISSIONS.items() if kind.adaptable]
+        raise ValueError(f"semi-supervised adaptation (unknown sources) is available for the {', '.join(adaptable)} "
+                         f"emissions, not {emission_name}")
     names = list(adaptation.unknown)
     if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"unknown must name distinct sources, got {names}")
@@ -114,16 +122,20 @@ def check_adaptable(emission_name: str, known: Sequence[str], adaptation: Adapta
 
 
 def unknown_spec(n_states: int, priors: Optional[Mapping] = None) -> FHMMSpec:
-    """The one-chain spec of an unknown source: the complex-Gaussian family and the model's priors
-    (``ModelSettings.prior_specs()``), so a prior on its spectra is set as for trained sources."""
+    """The one-chain spec of an unknown source: the complex-Gaussian family and the priors of
+    unknown sources (``ModelSettings.unknown_prior_specs()``; a ``shared_shape`` prior on ``psd``, say)."""
     return make_spec((n_states,), make_family("complex_gaussian"), priors)
 
 
 def initial_params(power: np.ndarray, spec: FHMMSpec, seed: int, scale: float = 1.0) -> tuple:
     """``(init (N,), trans (N, N), psd (N, F))`` started from power frames ``(T, F)``: k-means spectra
-    (``ComplexGaussianFamily.initialise``) times ``scale``, uniform initial and transition rows."""
+    (``ComplexGaussianFamily.initialise``) times ``scale`` as the spectra prior's M-step with unit
+    weights keeps them, uniform initial and transition rows."""
     n = spec.n_states[0]
     psd = jnp.asarray(spec.family.initialise(power, n, seed).psd[0], jnp.float32) * scale
+    # through the M-step with unit weights, so that the start obeys what the prior imposes (a shared
+    # shape, say) and the first M-step cannot lower the objective by projecting onto it
+    psd = spec.family.m_step({"weight": jnp.ones(n, jnp.float32), "sum": psd}, None, spec.emission_priors).psd[0]
     return jnp.full(n, 1.0 / n, jnp.float32), jnp.full((n, n), 1.0 / n, jnp.float32), psd
 
 
@@ -168,18 +180,19 @@ def e_step(log_init, log_trans, psd, power, length, unknown: tuple):
 
 
 @partial(jax.jit, static_argnames=("unknown",))
-def expected_powers(log_init, log_trans, psd, power, unknown: tuple):
-    """Each unknown chain's posterior expected power per frame, ``E[|x_tf|^2 | y]`` ``(T, F)``
-    (arguments as ``e_step``'s): where the second stage of adaptation starts its states."""
+def unknown_posteriors(log_init, log_trans, psd, power, length, unknown: tuple):
+    """Per unknown chain, its state marginals ``(T, N)`` and its posterior expected power per frame,
+    ``E[|x_tf|^2 | y]`` ``(T, F)`` (arguments as ``e_step``'s): where the second stage of adaptation
+    starts its states, and what a source learnt on the mixture is expressed from."""
     n_states = tuple(v.shape[0] for v in psd)
-    post = hmm.posteriors(log_init, log_trans, complex_gaussian_log_lik(power, psd), joint=True)
+    post = hmm.posteriors(log_init, log_trans, complex_gaussian_log_lik(power, psd), length, joint=True)
     gamma = post.joint.reshape(power.shape[0], -1)  # (T, P)
     total = joint_sum(psd).reshape(-1, power.shape[1])
     out = []
     for k in unknown:
         own = _broadcast_chain(psd[k], k, n_states)
         share = own / total
-        out.append((gamma @ share**2) * power + gamma @ (own * (1.0 - share)))
+        out.append((post.marginals[k], (gamma @ share**2) * power + gamma @ (own * (1.0 - share))))
     return tuple(out)
 
 
@@ -231,15 +244,20 @@ def run_em(fixed: _Fixed, params: list, power, n_frames: int, n_iter: int, spec:
 
 
 def adapt_models(known: Mapping[str, SourceModel], power: np.ndarray, adaptation: Adaptation,
-                 priors: Optional[Mapping] = None, seed: int = 0) -> AdaptationResult:
+                 priors: Optional[Mapping] = None, seed: int = 0, emission=None,
+                 dictionary_size: int = 0) -> AdaptationResult:
     """Fit the unknown sources' HMMs on a mixture by generalised EM, the ``known`` ones held fixed.
 
     Args:
-        known: ``{name: SourceModel}`` the trained sources (complex-Gaussian: ``emission["psd"] (N_k, F)``).
+        known: ``{name: SourceModel}`` the trained sources (their states' power spectra
+            ``emission["psd"] (N_k, F)``, which every emission keeps).
         power: ``(T, F)`` the mixture's STFT power ``|y|^2``.
         adaptation: the unknown sources, their states and the iterations.
-        priors: the model's priors by role (``ModelSettings.prior_specs()``) for the unknown chains.
+        priors: the unknown chains' priors by role (``ModelSettings.unknown_prior_specs()``).
         seed: seeds the k-means starts (unknown source ``i`` uses ``seed + i``).
+        emission: the separator's ``Emission`` (``None``: complex Gaussian), whose parameters the
+            unknown sources are expressed in (``source_models.from_expected_power``), with
+            ``dictionary_size``-spectrum state dictionaries where it is not 0.
 
     Returns:
         ``AdaptationResult`` (the objective of the second stage); the known sources'
@@ -253,17 +271,24 @@ def adapt_models(known: Mapping[str, SourceModel], power: np.ndarray, adaptation
                    tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models),
                    tuple(jnp.asarray(m.emission["psd"], jnp.float32) for m in models))
     n_unknown = len(adaptation.unknown)
+    chains = tuple(range(len(models), len(models) + n_unknown))
+
+    def posteriors(params):
+        found = unknown_posteriors(fixed.log_init + tuple(jnp.log(p[0]) for p in params),
+                                   fixed.log_trans + tuple(jnp.log(p[1]) for p in params),
+                                   fixed.psd + tuple(p[2] for p in params), padded, n_frames, chains)
+        return [(np.asarray(m)[:n_frames], np.asarray(e)[:n_frames]) for m, e in found]
+
     stationary_spec = unknown_spec(1, priors)
     params = [initial_params(power, stationary_spec, seed + i, INIT_SCALE) for i in range(n_unknown)]
     params, _, _ = run_em(fixed, params, padded, n_frames, STATIONARY_ITER, stationary_spec)
     spec = unknown_spec(adaptation.n_states, priors)
-    chains = tuple(range(len(models), len(models) + n_unknown))
-    estimates = expected_powers(fixed.log_init + tuple(jnp.log(p[0]) for p in params),
-                                fixed.log_trans + tuple(jnp.log(p[1]) for p in params),
-                                fixed.psd + tuple(p[2] for p in params), jnp.asarray(power), chains)
-    params = [initial_params(np.asarray(e), spec, seed + i) for i, e in enumerate(estimates)]
+    params = [initial_params(expected, spec, seed + i) for i, (_, expected) in enumerate(posteriors(params))]
     params, objective, decreases = run_em(fixed, params, padded, n_frames, adaptation.n_iter, spec)
     adapted = dict(known)
-    for name, (init, trans, psd) in zip(adaptation.unknown, params):
-        adapted[name] = SourceModel(np.asarray(init), np.asarray(trans), {"psd": np.asarray(psd)})
+    emission = emission or EMISSIONS["complex_gaussian"]
+    for i, (name, (init, trans, psd), (marginals, expected)) in enumerate(zip(adaptation.unknown, params,
+                                                                               posteriors(params))):
+        adapted[name] = from_expected_power(emission, init, trans, psd, marginals, expected, priors,
+                                            dictionary_size, seed + i)
     return AdaptationResult(adapted, objective, decreases)

@@ -8,8 +8,9 @@ Soft masks sum to one over sources at every bin, so the estimates sum to the mix
 - ``dominance``: the posterior probability that each source is the louder in a bin or band (log-max
   emissions), spread to STFT bins by the emission;
 - ``blend``: the average of the two;
-- ``dictionary``: each source in its most probable state per frame explains the mixture's magnitudes
-  through that state's NMF dictionary; the sources' shares of the fit (``state_nmf``).
+- ``dictionary``: each source's ``M`` most probable states per frame (``inference.dictionary_states``)
+  explain the mixture's magnitudes through their NMF dictionaries; the sources' shares of the fit
+  (``state_nmf``).
 
 ``binary`` keeps only the largest mask per bin. ``choose`` picks the mask and the posterior form
 it reads once, when a separator is built.
@@ -17,6 +18,7 @@ it reads once, when a separator is built.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -66,8 +68,10 @@ def blend(posterior, models, mixture, emission) -> np.ndarray:
     return 0.5 * (dominance(posterior, models, mixture, emission) + wiener(posterior, models, mixture, emission))
 
 
-def dictionary(posterior, models, mixture, emission) -> np.ndarray:
-    states = jnp.stack([jnp.argmax(m, axis=1) for m in posterior.marginals()], axis=1)
+def dictionary(posterior, models, mixture, emission, n_chosen: int = 1) -> np.ndarray:
+    marginals = posterior.marginals()
+    n_chosen = min([n_chosen] + [int(m.shape[1]) for m in marginals])
+    states = jnp.stack([jax.lax.top_k(m, n_chosen)[1] for m in marginals], axis=1)  # (T, K, M), most probable first
     return np.asarray(dictionary_masks(models.dictionaries, states, mixture.magnitude))
 
 
@@ -80,10 +84,11 @@ def binary(masks: np.ndarray) -> np.ndarray:
 SOFT_MASKS = {"wiener": (wiener, "expectation"), "dominance": (dominance, "joint"), "blend": (blend, "joint")}
 
 
-def choose(soft_mask: str, dictionary_size: int) -> MaskChoice:
-    """The mask of a separator: state dictionaries when it has them, else its soft mask."""
+def choose(soft_mask: str, dictionary_size: int, dictionary_states: int = 1) -> MaskChoice:
+    """The mask of a separator: state dictionaries when it has them (``dictionary_states`` states per
+    source and frame), else its soft mask."""
     if dictionary_size:
-        return MaskChoice(dictionary, "marginals", shares=False, magnitude=True)
+        return MaskChoice(partial(dictionary, n_chosen=dictionary_states), "marginals", shares=False, magnitude=True)
     make, form = SOFT_MASKS[soft_mask]
     return MaskChoice(make, form, shares=soft_mask != "dominance", magnitude=False)
 

@@ -80,17 +80,20 @@ def check_separation(model: ModelSettings, inference: InferenceSettings) -> None
                                               f"got {model.emission!r}")
     emission = EMISSIONS[model.emission]
     roles = ("initial", "transition") + emission.prior_roles
-    for role in model.priors:
-        if role not in roles:
-            raise SettingError(f"model.priors.{role}", f"no prior role {role!r} for the {model.emission} emission; "
-                                                       f"roles: {', '.join(sorted(roles))}")
+    # unknown sources are learnt as complex-Gaussian spectra (psd), then fitted in the emission's parameters
+    unknown_roles = tuple(dict.fromkeys(roles + ("psd",)))
+    for key, role, allowed in ([("priors", r, roles) for r in model.priors]
+                               + [("unknown_priors", r, unknown_roles) for r in model.unknown_priors]):
+        if role not in allowed:
+            raise SettingError(f"model.{key}.{role}", f"no prior role {role!r} for the {model.emission} emission; "
+                                                       f"roles: {', '.join(sorted(allowed))}")
     if inference.soft_mask is not None and inference.soft_mask not in emission.soft_masks:
         raise SettingError("inference.soft_mask", f"soft_mask {inference.soft_mask!r} is not made by the "
                                                   f"{model.emission} emission; it makes {', '.join(emission.soft_masks)}")
     if model.unknown and not emission.adaptable:
         adaptable = [name for name, kind in EMISSIONS.items() if kind.adaptable]
         raise SettingError("model.unknown", f"semi-supervised adaptation (unknown sources) is available for the "
-                                            f"{', '.join(adaptable)} emission (for now), not {model.emission}")
+                                            f"{', '.join(adaptable)} emissions, not {model.emission}")
     if inference.method == "mean_field" and not emission.mean_field:
         raise SettingError("inference.method", f"inference method mean_field is not available for the {model.emission} "
                                                "emission (it needs exact inference: method exact or auto); "

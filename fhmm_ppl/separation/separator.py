@@ -121,7 +121,7 @@ class Separator:
         self.options = options
         self.training_history = dict(training_history or {})
         self.emission = get_emission(options.model.emission)(options.features, self.sample_rate)
-        self.mask = choose(options.soft_mask, options.dictionary_size)
+        self.mask = choose(options.soft_mask, options.dictionary_size, options.inference.dictionary_states)
         self.adaptation = adaptation
         if adaptation is not None:
             check_adaptable(self.emission.name, [n for n in names if n not in adaptation.unknown], adaptation)
@@ -261,7 +261,7 @@ class Separator:
     def adapt(self, mixture: np.ndarray) -> "Separator":
         """A separator whose unknown sources' HMMs are learnt on ``mixture (n_samples,)`` by exact
         generalised EM, the known sources' parameters held fixed (``separation.adaptation``; each
-        model set adapted on its own). It separates without adapting again, and saves and loads.
+        model set adapted on its own), and expressed in this separator's emission. It separates without adapting again, and saves and loads.
         Adapting an adapted separator starts afresh from the known sources."""
         if self.adaptation is None:
             raise ValueError("adapt needs a semi-supervised separator: fit_separator(sources, rate, unknown=[...])")
@@ -269,7 +269,8 @@ class Separator:
         power = np.abs(stft(mixture, self.options.stft)) ** 2
         unknown = self.adaptation.unknown
         results = [adapt_models({n: m for n, m in member.items() if n not in unknown}, power, self.adaptation,
-                                self.options.model.prior_specs(), seed=self.options.seed) for member in self.members]
+                                self.options.model.unknown_prior_specs(), seed=self.options.seed,
+                                emission=self.emission, dictionary_size=self.options.dictionary_size) for member in self.members]
         adapted = Separator([r.models for r in results], self.sample_rate, self.options, self.training_history,
                             self.adaptation)
         adapted.adaptation_objective = results[0].objective

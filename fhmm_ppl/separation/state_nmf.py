@@ -75,27 +75,31 @@ def state_dictionaries(marginals: np.ndarray, power: np.ndarray, fallback: np.nd
 
 
 def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATIONS) -> np.ndarray:
-    """Masks ``(K, T, F)`` from each source's state dictionaries and its state per frame.
+    """Masks ``(K, T, F)`` from each source's state dictionaries and its state(s) per frame.
 
     Frames are independent, so a long mixture's second half runs on the helper thread while
     this one runs the first (the chunks of one computation run one after another on one core).
 
     Args:
         dictionaries: K arrays ``(N_k, F, R)`` (columns summing to one).
-        states: ``(T, K)`` int: each source's state at each frame.
+        states: ``(T, K)`` int, each source's state at each frame, or ``(T, K, M)``: each source's
+            M states at each frame, whose dictionaries all explain it.
         magnitude: ``(T, F)`` mixture STFT magnitudes.
         n_iter: KL-NMF activation updates per frame.
 
     Returns:
-        masks summing to one over sources at every bin: ``|W_k h_k|^2 / sum_j |W_j h_j|^2``.
+        masks summing to one over sources at every bin: ``|W_k h_k|^2 / sum_j |W_j h_j|^2`` (``W_k``: the
+        columns of source k's chosen dictionaries).
         A silent frame gives equal shares.
     """
     n_frames = magnitude.shape[0]
+    states = np.asarray(states)
+    states = states[:, :, None] if states.ndim == 2 else states
     if n_frames < 4 * CHUNK:
         return np.array(_masks(dictionaries, states, magnitude, n_iter))
     # two halves of one length (the second padded with silent frames): one compilation for both
     half = -(-n_frames // 2)
-    states = np.concatenate([np.asarray(states), np.zeros((2 * half - n_frames, np.shape(states)[1]), np.int32)])
+    states = np.concatenate([states, np.zeros((2 * half - n_frames,) + states.shape[1:], states.dtype)])
     magnitude = np.concatenate([np.asarray(magnitude), np.zeros((2 * half - n_frames, magnitude.shape[1]), np.float32)])
     first, second = run_beside(lambda: np.asarray(_masks(dictionaries, states[:half], magnitude[:half], n_iter)),
                                lambda: np.asarray(_masks(dictionaries, states[half:], magnitude[half:], n_iter)))
@@ -106,15 +110,21 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
 def _masks(dictionaries, states, magnitude, n_iter: int):
     """``dictionary_masks`` in one computation, chunk after chunk of frames."""
     n_frames, n_bins = magnitude.shape
-    n_sources, n_comp = len(dictionaries), dictionaries[0].shape[2]
+    n_sources, n_chosen = states.shape[1:]
+    n_comp = n_chosen * dictionaries[0].shape[2]  # columns per source
     chunk = min(CHUNK, n_frames)  # a few frames (a stream's block) are not padded to a whole chunk
     pad = (-n_frames) % chunk
-    states = jnp.pad(states, ((0, pad), (0, 0))).reshape(-1, chunk, n_sources)
+    states = jnp.pad(states, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, n_sources, n_chosen)
     mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
+
+    def columns(d, chosen):
+        """Source dictionaries ``d (N, F, R)`` at states ``chosen (C, M)`` side by side: ``(C, F, M R)``."""
+        picked = d[chosen]  # (C, M, F, R)
+        return jnp.moveaxis(picked, 1, 2).reshape(chosen.shape[0], n_bins, -1)
 
     def one(args):
         chunk_states, V = args
-        W = jnp.concatenate([d[chunk_states[:, k]] for k, d in enumerate(dictionaries)], axis=2)  # (C, F, K R)
+        W = jnp.concatenate([columns(d, chunk_states[:, k]) for k, d in enumerate(dictionaries)], axis=2)  # (C, F, K M R)
         norm = W.sum(axis=1) + _TINY  # (C, K R)
         H0 = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / W.shape[2], norm.shape)
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Optional
 
-import jax.numpy as jnp
 import numpy as np
 
-from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.models import make_family
 from fhmm_ppl.models.fhmm import make_spec
@@ -22,8 +20,7 @@ from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
-from fhmm_ppl.separation.state_nmf import state_dictionaries
-from fhmm_ppl.separation.storage import SourceModel
+from fhmm_ppl.separation.source_models import keep
 from fhmm_ppl.train import fit
 
 def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: Optional[SeparatorOptions] = None, *,
@@ -36,7 +33,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
         sample_rate: Hz.
         options: ``SeparatorOptions`` (default: the defaults). ``model.unknown`` (flat: ``unknown=["noise"]``)
             names sources with no training audio, learnt on each mixture by ``Separator.adapt``
-            (``separation.adaptation``; complex-Gaussian emission), with ``model.unknown_states`` states
+            (``separation.adaptation``), with ``model.unknown_states`` states
             and ``training.adapt_iter`` EM iterations; they come after ``sources``.
         progress: show progress bars.
         **flat: options as flat keywords (``separation.options.FLAT_KEYS``: ``n_states=32``,
@@ -71,7 +68,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
         for index, member in enumerate(members):
             first_seed = opts.seed + index * opts.training.n_init
             result = fit([frames], spec, opts.training, seed=first_seed, progress=progress)
-            member[name] = _source_model(result.params, frames, power, spec, emission, opts.dictionary_size, first_seed)
+            member[name] = keep(result.params, frames, power, spec, emission, opts.dictionary_size, first_seed)
             if index == 0:
                 history[name] = result.history
     return Separator(members, sample_rate, opts, history, adaptation)
@@ -93,20 +90,3 @@ def _training_frames(name: str, audio, emission, opts: SeparatorOptions, sample_
                          f"{spectrum.shape[0]} frames, fewer than the {opts.model.n_states} states to fit; "
                          "give more audio or fewer states (n_states)")
     return emission.frames(spectrum), np.abs(spectrum) ** 2
-
-
-def training_marginals(frames: np.ndarray, params, spec) -> np.ndarray:
-    """Posterior state probabilities ``(T, N)`` of a trained one-chain HMM on its model frames ``(T, D)``."""
-    log_lik = spec.family.log_lik(jnp.asarray(frames), params.emission)
-    return np.asarray(hmm.posteriors([jnp.log(params.init[0])], [jnp.log(params.trans[0])], log_lik).marginals[0],
-                      np.float64)
-
-
-def _source_model(params, frames, power, spec, emission, dictionary_size: int, seed: int) -> SourceModel:
-    """The kept parameters of one trained source HMM (``seed`` seeds its dictionaries' NMF)."""
-    needed = emission.uses_marginals or dictionary_size
-    marginals = training_marginals(frames, params, spec) if needed else None
-    kept = emission.source_params(params, power, marginals)
-    if dictionary_size:
-        kept["dictionaries"] = state_dictionaries(marginals, power, kept["psd"], dictionary_size, seed=seed)
-    return SourceModel(np.asarray(params.init[0]), np.asarray(params.trans[0]), kept)

@@ -53,8 +53,9 @@ class Emission(abc.ABC):
     frame_local: ClassVar[bool] = True
     #: whether ``source_params`` reads the training frames' state posteriors (a smoother pass per source)
     uses_marginals: ClassVar[bool] = True
-    #: whether unknown sources can be learnt on a mixture (``separation.adaptation``)
-    adaptable: ClassVar[bool] = False
+    #: whether unknown sources can be learnt on a mixture (``separation.adaptation``: in the complex-Gaussian
+    #: model, then fitted to the frames of their expected magnitudes; false where frames need the STFT's phase)
+    adaptable: ClassVar[bool] = True
     Params: ClassVar[type]
 
     def __init__(self, features: FeatureSettings, sample_rate: int) -> None:

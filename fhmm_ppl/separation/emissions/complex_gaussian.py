@@ -42,7 +42,6 @@ class ComplexGaussian(Emission):
     soft_masks = ("wiener",)
     mean_field = True
     uses_marginals = False
-    adaptable = True
     Params = ComplexGaussianParams
 
     def frames(self, spectrum: np.ndarray) -> np.ndarray:

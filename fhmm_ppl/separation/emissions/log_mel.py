@@ -15,11 +15,11 @@ from fhmm_ppl.separation.emissions.logmax import LogMax
 
 
 class LogMel(LogMax):
-    """Log mel-band magnitudes ``(T, n_mels)``; blended masks, 16-spectrum state dictionaries."""
+    """Log mel-band magnitudes ``(T, n_mels)``; blended masks, 8-spectrum state dictionaries."""
 
     name = "log_mel"
     soft_masks = ("blend", "dominance", "wiener")
-    state_components = 16
+    state_components = 8
 
     def __init__(self, features, sample_rate: int) -> None:
         super().__init__(features, sample_rate)
