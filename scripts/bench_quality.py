@@ -137,10 +137,11 @@ def print_real_time_factors(task) -> list[str]:
 
 #: FHMM separators of the real-speech section (flat options over the library's defaults).
 REAL_METHODS = {
-    "log-mel 16, n_fft 1024, hop 256, x3, two states' dictionaries": {
+    "the default: log-mel 16, n_fft 1024, hop 256, x3, 8-spectrum dictionaries, two states each": {
         "emission": "log_mel", "n_states": 16, "n_fft": 1024, "hop_length": 256},
-    "log-mel 16, n_fft 1024, hop 256, x3, one state's dictionary": {
-        "emission": "log_mel", "n_states": 16, "n_fft": 1024, "hop_length": 256, "dictionary_states": 1},
+    "former default: 16-spectrum dictionaries, one state each": {
+        "emission": "log_mel", "n_states": 16, "n_fft": 1024, "hop_length": 256, "state_components": 16,
+        "dictionary_states": 1},
     "complex Gaussian 64, n_fft 512, hop 128": {"emission": "complex_gaussian", "n_states": 64, "n_models": 1,
                                                 "n_fft": 512, "hop_length": 128},
 }
