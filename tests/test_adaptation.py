@@ -118,9 +118,9 @@ def tones_and_noise():
     """A tones HMM trained on clean tones, a mixture with unseen noise, and the references."""
     rng = np.random.default_rng(0)
     train = {"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}
-    supervised = fit_separator(train, RATE, n_states=6, max_iter=15, emission="complex_gaussian", n_models=1)
+    supervised = fit_separator(train, RATE, n_states=6, max_iter=8, emission="complex_gaussian", n_models=1)
     semi = fit_separator({"tones": train["tones"]}, RATE, unknown=["noise"], unknown_states=3, adapt_iter=15,
-                         n_states=6, max_iter=15, emission="complex_gaussian", n_models=1)
+                         n_states=6, max_iter=8, emission="complex_gaussian", n_models=1)
     refs = np.stack([low_tones(rng, 3), high_noise(rng, 3)])
     return supervised, semi, refs
 

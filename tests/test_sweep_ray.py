@@ -45,7 +45,7 @@ def kill_first_running_child(uri: str, killed: dict, stop: threading.Event) -> N
 
 def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, monkeypatch, ray_address):
     monkeypatch.chdir(tmp_path)
-    config = parse_config({**TINY, "sweep": {"model.n_states": [2, 3, 4, 5], "executor": "ray"}})
+    config = parse_config({**TINY, "sweep": {"model.n_states": [2, 3, 4], "executor": "ray"}})
     with tracking_server(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}") as server:
         uri = server.ready()
         config = parse_config({**config.model_dump(mode="json"), "tracking": {"uri": uri}})
@@ -60,7 +60,7 @@ def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, 
         client = MlflowClient(uri)
         assert killed, "no child run was seen running"
         statuses = {r.run_id: r.status for _, r in result.children}
-        assert len(statuses) == 4
+        assert len(statuses) == 3
         assert statuses.pop(killed["run_id"]) in ("KILLED", "FAILED")
         assert set(statuses.values()) == {"FINISHED"}
         runs = {r.info.run_id: r for r in client.search_runs([result.experiment_id])}
@@ -76,8 +76,8 @@ def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, 
         assert parent.info.status == "FINISHED"
         table = client.download_artifacts(result.run_id, "sweep.md", str(tmp_path))
         rows = [line for line in open(table).read().splitlines() if line.startswith("| ") and "status" not in line]
-        assert sorted(row.split("|")[-3].strip() for row in rows) == sorted(["FINISHED"] * 3 + [runs[killed["run_id"]].info.status])
-        assert parent.data.metrics["sweep.n_finished"] == 3
+        assert sorted(row.split("|")[-3].strip() for row in rows) == sorted(["FINISHED"] * 2 + [runs[killed["run_id"]].info.status])
+        assert parent.data.metrics["sweep.n_finished"] == 2
         assert "best.fhmm.mean.sdr_improvement" in parent.data.metrics
 
 
@@ -88,16 +88,16 @@ def test_optuna_search_on_ray_from_the_cli(tmp_path, ray_address):
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(experiment))
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "sweep", str(path), "--trials", "4", "--executor", "ray",
+    out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "sweep", str(path), "--trials", "2", "--executor", "ray",
                           "--address", ray_address, "--tracking-uri", uri], cwd=tmp_path, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "optuna search of 4 trials on ray" in out.stdout and "MLflow tracking server for the sweep" in out.stdout
+    assert "optuna search of 2 trials on ray" in out.stdout and "MLflow tracking server for the sweep" in out.stdout
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("ray_search").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("fhmm_ppl.sweep") == "parent")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     for child in children:  # each trial's drawn point is in its params, inside the ranges
         assert 2 <= int(child.data.params["model.n_states"]) <= 6
         assert 0.25 <= float(child.data.params["inference.likelihood_scale"]) <= 1.0
@@ -108,7 +108,7 @@ def test_optuna_search_on_ray_from_the_cli(tmp_path, ray_address):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143)])  # SIGINT takes the same path: test_signals.py
 def test_a_signal_ends_a_ray_sweep_parent_and_running_children_killed(tmp_path, ray_address, signum, code):
     long = {**TINY, "name": "ray_long", "model": {"n_states": 32}, "training": {"max_iter": 300, "n_models": 3},
             "sweep": {"model.n_states": [32, 33, 34], "executor": "ray", "address": ray_address}}
