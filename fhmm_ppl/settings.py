@@ -79,7 +79,8 @@ class ModelSettings(Strict):
     plugins: list[str] = Field(default_factory=list)
     unknown: list[str] = Field(default_factory=list)
     unknown_states: int = Field(4, ge=1, le=64)
-    unknown_priors: dict[str, Optional[PriorSettings]] = Field(default_factory=lambda: {role: PriorSettings(name=name) for role, name in UNKNOWN_PRIORS.items()})
+    unknown_priors: dict[str, Optional[PriorSettings]] = Field(
+        default_factory=lambda: {role: PriorSettings(name=name) for role, name in UNKNOWN_PRIORS.items()})
 
     @field_validator("unknown", mode="before")
     @classmethod

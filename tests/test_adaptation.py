@@ -196,6 +196,15 @@ def test_unknown_priors_override_the_models_priors_by_role():
                       unknown_priors={"means": {"name": "normal"}})
 
 
+def speech_noise_sdrs(separators: dict, mixture, refs):
+    """``({label: speech and noise SDR (2,)}, the mixture's (2,))`` of each separator on ``mixture``."""
+    sdr = {}
+    for label, sep in separators.items():
+        est = sep.separate(mixture)
+        sdr[label] = bss_eval(refs, np.stack([est["speech"], est["noise"]])).sdr
+    return sdr, bss_eval(refs, np.stack([mixture, mixture])).sdr
+
+
 def test_unknown_source_with_a_clean_twin_is_recovered():
     """Speech in white noise (demo data, 4 s): a separator whose noise HMM is trained on the very noise
     of the mixture (its clean twin) is the ceiling; with the same speech HMM and the noise learnt on
@@ -207,11 +216,7 @@ def test_unknown_source_with_a_clean_twin_is_recovered():
                          max_iter=10, emission="complex_gaussian", n_models=1)
     semi = Separator({"speech": twin.models["speech"]}, task.sample_rate, twin.options,
                      adaptation=Adaptation(("noise",), 4, 30))
-    sdr = {}
-    for label, sep in (("twin", twin), ("semi", semi)):
-        est = sep.separate(mixture)
-        sdr[label] = bss_eval(refs, np.stack([est["speech"], est["noise"]])).sdr
-    floor = bss_eval(refs, np.stack([mixture, mixture])).sdr
+    sdr, floor = speech_noise_sdrs({"twin": twin, "semi": semi}, mixture, refs)
     assert sdr["semi"][0] > sdr["twin"][0] - 3.0, sdr
     assert np.all(sdr["semi"] > floor + 3.0), (sdr, floor)
 
@@ -231,11 +236,7 @@ def test_the_default_log_mel_separator_learns_an_unknown_noise_in_its_own_parame
     assert noise["means"].shape == noise["variances"].shape == (4, n_mels) and noise["psd"].shape == (4, n_bins)
     assert noise["dictionaries"].shape == (4, n_bins, supervised.options.dictionary_size)
     assert adapted.models["speech"] is supervised.models["speech"]
-    sdr = {}
-    for label, sep in (("supervised", supervised), ("semi", adapted)):
-        est = sep.separate(mixture)
-        sdr[label] = bss_eval(refs, np.stack([est["speech"], est["noise"]])).sdr
-    floor = bss_eval(refs, np.stack([mixture, mixture])).sdr
+    sdr, floor = speech_noise_sdrs({"supervised": supervised, "semi": adapted}, mixture, refs)
     assert sdr["semi"][0] > sdr["supervised"][0] - 3.0, sdr
     assert np.all(sdr["semi"] > floor + 3.0), (sdr, floor)
 

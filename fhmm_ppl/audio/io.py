@@ -144,6 +144,13 @@ PCM = {"f32": ("FLOAT", "<f4"), "s16": ("PCM_16", "<i2")}
 STDIO = "-"
 
 
+def _pcm(name: str) -> tuple[str, str]:
+    """``PCM[name]``, or a one-line error naming the formats there are."""
+    if name not in PCM:
+        raise ValueError(f"raw PCM format must be one of {', '.join(PCM)}, got {name!r}")
+    return PCM[name]
+
+
 def _open_stream(path, raw: Optional[tuple[int, str]]):
     """``(open() -> SoundFile, sample rate, channels, label)`` for a file, or for standard input (``path``
     ``"-"``: opened now, so that a stream without a readable header fails here, in one line)."""
@@ -158,9 +165,7 @@ def _open_stream(path, raw: Optional[tuple[int, str]]):
     try:
         if raw is not None:
             rate, pcm = raw
-            if pcm not in PCM:
-                raise ValueError(f"raw PCM format must be one of {', '.join(PCM)}, got {pcm!r}")
-            handle = sf.SoundFile(0, "r", samplerate=int(rate), channels=1, subtype=PCM[pcm][0], format="RAW",
+            handle = sf.SoundFile(0, "r", samplerate=int(rate), channels=1, subtype=_pcm(pcm)[0], format="RAW",
                                   endian="LITTLE", closefd=False)
         else:
             handle = sf.SoundFile(0, closefd=False)
@@ -212,8 +217,7 @@ class PcmWriter:
     by default), written and flushed block by block; ``s16`` clips to [-1, 1)."""
 
     def __init__(self, pcm: str = "f32", stream=None) -> None:
-        if pcm not in PCM:
-            raise ValueError(f"raw PCM format must be one of {', '.join(PCM)}, got {pcm!r}")
+        self.dtype = _pcm(pcm)[1]
         self.pcm = pcm
         self.stream = stream if stream is not None else sys.stdout.buffer
 
@@ -224,7 +228,7 @@ class PcmWriter:
             raise ValueError("standard output: refusing to write NaN or infinite samples")
         if self.pcm == "s16":
             frames = np.round(np.clip(frames, -1.0, 1.0 - 2.0**-15) * 32768.0)
-        self.stream.write(frames.astype(PCM[self.pcm][1]).tobytes())
+        self.stream.write(frames.astype(self.dtype).tobytes())
         self.stream.flush()
 
 

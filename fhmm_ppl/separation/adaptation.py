@@ -287,8 +287,10 @@ def adapt_models(known: Mapping[str, SourceModel], power: np.ndarray, adaptation
     params, objective, decreases = run_em(fixed, params, padded, n_frames, adaptation.n_iter, spec)
     adapted = dict(known)
     emission = emission or EMISSIONS["complex_gaussian"]
-    for i, (name, (init, trans, psd), (marginals, expected)) in enumerate(zip(adaptation.unknown, params,
-                                                                               posteriors(params))):
+    # the learnt chains' posteriors are read only to refit them in another emission or to learn dictionaries
+    wanted = emission.family != "complex_gaussian" or dictionary_size
+    found = posteriors(params) if wanted else [(None, None)] * n_unknown
+    for i, (name, (init, trans, psd), (marginals, expected)) in enumerate(zip(adaptation.unknown, params, found)):
         adapted[name] = from_expected_power(emission, init, trans, psd, marginals, expected, priors,
                                             dictionary_size, seed + i)
     return AdaptationResult(adapted, objective, decreases)

@@ -51,7 +51,8 @@ def from_expected_power(emission, init, trans, psd, marginals, power, priors, di
 
     Adaptation (``separation.adaptation``) learns an unknown source's chain ``init (N,)``,
     ``trans (N, N)`` and state power spectra ``psd (N, F)`` on the mixture, and its posterior
-    ``marginals (T, N)`` and expected power ``E[|x_tf|^2 | y]`` ``power (T, F)`` per frame. A
+    ``marginals (T, N)`` and expected power ``E[|x_tf|^2 | y]`` ``power (T, F)`` per frame (both
+    ``None`` where neither is read: a complex-Gaussian separator without dictionaries). A
     complex-Gaussian separator keeps ``psd`` as it is. Any other emission fits each state to the
     model frames of ``DRAWS_PER_STATE`` STFT frames drawn from ``CN(0, psd_s)`` (its family's M-step
     under ``priors``): moment matching, so that a log-mel state has the mean and the spread that
@@ -59,7 +60,7 @@ def from_expected_power(emission, init, trans, psd, marginals, power, priors, di
     learnt on the expected power of the frames each state holds, as a trained source's are.
     """
     init, trans = np.asarray(init, np.float32), np.asarray(trans, np.float32)
-    marginals, power, psd = np.asarray(marginals, np.float64), np.asarray(power, np.float32), np.asarray(psd)
+    psd = np.asarray(psd)
     kept = {"psd": psd}
     if emission.family != "complex_gaussian":
         n_states = init.shape[0]
@@ -77,5 +78,6 @@ def from_expected_power(emission, init, trans, psd, marginals, power, priors, di
                                                                                              spec.emission_priors))
         kept = {**emission.source_params(fitted, np.abs(drawn.reshape(-1, psd.shape[1])) ** 2, owner), "psd": psd}
     if dictionary_size:
-        kept["dictionaries"] = state_dictionaries(marginals, power, psd, dictionary_size, seed=seed)
+        kept["dictionaries"] = state_dictionaries(np.asarray(marginals, np.float64), np.asarray(power, np.float32),
+                                                  psd, dictionary_size, seed=seed)
     return SourceModel(init, trans, kept)
