@@ -2,7 +2,8 @@
 
 It mirrors the categories of the Massive Distributed Microphone Array dataset:
 speech from several talkers (shipped: four synthetic espeak-ng talkers, 24 s
-each, see ``fhmm_ppl/data/demo/PROVENANCE.md``), exponential sine sweeps
+each, with varied prosody and a simulated room; see
+``fhmm_ppl/data/demo/PROVENANCE.md``), exponential sine sweeps
 ("chirps"), several kinds of noise, and mixed speech, all generated here from
 seeds. ``fhmm_ppl.audio.tasks`` builds separation tasks from them.
 """
