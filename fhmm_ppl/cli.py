@@ -293,8 +293,9 @@ def separate(
             info = None
         duration = info.duration if info is not None else 0.0
         if duration > LONG_RECORDING and not stream:
+            trained = ", with the spectra as trained" if separator.refined_sources else ""
             typer.echo(f"{mixture}: {duration / 60:.1f} minutes, separated block by block with a {OFFLINE_LAG:g} s lag "
-                       "(whole-file smoothing to within 0.01 dB; memory bounded)", err=True)
+                       f"(whole-file smoothing to within 0.01 dB; memory bounded{trained})", err=True)
             stream, lag = True, OFFLINE_LAG
         piped_out = str(output) == "-"
         if stream or piped_in or piped_out:

@@ -54,6 +54,9 @@ class PriorSettings(Strict):
 
 #: The priors of sources learnt on the mixture, over the model's (``ModelSettings.unknown_priors``).
 UNKNOWN_PRIORS = {"psd": "shared_shape"}
+#: the sources refined on each mixture unless ``inference.refine`` says otherwise (skipped where a
+#: separator has no source of that name; named explicitly, a missing source is an error)
+REFINED_SOURCES = ("noise",)
 
 
 class ModelSettings(Strict):
@@ -142,7 +145,12 @@ class InferenceSettings(Strict):
     log-likelihoods when separating (``None``: ``hop_length / n_fft``, which counts each sample of
     overlapping frames once; ``1``: the plain model). ``dictionary_states``: where states have NMF
     dictionaries, how many of each source's most probable states per frame explain it together
-    (two gain on real speech over one: docs/benchmarks.md).
+    (two gain on real speech over one: docs/benchmarks.md). ``refine``: trained sources whose
+    state spectra are re-estimated on each mixture before separating, held near their training
+    by a prior worth ``refine_strength`` frames per state, in ``refine_iter`` EM iterations
+    (``None``: the emission's default; 0: no refinement; ``separation.refinement``). By default
+    the source named ``noise``, where there is one: on real speech refining the noise gains most,
+    refining the speech too loses on recorded dishes (docs/benchmarks.md).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
@@ -150,6 +158,15 @@ class InferenceSettings(Strict):
     soft_mask: Optional[Literal["blend", "dominance", "wiener"]] = None
     likelihood_scale: Optional[float] = Field(None, gt=0, le=10, allow_inf_nan=False)
     dictionary_states: int = Field(2, ge=1, le=8)
+    refine: list[str] = Field(default_factory=lambda: list(REFINED_SOURCES))
+    refine_iter: Optional[int] = Field(None, ge=0, le=1000)
+    refine_strength: float = Field(10.0, gt=1, le=1e6, allow_inf_nan=False)
+
+    @field_validator("refine", mode="before")
+    @classmethod
+    def _one_source(cls, value: Any) -> Any:
+        """``refine: noise`` names one source as ``[noise]`` does."""
+        return [value] if isinstance(value, str) else value
 
     @field_validator("likelihood_scale", mode="before")
     @classmethod

@@ -81,6 +81,10 @@ def _score_all(task, known: dict, separator, config: ExperimentConfig, progress)
             current = separator.adapt(mixture)
             for step, value in enumerate(np.asarray(current.adaptation_objective)):
                 mlflow.log_metric(f"adapt.mixture{index:02d}.objective", float(value), step=step)
+        if current.refined_sources:  # trained spectra refined on this mixture (the lags below stream this separator)
+            current = current.refine(mixture)
+            for step, value in enumerate(np.asarray(current.refinement_objective)):
+                mlflow.log_metric(f"refine.mixture{index:02d}.objective", float(value), step=step)
         fhmm, gains = current.separate(mixture, return_gains=True)
         if config.evaluation.stream_lags:
             streams.append(streamed.score_lags(current, mixture, refs, config.evaluation.stream_lags,

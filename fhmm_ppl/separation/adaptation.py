@@ -146,13 +146,15 @@ def _broadcast_chain(values, k: int, n_states: tuple) -> jax.Array:
     return jnp.broadcast_to(values.reshape(shape), n_states + (values.shape[-1],)).reshape(-1, values.shape[-1])
 
 
-@partial(jax.jit, static_argnames=("unknown",))
-def e_step(log_init, log_trans, psd, power, length, unknown: tuple):
+@partial(jax.jit, static_argnames=("unknown", "counts"))
+def e_step(log_init, log_trans, psd, power, length, unknown: tuple, counts: bool = True):
     """Exact E-step on a mixture's power ``power (T, F)`` (frames ``t >= length`` are padding).
 
     Args:
         log_init, log_trans: K arrays ``(N_k,)``, ``(N_k, N_k)``; psd: K arrays ``(N_k, F)``.
         unknown: indices of the chains to update.
+        counts: also the chains' expected transitions (``first`` and ``counts`` below; refinement,
+            which keeps the trained chains' probabilities, skips them).
 
     Returns:
         ``(log p(y), stats)``: per unknown chain a dict of ``first (N,)`` (state posterior at the
@@ -161,7 +163,7 @@ def e_step(log_init, log_trans, psd, power, length, unknown: tuple):
     """
     n_states = tuple(v.shape[0] for v in psd)
     log_lik = complex_gaussian_log_lik(power, psd)
-    post = hmm.posteriors(log_init, log_trans, log_lik, length, trans_counts=True, joint=True)
+    post = hmm.posteriors(log_init, log_trans, log_lik, length, trans_counts=counts, joint=True)
     valid = (jnp.arange(power.shape[0]) < length)[:, None]
     gamma = post.joint.reshape(power.shape[0], -1) * valid  # (T, P)
     weighted_power = gamma.T @ power  # (P, F): sum_t gamma_t(s) |y_t|^2
@@ -174,8 +176,8 @@ def e_step(log_init, log_trans, psd, power, length, unknown: tuple):
         expected = share**2 * weighted_power + occupancy * own * (1.0 - share)  # (P, F)
         axes = tuple(j for j in range(len(n_states)) if j != k)
         per_state = expected.reshape(n_states + (power.shape[1],)).sum(axis=axes)
-        stats.append({"first": post.marginals[k][0], "counts": post.trans_counts[k],
-                      "weight": (post.marginals[k] * valid).sum(axis=0), "sum": per_state})
+        stats.append({"weight": (post.marginals[k] * valid).sum(axis=0), "sum": per_state}
+                     | ({"first": post.marginals[k][0], "counts": post.trans_counts[k]} if counts else {}))
     return post.log_marginal, tuple(stats)
 
 

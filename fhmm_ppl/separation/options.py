@@ -65,6 +65,12 @@ class SeparatorOptions(TaskOptions):
         return self.inference.soft_mask or get_emission(self.model.emission).soft_masks[0]
 
     @property
+    def refine_iter(self) -> int:
+        """Refinement iterations on each mixture (``inference.refine_iter`` resolved by the emission's default)."""
+        n_iter = self.inference.refine_iter
+        return get_emission(self.model.emission).refine_iter if n_iter is None else int(n_iter)
+
+    @property
     def dictionary_size(self) -> int:
         """Spectra per state dictionary (``model.state_components`` resolved; 0: none)."""
         comps = self.model.state_components
@@ -94,6 +100,10 @@ def check_separation(model: ModelSettings, inference: InferenceSettings) -> None
         adaptable = [name for name, kind in EMISSIONS.items() if kind.adaptable]
         raise SettingError("model.unknown", f"semi-supervised adaptation (unknown sources) is available for the "
                                             f"{', '.join(adaptable)} emissions, not {model.emission}")
+    if inference.refine_iter and not emission.refinable:
+        refinable = [name for name, kind in EMISSIONS.items() if kind.refinable]
+        raise SettingError("inference.refine_iter", f"refinement on the mixture is available for the "
+                                                    f"{', '.join(refinable)} emissions, not {model.emission}")
     if inference.method == "mean_field" and not emission.mean_field:
         raise SettingError("inference.method", f"inference method mean_field is not available for the {model.emission} "
                                                "emission (it needs exact inference: method exact or auto); "

@@ -29,6 +29,7 @@ from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
+from fhmm_ppl.separation.refinement import check_refined, refine_models
 from fhmm_ppl.separation.storage import SourceModel, read, write
 from fhmm_ppl.separation.streaming import lag_frames, stream
 
@@ -125,8 +126,11 @@ class Separator:
         self.adaptation = adaptation
         if adaptation is not None:
             check_adaptable(self.emission.name, [n for n in names if n not in adaptation.unknown], adaptation)
+        check_refined(self.options, self.names)
         #: the adaptation objective per EM iteration (first model set), where ``adapt`` made this separator
         self.adaptation_objective: Optional[np.ndarray] = None
+        #: the refinement objective before each EM iteration (first model set), where ``refine`` made this separator
+        self.refinement_objective: Optional[np.ndarray] = None
         self.sets = [] if self.pending else [self._model_set(m) for m in self.members]
 
     @property
@@ -148,6 +152,14 @@ class Separator:
                         tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in sources), params,
                         self.emission.prepare(params, self.options.evidence_scale) if exact else None,
                         wiener_shares(params.psd) if exact and self.mask.shares else None, dictionaries)
+
+    @property
+    def refined_sources(self) -> list[str]:
+        """The trained sources ``refine`` re-estimates on a mixture (``inference.refine`` that this
+        separator has, unless ``refine_iter`` resolves to 0)."""
+        unknown = self.adaptation.unknown if self.adaptation is not None else ()
+        wanted = set(self.options.inference.refine) if self.options.refine_iter else set()
+        return [name for name in self.models if name in wanted and name not in unknown]
 
     @property
     def names(self) -> list[str]:
@@ -227,6 +239,8 @@ class Separator:
         mixture = checked_mixture(mixture, self.options.features.n_fft)
         if self.pending:
             return self.adapt(mixture).separate(mixture, return_gains=return_gains)
+        if self.refined_sources:
+            return self.refine(mixture).separate(mixture, return_gains=return_gains)
         config = self.options.stft
         spec = stft(mixture, config)
         gains = self.gains(spec)
@@ -275,6 +289,27 @@ class Separator:
                             self.adaptation)
         adapted.adaptation_objective = results[0].objective
         return adapted
+
+    def refine(self, mixture: np.ndarray) -> "Separator":
+        """This separator with the state spectra of ``refined_sources`` re-estimated on ``mixture
+        (n_samples,)`` (``separation.refinement``; each model set on its own), the other sources held
+        fixed. The result does not refine again (``inference.refine_iter`` 0): it separates, streams
+        and saves as fitted to this recording. ``separate`` refines first where ``refined_sources``
+        is not empty; ``stream`` cannot (refinement reads the whole recording), so a stream
+        separates with the spectra as trained unless it is given a refined separator."""
+        chosen = self.refined_sources
+        if not chosen or self.pending:
+            return self if not self.pending else self.adapt(mixture).refine(mixture)
+        mixture = checked_mixture(mixture, self.options.features.n_fft)
+        power = np.abs(stft(mixture, self.options.stft)) ** 2
+        inference = self.options.inference
+        members, objective = refine_models(self.members, chosen, power, self.emission, inference.refine_strength,
+                                           self.options.refine_iter)
+        refined = Separator(members, self.sample_rate, self.options.replace(refine_iter=0), self.training_history,
+                            self.adaptation)
+        refined.adaptation_objective = self.adaptation_objective
+        refined.refinement_objective = objective[0]
+        return refined
 
     def with_unknown(self, unknown) -> "Separator":
         """This separator with the sources named in ``unknown`` forgotten and learnt on each mixture

@@ -19,6 +19,7 @@ from fhmm_ppl.models.fhmm import make_spec
 from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
+from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.source_models import keep
 from fhmm_ppl.train import fit
@@ -60,6 +61,11 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if adaptation is not None and chosen.method != "exact":
         raise ValueError(f"adapting unknown sources needs exact inference, but the plan here is {chosen.method} "
                          f"({chosen.reason}); use fewer states (n_states, unknown_states) or fewer sources")
+    names = list(sources) + [n for n in unknown if n not in sources]
+    check_refined(opts, names)
+    if opts.refine_iter and chosen.method != "exact" and set(opts.inference.refine) & set(sources):
+        raise ValueError(f"refining sources on the mixture needs exact inference, but the plan here is {chosen.method} "
+                         f"({chosen.reason}); set inference.refine_iter to 0 or use fewer states or sources")
     spec = make_spec((n_states,), make_family(emission.family, **emission.family_options), opts.model.prior_specs())
     prepared = {name: _training_frames(name, audio, emission, opts, sample_rate) for name, audio in sources.items()}
     members = [{} for _ in range(opts.training.n_models)]

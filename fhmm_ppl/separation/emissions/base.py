@@ -23,7 +23,11 @@ rate. It provides:
   (``hmm.structured_mean_field``), frames ``t >= length`` being padding that observes nothing
   (a separator pads frames to ``runtime.frame_bucket`` sizes);
 - ``spread(masks)``: masks over the frames' D dimensions ``(K, T, D)`` to STFT bins ``(K, T, F)``
-  (identity where D is F).
+  (identity where D is F);
+- ``with_spectra(kept, psd)`` where ``refinable`` is true: a source's kept arrays with its states'
+  power spectra changed (refinement on a mixture, ``separation.refinement``), its other
+  parameters moved to match; ``refine_iter`` says how many refinement iterations a separator
+  runs on each mixture by default (``inference.refine_iter``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class Emission(abc.ABC):
     #: whether unknown sources can be learnt on a mixture (``separation.adaptation``: in the complex-Gaussian
     #: model, then fitted to the frames of their expected magnitudes; false where frames need the STFT's phase)
     adaptable: ClassVar[bool] = True
+    #: whether ``with_spectra`` expresses refined state spectra in this emission's parameters
+    refinable: ClassVar[bool] = False
+    #: refinement iterations on each mixture unless ``inference.refine_iter`` says otherwise
+    refine_iter: ClassVar[int] = 0
     Params: ClassVar[type]
 
     def __init__(self, features: FeatureSettings, sample_rate: int) -> None:
@@ -90,6 +98,22 @@ class Emission(abc.ABC):
 
     def spread(self, masks: np.ndarray) -> np.ndarray:
         return masks
+
+    def with_spectra(self, kept: Mapping[str, np.ndarray], psd: np.ndarray) -> dict[str, np.ndarray]:
+        """A source's kept arrays with its states' power spectra ``psd (N, F)`` in place of
+        ``kept["psd"]``; each state's dictionary spectra (where kept) scaled bin by bin with the
+        change of its magnitude, ``sqrt(psd / kept["psd"])``. Emissions whose log-likelihood reads
+        other parameters move those too (``LogMax``: its means); a refinable emission's
+        ``with_spectra`` must leave every parameter unchanged when ``psd`` is the kept one."""
+        if not self.refinable:
+            raise ValueError(f"the {self.name} emission cannot take refined state spectra (refinable is false); "
+                             "set inference.refine_iter to 0")
+        old, new = np.asarray(kept["psd"], np.float64), np.asarray(psd, np.float64)
+        out = {**kept, "psd": new.astype(np.float32)}
+        if "dictionaries" in kept:
+            scaled = np.asarray(kept["dictionaries"], np.float64) * np.sqrt(new / old)[:, :, None]
+            out["dictionaries"] = (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
+        return out
 
 
 def state_power_spectra(marginals: np.ndarray, power: np.ndarray) -> np.ndarray:

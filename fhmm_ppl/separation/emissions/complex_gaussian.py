@@ -42,6 +42,7 @@ class ComplexGaussian(Emission):
     soft_masks = ("wiener",)
     mean_field = True
     uses_marginals = False
+    refinable = True
     Params = ComplexGaussianParams
 
     def frames(self, spectrum: np.ndarray) -> np.ndarray:

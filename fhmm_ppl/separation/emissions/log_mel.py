@@ -20,6 +20,7 @@ class LogMel(LogMax):
     name = "log_mel"
     soft_masks = ("blend", "dominance", "wiener")
     state_components = 8
+    refine_iter = 3
 
     def __init__(self, features, sample_rate: int) -> None:
         super().__init__(features, sample_rate)

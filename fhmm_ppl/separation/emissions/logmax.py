@@ -38,6 +38,7 @@ class LogMax(Emission):
     family = "logmax"
     prior_roles = ("means", "covars")
     soft_masks = ("dominance", "wiener", "blend")
+    refinable = True
     Params = LogMaxParams
 
     def frames(self, spectrum: np.ndarray) -> np.ndarray:
@@ -50,6 +51,13 @@ class LogMax(Emission):
     def log_lik(self, prepared, frames):
         params, scale = prepared
         return log_lik_chunked(frames, params.means, params.variances) * scale
+
+    def with_spectra(self, kept, psd) -> dict[str, np.ndarray]:
+        """As ``Emission.with_spectra``, and each state's means move by the change of its spectrum's
+        model frame, ``frames(sqrt(psd)) - frames(sqrt(kept["psd"]))``; variances stay as trained."""
+        old = np.sqrt(np.asarray(kept["psd"], np.float64))
+        shift = self.frames(np.sqrt(np.asarray(psd, np.float64))).astype(np.float64) - self.frames(old)
+        return {**super().with_spectra(kept, psd), "means": (np.asarray(kept["means"]) + shift).astype(np.float32)}
 
 
 _log_lik_chunk = jax.jit(logmax_log_lik)

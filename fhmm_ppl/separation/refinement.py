@@ -1,0 +1,129 @@
+"""Refinement: the trained sources' state spectra re-estimated on each mixture, anchored at training.
+
+Trained spectra rarely match a recording exactly: its noise is another stretch of the noise (hum
+at a slightly other pitch, dishes of other crockery), the talker is louder or in another room.
+Refinement moves every trained source's state power spectra towards the mixture by a few
+iterations of exact EM in the complex-Gaussian FHMM (the E-step of ``separation.adaptation``:
+the joint state posterior and each source's Wiener-posterior expected power), with each
+spectrum held near its trained value ``v0`` by a conjugate inverse-gamma prior,
+``v_sf ~ InvGamma(tau - 1, tau v0_sf)``, whose mode is ``v0`` and whose weight is ``tau`` frames
+of evidence (``inference.refine_strength``). The MAP M-step is then closed form,
+
+    v_sf = (sum_t gamma_t(s) E|x_tf|^2 + tau v0_sf) / (sum_t gamma_t(s) + tau),
+
+the classic MAP adaptation of speaker recognition (Reynolds, Quatieri & Dunn 2000): a state the
+mixture visits often follows it, one it rarely visits stays as trained. Chains' probabilities
+stay as trained. Each iteration cannot decrease ``log p(y | v) + log p(v)`` (tested).
+
+The refined spectra reach the separator's emission through ``Emission.with_spectra`` (a log-mel
+state's means move by the change of its spectrum's log-mel frame; dictionaries' spectra scale
+with it), so what the emission learnt on clean audio (variances, dictionary shapes) is kept.
+Measured on real speech in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+
+from fhmm_ppl.runtime import frame_bucket
+from fhmm_ppl.separation.adaptation import e_step
+from fhmm_ppl.separation.storage import SourceModel
+from fhmm_ppl.settings import REFINED_SOURCES
+
+
+def check_refined(options, names) -> None:
+    """One-line ``ValueError`` where ``inference.refine`` names a source not in ``names`` (the
+    separator's sources); the default, ``REFINED_SOURCES``, is skipped where it is missing."""
+    refine = list(options.inference.refine)
+    missing = [n for n in refine if n not in names]
+    if missing and options.refine_iter and tuple(refine) != REFINED_SOURCES:
+        raise ValueError(f"inference.refine names {', '.join(missing)}, not a source of this separator "
+                         f"(its sources: {', '.join(names)})")
+
+
+def inverse_gamma_log_prior(psd, anchor, strength: float):
+    """``sum log InvGamma(psd; tau - 1, tau anchor)`` over states and bins (``tau = strength > 1``)."""
+    shape, rate = strength - 1.0, strength * anchor
+    return jnp.sum(shape * jnp.log(rate) - gammaln(shape) - (shape + 1.0) * jnp.log(psd) - rate / psd)
+
+
+def refine_spectra(log_init, log_trans, psd, power, length, strength, n_iter: int, chains: tuple):
+    """``n_iter`` MAP EM iterations of the state spectra of the chains numbered in ``chains``.
+
+    Args:
+        log_init, log_trans: K arrays ``(N_k,)``, ``(N_k, N_k)`` (held fixed).
+        psd: K arrays ``(N_k, F)``, the trained spectra: the start and the prior's modes.
+        power: ``(T, F)`` mixture STFT power; frames ``t >= length`` are padding.
+        strength: ``tau > 1``, the prior's weight in frames.
+
+    Returns:
+        ``(psd, objective)``: K arrays ``(N_k, F)`` (refined where ``chains`` says, else as given)
+        and ``(n_iter,)`` ``log p(y | psd) + log p(psd)`` before each iteration (the one after the
+        last would cost one more E-step, which separating does not need).
+    """
+    return _program(int(n_iter), tuple(chains), False)(log_init, log_trans, psd, power, length, strength)
+
+
+@lru_cache(maxsize=None)
+def _program(n_iter: int, chains: tuple, over_sets: bool):
+    """The compiled refinement for one model set, or (``over_sets``) vmapped over a leading axis
+    of model sets with the same state counts: one batched program for an ensemble, whose larger
+    matrix products run faster per set on a CPU."""
+
+    def run(log_init, log_trans, psd, power, length, strength):
+        anchor = tuple(psd)
+
+        def objective(log_marginal, current):
+            return log_marginal + sum(inverse_gamma_log_prior(current[k], anchor[k], strength) for k in chains)
+
+        def iteration(current, _):
+            log_marginal, stats = e_step(log_init, log_trans, current, power, length, chains, counts=False)
+            updated = list(current)
+            for k, st in zip(chains, stats):
+                updated[k] = (st["sum"] + strength * anchor[k]) / (st["weight"][:, None] + strength)
+            return tuple(updated), objective(log_marginal, current)
+
+        return jax.lax.scan(iteration, anchor, None, length=n_iter)
+
+    return jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None)) if over_sets else run)
+
+
+def refine_models(members, names, power: np.ndarray, emission, strength: float, n_iter: int) -> tuple[list, np.ndarray]:
+    """The sources ``names`` of every model set (a list of ``{name: SourceModel}``, the same sources
+    in each) refined on a mixture's STFT power ``(T, F)``, the other sources held fixed.
+
+    Returns:
+        ``([{name: SourceModel}], objective (n_sets, n_iter))``: every source, the refined ones
+        with their spectra in ``emission``'s parameters (``Emission.with_spectra``), and each
+        set's objective before each iteration.
+    """
+    power = np.asarray(power, np.float32)
+    n_frames = power.shape[0]
+    padded = jnp.asarray(np.pad(power, [(0, frame_bucket(n_frames) - n_frames), (0, 0)]))
+    chains = tuple(i for i, name in enumerate(members[0]) if name in set(names))
+
+    def stacked(read):
+        return tuple(jnp.asarray(np.stack([read(s) for s in sources]), jnp.float32)
+                     for sources in zip(*(m.values() for m in members)))
+
+    over_sets = len({tuple(s.init.shape[0] for s in m.values()) for m in members}) == 1
+    if over_sets:
+        refined, objective = _program(int(n_iter), chains, True)(
+            stacked(lambda s: np.log(s.init)), stacked(lambda s: np.log(s.trans)),
+            stacked(lambda s: s.emission["psd"]), padded, n_frames, float(strength))
+        per_set = [tuple(v[i] for v in refined) for i in range(len(members))]
+    else:
+        results = [refine_spectra(tuple(jnp.log(jnp.asarray(s.init, jnp.float32)) for s in m.values()),
+                                  tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in m.values()),
+                                  tuple(jnp.asarray(s.emission["psd"], jnp.float32) for s in m.values()),
+                                  padded, n_frames, float(strength), n_iter, chains) for m in members]
+        per_set, objective = [r[0] for r in results], np.stack([r[1] for r in results])
+    out = [{name: SourceModel(s.init, s.trans, emission.with_spectra(s.emission, np.asarray(v))) if k in chains else s
+            for k, ((name, s), v) in enumerate(zip(m.items(), psd))} for m, psd in zip(members, per_set)]
+    return out, np.asarray(objective, np.float64)

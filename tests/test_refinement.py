@@ -1,0 +1,180 @@
+"""Refinement of trained sources on the mixture: the MAP M-step and prior against float64 references,
+monotone EM, the anchor's limits, what changes (only the named sources), what it buys on a mismatch."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from fhmm_ppl.metrics import bss_eval
+from fhmm_ppl.separation import fit_separator, load
+from fhmm_ppl.separation.options import SeparatorOptions
+from fhmm_ppl.separation.separator import Separator
+from fhmm_ppl.separation.refinement import inverse_gamma_log_prior, refine_spectra
+from fhmm_ppl.settings import SettingError
+from test_separation import RATE, high_noise, low_tones
+
+
+def band_noise(rng, seconds, low, high):
+    """Noise band-limited to ``low``-``high`` Hz, ``(n,)``."""
+    n = int(seconds * RATE)
+    spec = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / RATE)
+    spec[(freqs < low) | (freqs > high)] = 0
+    sig = np.fft.irfft(spec, n)
+    return (0.3 * sig / sig.std()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def mismatch():
+    """Tones and noise trained on a 2.5-3.5 kHz band; the test noise also fills 1.5-2.5 kHz."""
+    rng = np.random.default_rng(5)
+    train = {"tones": low_tones(rng, 4), "noise": high_noise(rng, 4)}
+    tones, noise = low_tones(rng, 3), band_noise(rng, 3, 1500, 3500)
+    return train, np.stack([tones, noise])
+
+
+@pytest.fixture(scope="module")
+def separators(mismatch):
+    train, _ = mismatch
+    return {emission: fit_separator(train, RATE, n_states=4, emission=emission, max_iter=8, n_mels=24, n_models=2,
+                                    refine_iter=8)
+            for emission in ("complex_gaussian", "log_mel", "logmax")}
+
+
+def test_inverse_gamma_prior_is_scipys():
+    rng = np.random.default_rng(0)
+    psd, anchor = rng.uniform(0.1, 3, (3, 5)), rng.uniform(0.1, 3, (3, 5))
+    for tau in (1.5, 20.0):
+        expected = stats.invgamma.logpdf(psd, tau - 1, scale=tau * anchor).sum()
+        got = float(inverse_gamma_log_prior(jnp.asarray(psd), jnp.asarray(anchor), tau))
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("weight,total,anchor,tau", [(3.0, 12.0, 2.0, 20.0), (0.0, 0.0, 0.5, 1.5), (400.0, 9.0, 4.0, 5.0)])
+def test_the_m_step_maximises_the_expected_log_posterior(weight, total, anchor, tau):
+    """``(S + tau v0) / (w + tau)`` is the float64 maximiser of ``-w log v - S / v + log InvGamma(v)``."""
+    def negative(log_v):
+        v = np.exp(log_v)
+        return -(-weight * np.log(v) - total / v + stats.invgamma.logpdf(v, tau - 1, scale=tau * anchor))
+
+    best = np.exp(optimize.minimize_scalar(negative, bounds=(-10, 10), method="bounded",
+                                           options={"xatol": 1e-10}).x)
+    assert (total + tau * anchor) / (weight + tau) == pytest.approx(best, rel=1e-5)
+
+
+def test_refinement_never_lowers_its_objective_and_moves_only_the_named_sources(separators, mismatch):
+    _, refs = mismatch
+    sep = separators["complex_gaussian"]
+    refined = sep.refine(refs.sum(0))
+    objective = refined.refinement_objective
+    assert objective.shape == (8,) and np.all(np.diff(objective) >= -1e-5 * np.abs(objective[:-1])), objective
+    assert objective[-1] > objective[0] + 1.0  # the mismatch is worth fitting
+    for before, after in zip(sep.members, refined.members):
+        assert after["tones"] is before["tones"]  # not named in inference.refine: untouched
+        assert not np.allclose(after["noise"].emission["psd"], before["noise"].emission["psd"])
+        np.testing.assert_array_equal(after["noise"].trans, before["noise"].trans)
+    assert refined.options.refine_iter == 0 and refined.refined_sources == []
+
+
+def test_refine_spectra_over_sets_is_set_by_set(separators, mismatch):
+    """The ensemble's batched program and one set at a time give the same spectra."""
+    from fhmm_ppl.audio.features import stft
+    from fhmm_ppl.separation.refinement import refine_models
+
+    _, refs = mismatch
+    sep = separators["complex_gaussian"]
+    power = np.abs(stft(refs.sum(0), sep.options.stft)) ** 2
+    batched, objective = refine_models(sep.members, ["noise"], power, sep.emission, 20.0, 4)
+    for member, together, values in zip(sep.members, batched, objective):
+        psd, alone = refine_spectra(tuple(jnp.log(jnp.asarray(m.init)) for m in member.values()),
+                                    tuple(jnp.log(jnp.asarray(m.trans)) for m in member.values()),
+                                    tuple(jnp.asarray(m.emission["psd"]) for m in member.values()),
+                                    jnp.asarray(power, jnp.float32), power.shape[0], 20.0, 4, (1,))
+        np.testing.assert_allclose(together["noise"].emission["psd"], psd[1], rtol=1e-4)
+        np.testing.assert_allclose(values, alone, rtol=1e-5)
+
+
+@pytest.mark.parametrize("emission", ["complex_gaussian", "log_mel", "logmax"])
+def test_unchanged_spectra_leave_every_parameter_as_trained(separators, emission):
+    sep = separators[emission]
+    kept = sep.members[0]["noise"].emission
+    same = sep.emission.with_spectra(kept, kept["psd"])
+    assert set(same) == set(kept)
+    for key in kept:
+        np.testing.assert_allclose(same[key], kept[key], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("emission", ["complex_gaussian", "log_mel", "logmax"])
+def test_refinement_recovers_noise_the_training_did_not_cover(separators, mismatch, emission):
+    """The noise the trained spectra miss leaks into the tones' estimate until refinement learns it."""
+    _, refs = mismatch
+    sep = separators[emission]
+    mixture = refs.sum(0)
+    plain = sep.__class__(sep.members, sep.sample_rate, sep.options.replace(refine_iter=0))
+    sdr = {label: bss_eval(refs, np.stack(list(s.separate(mixture).values()))).sdr
+           for label, s in (("plain", plain), ("refined", sep))}
+    assert sdr["refined"][0] > sdr["plain"][0] + 2.0, sdr
+
+
+def test_a_stronger_anchor_moves_the_spectra_less(separators, mismatch):
+    _, refs = mismatch
+    sep = separators["log_mel"]
+    trained = sep.members[0]["noise"].emission["psd"]
+    moved = []
+    for strength in (2.0, 20.0, 1e3, 1e6):
+        refined = sep.__class__(sep.members, sep.sample_rate, sep.options.replace(refine_strength=strength))
+        psd = refined.refine(refs.sum(0)).members[0]["noise"].emission["psd"]
+        moved.append(float(np.mean(np.abs(np.log(psd / trained)))))
+    assert moved == sorted(moved, reverse=True) and moved[-1] < moved[0] / 10, moved
+
+
+def test_separate_is_refine_then_separate_and_a_refined_separator_saves(separators, mismatch, tmp_path):
+    _, refs = mismatch
+    sep = separators["log_mel"]
+    mixture = refs.sum(0)
+    refined = sep.refine(mixture)
+    direct = sep.separate(mixture)
+    for name, wave in refined.separate(mixture).items():
+        np.testing.assert_allclose(wave, direct[name], atol=1e-6)
+    loaded = load(refined.save(tmp_path / "refined"))
+    assert loaded.refined_sources == []
+    np.testing.assert_allclose(loaded.separate(mixture)["tones"], direct["tones"], atol=1e-5)
+
+
+def test_refinement_settings():
+    assert SeparatorOptions().refine_iter == 3  # log-mel's default
+    assert SeparatorOptions.from_flat(emission="complex_gaussian").refine_iter == 0
+    assert SeparatorOptions.from_flat(refine="hiss").inference.refine == ["hiss"]
+    with pytest.raises(ValueError, match="refine_strength"):
+        SeparatorOptions.from_flat(refine_strength=1.0)  # an inverse gamma needs tau > 1
+    with pytest.raises(ValueError, match="refine_iter"):
+        SeparatorOptions.from_flat(refine_iter=-1)
+
+
+def test_refinement_is_refused_where_the_emission_cannot_take_it(monkeypatch):
+    from fhmm_ppl.separation.emissions import EMISSIONS
+    from fhmm_ppl.separation.options import check_separation
+
+    monkeypatch.setattr(EMISSIONS["logmax"], "refinable", False)
+    options = SeparatorOptions.from_flat(emission="logmax")  # refine_iter unset: the emission's 0
+    with pytest.raises(SettingError, match="refinement on the mixture is available for the .*, not logmax"):
+        check_separation(options.model, options.inference.model_copy(update={"refine_iter": 3}))
+
+
+def test_refining_a_source_the_separator_lacks_is_an_error_the_default_is_skipped(separators, mismatch):
+    train, _ = mismatch
+    with pytest.raises(ValueError, match="inference.refine names hiss, not a source of this separator"):
+        fit_separator(train, RATE, n_states=2, max_iter=1, refine=["hiss"])
+    sep = separators["complex_gaussian"]
+    with pytest.raises(ValueError, match="names hiss"):
+        Separator(sep.members, RATE, sep.options.replace(refine=["hiss", "noise"]))
+    pairs = Separator([{"a": m["tones"], "b": m["noise"]} for m in sep.members], RATE, sep.options)
+    assert pairs.refined_sources == []  # the default names "noise", which a pair of talkers lacks
+
+
+def test_refinement_needs_exact_inference(mismatch):
+    train, _ = mismatch
+    three = {**train, "hum": train["noise"]}
+    with pytest.raises(ValueError, match="refining sources on the mixture needs exact inference, but the plan"):
+        fit_separator(three, RATE, emission="complex_gaussian", n_states=64, max_iter=1, refine_iter=2)
