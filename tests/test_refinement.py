@@ -178,3 +178,17 @@ def test_refinement_needs_exact_inference(mismatch):
     three = {**train, "hum": train["noise"]}
     with pytest.raises(ValueError, match="refining sources on the mixture needs exact inference, but the plan"):
         fit_separator(three, RATE, emission="complex_gaussian", n_states=64, max_iter=1, refine_iter=2)
+
+
+def test_a_separator_saved_before_refinement_loads_without_it(separators, tmp_path):
+    import json
+
+    folder = separators["log_mel"].save(tmp_path / "now")
+    assert load(folder).options.refine_iter == 8 and load(folder).refined_sources == ["noise"]
+    meta = json.loads((folder / "separator.json").read_text())
+    meta["format_version"] = 7
+    for key in ("refine", "refine_iter", "refine_strength"):
+        del meta["options"]["inference"][key]
+    (folder / "separator.json").write_text(json.dumps(meta))
+    old = load(folder)  # format 7 separated with the spectra as trained, and still does
+    assert old.options.refine_iter == 0 and old.refined_sources == []

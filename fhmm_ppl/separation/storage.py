@@ -9,7 +9,8 @@ the ensemble's later model sets under ``model<i>/``. Older formats read as they 
 - formats 2-4 kept no state dictionaries (``state_components`` 0);
 - formats 2-5 kept the options flat, with ``mask: wiener`` for soft masks and ``logmax_mask``;
 - formats 2-6 had no semi-supervised separators (format 7's optional ``adaptation``: the sources
-  learnt on each mixture, which an unadapted separator has no parameters for).
+  learnt on each mixture, which an unadapted separator has no parameters for);
+- formats 2-7 did not refine the trained spectra on each mixture (``inference.refine_iter`` 0).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 7
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7)
+FORMAT_VERSION = 8
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8)
 
 
 def _prefix(index: int) -> str:
@@ -65,6 +66,7 @@ def write(folder: Union[str, Path], members: list[dict[str, SourceModel]], sampl
 def options_from_flat(saved: dict, version: int) -> SeparatorOptions:
     """Options of a format 2-5 folder (flat keywords), with the defaults it separated with."""
     saved = dict(saved)
+    saved.setdefault("refine_iter", 0)
     if version == 2:
         saved.setdefault("n_models", 1)
         saved.setdefault("likelihood_scale", 1.0)
@@ -94,6 +96,8 @@ def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, S
         version = meta.get("format_version")
         if version not in READABLE_FORMATS:
             raise ValueError(f"separator format {version} is not supported")
+        if 6 <= version < 8:
+            meta["options"].setdefault("inference", {}).setdefault("refine_iter", 0)
         options = (SeparatorOptions.model_validate(meta["options"]) if version >= 6
                    else options_from_flat(meta["options"], version))
         required = (["psd"] if options.soft_mask != "dominance" else []) + (["dictionaries"] if options.dictionary_size else [])
