@@ -259,6 +259,10 @@ def separate(
     block: float = typer.Option(1.0, "--block", help="With --stream: seconds of audio read at a time."),
     unknown: Optional[List[str]] = typer.Option(None, "--unknown",
                                                 help="A source to learn on this recording instead (repeatable)."),
+    refine_iter: Optional[int] = typer.Option(None, "--refine-iter", help="EM iterations refining the trained noise on "
+                                              "this recording (0: none; default: the separator's)."),
+    refine: Optional[List[str]] = typer.Option(None, "--refine", help="A trained source to refine (repeatable; "
+                                               "default: the separator's, usually noise)."),
     raw_input: bool = typer.Option(False, "--raw-input", help="Standard input is headerless mono PCM (--pcm, --rate)."),
     rate: Optional[int] = typer.Option(None, "--rate", help="Sample rate of --raw-input (default: the separator's)."),
     pcm: str = typer.Option("f32", "--pcm", help="Raw PCM format of --raw-input and of -o -: f32 or s16."),
@@ -283,6 +287,9 @@ def separate(
         separator = load(folder)
         if unknown:
             separator = separator.with_unknown(unknown)
+        if refine_iter is not None or refine:
+            separator = separator.with_refinement(separator.options.refine_iter if refine_iter is None else refine_iter,
+                                                  refine or None)
         import soundfile as sf
 
         from fhmm_ppl.separation.streaming import LONG_RECORDING, OFFLINE_LAG

@@ -192,3 +192,24 @@ def test_a_separator_saved_before_refinement_loads_without_it(separators, tmp_pa
     (folder / "separator.json").write_text(json.dumps(meta))
     old = load(folder)  # format 7 separated with the spectra as trained, and still does
     assert old.options.refine_iter == 0 and old.refined_sources == []
+
+
+def test_the_cli_refines_as_the_separator_says_or_as_told(separators, mismatch, tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from fhmm_ppl.cli import app
+
+    sep, mixture = separators["log_mel"], mismatch[1].sum(0)
+    folder = sep.save(tmp_path / "model")
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    for args, expected in (([], sep), (["--refine-iter", "0"], sep.with_refinement(0)),
+                           (["--refine", "tones", "--refine-iter", "2"], sep.with_refinement(2, "tones"))):
+        out = tmp_path / f"out{len(args)}"
+        result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "-o", str(out), *args])
+        assert result.exit_code == 0, result.output
+        wave, _ = sf.read(out / "mix_tones.wav", dtype="float32")
+        np.testing.assert_allclose(wave, expected.separate(mixture)["tones"], atol=1e-5)
+    assert sep.with_refinement(0).refined_sources == [] and sep.with_refinement(2, "tones").refined_sources == ["tones"]
+    bad = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "--refine", "hiss"])
+    assert bad.exit_code != 0 and "inference.refine names hiss" in bad.output

@@ -311,6 +311,15 @@ class Separator:
         refined.refinement_objective = objective[0]
         return refined
 
+    def with_refinement(self, n_iter: int, sources=None) -> "Separator":
+        """This separator refining ``sources`` (a name or names; default: ``inference.refine`` as it
+        is) in ``n_iter`` EM iterations on each mixture (0: the spectra as trained)."""
+        flat = {"refine_iter": n_iter}
+        if sources is not None:
+            flat["refine"] = [sources] if isinstance(sources, str) else list(sources)
+        return Separator(self.members, self.sample_rate, self.options.replace(**flat), self.training_history,
+                         self.adaptation)
+
     def with_unknown(self, unknown) -> "Separator":
         """This separator with the sources named in ``unknown`` forgotten and learnt on each mixture
         instead (semi-supervised: their trained HMMs do not fit the recording's, e.g. another room's
