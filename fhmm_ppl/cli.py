@@ -292,6 +292,7 @@ def separate(
                                                   refine or None)
         import soundfile as sf
 
+        from fhmm_ppl.separation.files import REFINE_HEAD, pcm_sink, separate_streaming
         from fhmm_ppl.separation.streaming import LONG_RECORDING, OFFLINE_LAG
 
         try:
@@ -300,14 +301,12 @@ def separate(
             info = None
         duration = info.duration if info is not None else 0.0
         if duration > LONG_RECORDING and not stream:
-            trained = ", with the spectra as trained" if separator.refined_sources else ""
+            trained = f", refined on its first {REFINE_HEAD:g} s" if separator.refined_sources else ""
             typer.echo(f"{mixture}: {duration / 60:.1f} minutes, separated block by block with a {OFFLINE_LAG:g} s lag "
                        f"(whole-file smoothing to within 0.01 dB; memory bounded{trained})", err=True)
             stream, lag = True, OFFLINE_LAG
         piped_out = str(output) == "-"
         if stream or piped_in or piped_out:
-            from fhmm_ppl.separation.files import pcm_sink, separate_streaming
-
             raw = (rate or separator.sample_rate, pcm) if raw_input else None
             sink = pcm_sink(separator, source, pcm) if piped_out else None
             if sink:

@@ -3,7 +3,9 @@
 Audio is read a block at a time (``audio.io.read_blocks``: a file, or standard input with or without
 a header), separated by ``Separator.stream`` and written as it comes: one file per source
 (``audio.io.AudioWriter``) or interleaved raw PCM on standard output (``audio.io.PcmWriter``).
-Memory does not grow with the input.
+Memory does not grow with the input. A separator that refines its trained spectra on each
+mixture (``separation.refinement``) is refined on a file's first ``REFINE_HEAD`` seconds before
+its stream starts (standard input is separated as it arrives, with the spectra as trained).
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from fhmm_ppl.audio.io import AudioWriter, PcmWriter, read_blocks
+
+#: seconds at the start of a streamed file that a refining separator is refined on (bounded memory;
+#: on real speech a few seconds of mixture already carry most of what refinement gains)
+REFINE_HEAD = 60.0
 
 
 def pcm_sink(separator, sources: Optional[list[str]], pcm: str):
@@ -34,6 +40,7 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
     bar in seconds of audio (``duration``; 0: unknown); the estimates' paths (``["-"]`` for standard output)."""
     if not block > 0:
         raise ValueError(f"--block must be positive seconds, got {block}")
+    separator = refined_on_head(separator, mixture)
     blocks, rate = read_blocks(mixture, block, sample_rate=separator.sample_rate, raw=raw)
     stem = "stdin" if str(mixture) == "-" else mixture.stem
     paths = {} if sink else {name: output / f"{stem}_{name}.wav" for name in separator.names}
@@ -51,3 +58,13 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
         for writer in writers.values():
             writer.close()
     return list(paths.values()) or ["-"]
+
+
+def refined_on_head(separator, mixture: Path):
+    """``separator`` refined on the first ``REFINE_HEAD`` seconds of the file ``mixture`` where it
+    refines (``Separator.refined_sources``) and the file holds at least a frame; else as it is."""
+    if str(mixture) == "-" or not separator.refined_sources:
+        return separator
+    blocks, _ = read_blocks(mixture, REFINE_HEAD, sample_rate=separator.sample_rate)
+    head = next(iter(blocks))
+    return separator.refine(head) if head.shape[0] >= separator.options.stft.n_fft else separator

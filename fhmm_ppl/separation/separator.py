@@ -295,8 +295,9 @@ class Separator:
         (n_samples,)`` (``separation.refinement``; each model set on its own), the other sources held
         fixed. The result does not refine again (``inference.refine_iter`` 0): it separates, streams
         and saves as fitted to this recording. ``separate`` refines first where ``refined_sources``
-        is not empty; ``stream`` cannot (refinement reads the whole recording), so a stream
-        separates with the spectra as trained unless it is given a refined separator."""
+        is not empty; ``stream`` cannot (refinement reads the recording first), so a stream
+        separates with the spectra as trained unless it is given a refined separator (the CLI
+        refines on a file's first minute: ``separation.files``)."""
         chosen = self.refined_sources
         if not chosen or self.pending:
             return self if not self.pending else self.adapt(mixture).refine(mixture)
