@@ -107,23 +107,23 @@ def refine_models(members, names, power: np.ndarray, emission, strength: float, 
     n_frames = power.shape[0]
     padded = jnp.asarray(np.pad(power, [(0, frame_bucket(n_frames) - n_frames), (0, 0)]))
     chains = tuple(i for i, name in enumerate(members[0]) if name in set(names))
+    program = _program(int(n_iter), chains, True)
 
-    def stacked(read):
-        return tuple(jnp.asarray(np.stack([read(s) for s in sources]), jnp.float32)
-                     for sources in zip(*(m.values() for m in members)))
+    def batch(sets):
+        """Refined spectra per set and objectives ``(len(sets), n_iter)`` of sets sharing state counts."""
+        def stacked(read):
+            return tuple(jnp.asarray(np.stack([read(s) for s in sources]), jnp.float32)
+                         for sources in zip(*(m.values() for m in sets)))
 
-    over_sets = len({tuple(s.init.shape[0] for s in m.values()) for m in members}) == 1
-    if over_sets:
-        refined, objective = _program(int(n_iter), chains, True)(
-            stacked(lambda s: np.log(s.init)), stacked(lambda s: np.log(s.trans)),
-            stacked(lambda s: s.emission["psd"]), padded, n_frames, float(strength))
-        per_set = [tuple(v[i] for v in refined) for i in range(len(members))]
-    else:
-        results = [refine_spectra(tuple(jnp.log(jnp.asarray(s.init, jnp.float32)) for s in m.values()),
-                                  tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in m.values()),
-                                  tuple(jnp.asarray(s.emission["psd"], jnp.float32) for s in m.values()),
-                                  padded, n_frames, float(strength), n_iter, chains) for m in members]
-        per_set, objective = [r[0] for r in results], np.stack([r[1] for r in results])
+        refined, objective = program(stacked(lambda s: np.log(s.init)), stacked(lambda s: np.log(s.trans)),
+                                     stacked(lambda s: s.emission["psd"]), padded, n_frames, float(strength))
+        return [tuple(v[i] for v in refined) for i in range(len(sets))], np.asarray(objective)
+
+    # one batched program where every set has the same state counts, else a batch of one per set
+    same = len({tuple(s.init.shape[0] for s in m.values()) for m in members}) == 1
+    results = [batch(members)] if same else [batch([m]) for m in members]
+    per_set = [psd for spectra, _ in results for psd in spectra]
+    objective = np.concatenate([obj for _, obj in results])
     out = [{name: SourceModel(s.init, s.trans, emission.with_spectra(s.emission, np.asarray(v))) if k in chains else s
             for k, ((name, s), v) in enumerate(zip(m.items(), psd))} for m, psd in zip(members, per_set)]
     return out, np.asarray(objective, np.float64)

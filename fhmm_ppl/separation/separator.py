@@ -298,9 +298,11 @@ class Separator:
         is not empty; ``stream`` cannot (refinement reads the recording first), so a stream
         separates with the spectra as trained unless it is given a refined separator (the CLI
         refines on a file's first minute: ``separation.files``)."""
+        if self.pending:
+            return self.adapt(mixture).refine(mixture)
         chosen = self.refined_sources
-        if not chosen or self.pending:
-            return self if not self.pending else self.adapt(mixture).refine(mixture)
+        if not chosen:
+            return self
         mixture = checked_mixture(mixture, self.options.features.n_fft)
         power = np.abs(stft(mixture, self.options.stft)) ** 2
         inference = self.options.inference

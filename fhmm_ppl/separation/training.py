@@ -61,8 +61,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if adaptation is not None and chosen.method != "exact":
         raise ValueError(f"adapting unknown sources needs exact inference, but the plan here is {chosen.method} "
                          f"({chosen.reason}); use fewer states (n_states, unknown_states) or fewer sources")
-    names = list(sources) + [n for n in unknown if n not in sources]
-    check_refined(opts, names)
+    check_refined(opts, list(sources) + list(unknown))  # before training (a clash with unknown is refused above)
     if opts.refine_iter and chosen.method != "exact" and set(opts.inference.refine) & set(sources):
         raise ValueError(f"refining sources on the mixture needs exact inference, but the plan here is {chosen.method} "
                          f"({chosen.reason}); set inference.refine_iter to 0 or use fewer states or sources")
