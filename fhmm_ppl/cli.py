@@ -280,10 +280,11 @@ def separate(
     try:
         from fhmm_ppl.audio.io import read_audio, write_audio
         from fhmm_ppl.runtime import enable_compilation_cache
+        from fhmm_ppl.experiment.pyfunc import separator_folder
         from fhmm_ppl.separation import load
 
         enable_compilation_cache()
-        folder = _model_folder(model)
+        folder = separator_folder(model)
         separator = load(folder)
         if unknown:
             separator = separator.with_unknown(unknown)
@@ -325,65 +326,6 @@ def separate(
             typer.echo(str(path))
     except Exception as err:
         _fail(err, debug)
-
-
-def _model_folder(model: str) -> Path:
-    """A separator folder from a path, a run id, a ``runs:/`` or ``models:/`` URI.
-
-    For a run id the run's logged MLflow pyfunc model is used (the same model
-    ``mlflow.pyfunc.load_model`` serves), falling back to its ``model/`` folder.
-    """
-    if Path(model).is_dir():
-        if (Path(model) / "separator.json").exists():
-            return Path(model)
-        found = sorted(Path(model).rglob("separator.json"))
-        if found:
-            return found[0].parent
-        raise ValueError(f"{model}: not a saved separator (no separator.json inside)")
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from fhmm_ppl.experiment.tracking import local_artifacts, tracking_uri
-
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    candidates = [model] if model.startswith(("runs:/", "models:/")) else []
-    if not candidates:
-        client = MlflowClient(uri)
-        model = _full_run_id(client, model)
-        try:
-            run = client.get_run(model)
-        except Exception:
-            run = None
-        # a run logged through a sweep's tracking server: its artifacts are in the store's folder
-        proxied = local_artifacts(uri, run.info.artifact_uri) if run else None
-        if proxied is not None and (proxied / "model" / "separator.json").exists():
-            return proxied / "model"
-        tag = run.data.tags.get("fhmm_ppl.model_uri") if run else None
-        candidates = [c for c in (tag, f"runs:/{model}/model") if c]
-    errors = []
-    for candidate in candidates:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(candidate))
-        except Exception as err:
-            errors.append(f"{candidate}: {err}")
-            continue
-        found = sorted(local.rglob("separator.json"))
-        if found:
-            return found[0].parent
-        errors.append(f"{candidate}: no separator inside")
-    raise ValueError(f"{model}: not a separator folder, and MLflow could not fetch it ({'; '.join(errors)})")
-
-
-def _full_run_id(client, run_id: str) -> str:
-    """The run id that the short id ``compare`` prints (its first 8 characters) stands for."""
-    if len(run_id) >= 32 or not run_id or any(c not in "0123456789abcdef" for c in run_id):
-        return run_id
-    ids = [e.experiment_id for e in client.search_experiments()]
-    matches = [r.info.run_id for r in client.search_runs(ids, max_results=50000) if r.info.run_id.startswith(run_id)]
-    if len(matches) > 1:
-        raise ValueError(f"run id {run_id!r} is ambiguous: {', '.join(m[:12] for m in matches[:5])}...; give more characters")
-    return matches[0] if matches else run_id
 
 
 @app.command()
