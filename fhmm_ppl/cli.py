@@ -92,7 +92,7 @@ def validate(
     except Exception as err:
         _fail(err, debug)
     typer.echo(f"ok: {config} ({cfg.name}: {cfg.data.source} data, {cfg.model.emission}, "
-               f"{cfg.model.n_states} states, {cfg.training.method}{sweep_note})")
+               f"{cfg.model.n_states or 'per-source'} states, {cfg.training.method}{sweep_note})")
 
 
 @app.command()

@@ -63,7 +63,10 @@ class ModelSettings(Strict):
     """The per-source (or per-class) HMMs.
 
     ``emission`` names a separation emission (``log_mel``, ``complex_gaussian``, ``logmax``; see
-    ``fhmm_ppl.separation.emissions``) or ``gaussian`` for classification. ``state_components``:
+    ``fhmm_ppl.separation.emissions``) or ``gaussian`` for classification. ``n_states``: states per
+    source HMM (per class HMM in classification, where it defaults to 4); ``None``, separation's
+    default, gives each source states in proportion to its seconds of training audio
+    (``separation.training.states_for``: 16 for 6 s, 32 from 13 s). ``state_components``:
     spectra in each state's NMF dictionary (``None``: the emission's default). ``priors`` maps a
     role (``initial``, ``transition`` and the emission's parameters) to a registered prior;
     ``plugins`` are Python files imported when a run starts, so the priors they register can be named.
@@ -75,7 +78,7 @@ class ModelSettings(Strict):
     """
 
     emission: str = "log_mel"
-    n_states: int = Field(16, ge=1, le=256)
+    n_states: Optional[int] = Field(None, ge=1, le=256)
     state_components: Optional[int] = Field(None, ge=0, le=128)
     covariance_type: Literal["diag", "full", "tied", "spherical"] = "diag"
     priors: dict[str, PriorSettings] = Field(default_factory=dict)

@@ -64,6 +64,8 @@ class ClassifierOptions(TaskOptions):
     def _gaussian(self) -> "ClassifierOptions":
         if self.model.emission != "gaussian":
             raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
+        if self.model.n_states is None:
+            raise ValueError("model.n_states: classification needs a number of states per class HMM (null is for separation)")
         return self
 
     @property

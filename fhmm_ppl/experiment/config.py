@@ -187,6 +187,8 @@ class ExperimentConfig(_Strict):
         if self.task == "classification":
             if self.model.emission != "gaussian":
                 raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
+            if self.model.n_states is None:
+                raise ValueError("model.n_states: classification needs a number of states per class HMM (null is for separation)")
             if self.data.source == "files" and len(self.data.classes) < 2:
                 raise ValueError("data.classes (files per class label, at least two classes) is needed for classification on files")
             return self
