@@ -102,7 +102,7 @@ def main() -> None:
         rows[label] = run_task(task, args)
         print(f"{label:28s}" + "".join(f"{rows[label][c]:8.2f}" for c in COLUMNS), flush=True)
     prior = args.unknown_prior or ModelSettings().unknown_priors or "the model's"
-    print(f"\nspeech SDRi (dB); FHMM {args.n_states} states per trained source, {args.unknown_states} per unknown "
+    print(f"\nspeech SDRi (dB); FHMM {args.n_states or 'from training length'} states per trained source, {args.unknown_states} per unknown "
           f"source (spectra prior: {prior}), {args.adapt_iter} adaptation iterations; NMF {args.nmf_components} "
           f"atoms, {args.unknown_components} learnt; mixtures at 0 dB SNR\n")
     print("| task | " + " | ".join(COLUMNS) + " |")
