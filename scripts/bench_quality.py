@@ -284,7 +284,7 @@ def main() -> None:
                                                 "state_components": 0},
         "FHMM 64 log-mel x3, blended masks": {**mel, "n_states": 64, "n_models": 3, "state_components": 0},
         "FHMM 64 log-mel x3": {**mel, "n_states": 64, "n_models": 3},
-        "the default: log-mel 16, n_fft 1024, hop 256, x3": {},
+        "the default: log-mel, states from training length (32 here), n_fft 1024, hop 256, x3": {},
     }
     print("Speech estimate, BSS-Eval v3 (dB); SDRi = SDR improvement over the unprocessed mixture")
     summary = {}
