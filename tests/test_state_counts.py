@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from fhmm_ppl.classification import ClassifierOptions
 from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.separation import fit_separator, load
-from fhmm_ppl.separation.training import MAX_STATES, MIN_STATES, STATE_STEP, states_for
+from fhmm_ppl.separation.training import MAX_STATES, MIN_STATES, STATE_STEP, state_counts, states_for
 from fhmm_ppl.settings import ModelSettings
 
 RATE = 8000
@@ -23,6 +23,9 @@ def test_state_counts_are_steps_and_never_fall_as_audio_grows():
     counts = [states_for(s) for s in np.linspace(0.0, 30.0, 301)]
     assert all(b >= a for a, b in zip(counts, counts[1:]))
     assert set(counts) == set(range(MIN_STATES, MAX_STATES + 1, STATE_STEP))
+    sources = {"long": np.zeros(13 * RATE, np.float32), "short": np.zeros(6 * RATE, np.float32)}
+    assert state_counts(sources, RATE) == {"long": 32, "short": 16}
+    assert state_counts(sources, RATE, n_states=4) == {"long": 4, "short": 4}
 
 
 def test_each_source_gets_states_for_its_own_audio_and_an_explicit_count_wins(tmp_path):

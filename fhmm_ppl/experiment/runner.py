@@ -34,7 +34,7 @@ from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.runtime import enable_compilation_cache
 from fhmm_ppl.separation import SeparatorOptions, fit_separator
 from fhmm_ppl.separation.baselines import apply_masks, fit_semi_supervised_nmf, fit_supervised_nmf, oracle_masks
-from fhmm_ppl.separation.training import states_for
+from fhmm_ppl.separation.training import state_counts
 
 METRICS = ("sdr", "sir", "sar", "si_sdr", "snr", "sdr_improvement", "si_sdr_improvement")
 
@@ -165,7 +165,7 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
                          f"{', '.join(task.references[0])}")
     known = {name: audio for name, audio in task.train.items() if name not in config.model.unknown}
     sets = f", {config.training.n_models} sets" if config.training.n_models > 1 else ""
-    states = {name: config.model.n_states or states_for(len(audio) / task.sample_rate) for name, audio in known.items()}
+    states = state_counts(known, task.sample_rate, config.model.n_states)
     mlflow.log_params({f"states.{name}": n for name, n in states.items()})  # what model.n_states resolved to
     counts = ", ".join(f"{name} {n}" for name, n in states.items())
     on_status(f"training {len(known)} source models ({config.model.emission}, states: {counts}, {config.training.method}{sets})")

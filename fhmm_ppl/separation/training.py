@@ -22,11 +22,13 @@ from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.source_models import keep
+from fhmm_ppl.train import fit
 
 #: States per second of a source's training audio when ``model.n_states`` is ``None`` (rounded to a
 #: multiple of ``STATE_STEP`` within ``MIN_STATES``..``MAX_STATES``). Chosen on real speech: with
 #: about 6 s of training speech 16 states and 32 separate alike (9.20 and 9.12 dB), with 13 s
-#: 32 states beat 16 by 0.5 dB; 32 keeps two-source separation well inside the real-time budget.
+#: 32 states beat 16 by 0.5 dB; at 32 two sources separate a 10 s mixture at a real-time factor of
+#: about 0.045, within the 0.05 budget (docs/benchmarks.md).
 STATES_PER_SECOND = 2.5
 STATE_STEP = 8
 MIN_STATES = 8
@@ -37,7 +39,13 @@ def states_for(seconds: float) -> int:
     """The states of a source HMM trained on ``seconds`` of audio when ``model.n_states`` is ``None``:
     about one per 0.4 s, a multiple of ``STATE_STEP`` from ``MIN_STATES`` to ``MAX_STATES``."""
     return int(np.clip(STATE_STEP * round(STATES_PER_SECOND * seconds / STATE_STEP), MIN_STATES, MAX_STATES))
-from fhmm_ppl.train import fit
+
+
+def state_counts(sources: Mapping[str, np.ndarray], sample_rate: int, n_states: Optional[int] = None) -> dict[str, int]:
+    """Each source's states: ``n_states`` (``model.n_states``) where given, else ``states_for`` its
+    seconds of training audio ``sources[name] (n_samples,)``."""
+    return {name: n_states or states_for(_seconds(audio, sample_rate)) for name, audio in sources.items()}
+
 
 def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: Optional[SeparatorOptions] = None, *,
                   progress: bool = False, **flat) -> Separator:
@@ -70,7 +78,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
     emission = get_emission(opts.model.emission)(opts.features, int(sample_rate))
-    counts = {name: opts.model.n_states or states_for(_seconds(audio, sample_rate)) for name, audio in sources.items()}
+    counts = state_counts(sources, sample_rate, opts.model.n_states)
     chains = tuple(counts.values()) + (int(unknown_states),) * len(unknown)
     chosen = plan(emission, chains, TYPICAL_FRAMES)  # refused before any training
     if adaptation is not None and chosen.method != "exact":
