@@ -232,8 +232,18 @@ def compare(
         task = r.data.tags.get("fhmm_ppl.task", "separation")
         emission = p.get("model.emission", "-") + (f"/{p['model.covariance_type']}" if p.get("model.emission") == "gaussian" else "")
         values = "".join(f" {m[k]:11.3f}" if k in m else f" {'-':>11}" for _, k in columns)
-        typer.echo(f"{r.info.run_id[:8]:<9} {name:<34} {r.info.status:<9} {task:<14} {p.get('model.n_states', '-'):>6} "
+        typer.echo(f"{r.info.run_id[:8]:<9} {name:<34} {r.info.status:<9} {task:<14} {_states(p):>6} "
                    f"{emission:<17}{values}")
+
+
+def _states(params: dict) -> str:
+    """A run's states per source for ``compare``: ``model.n_states``, or where it was left to the
+    training audio, the counts it gave (``states.<source>`` params): one number or a range."""
+    given = params.get("model.n_states", "-")
+    counts = sorted(int(v) for k, v in params.items() if k.startswith("states.") and v.isdigit())
+    if given not in ("None", "") or not counts:
+        return given
+    return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
 
 
 def _print_summary(scores: dict) -> None:

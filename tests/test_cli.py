@@ -57,3 +57,12 @@ def test_a_missing_experiment_file_is_reported_before_loading_anything_heavy(tmp
 def test_console_script_runs_as_a_subprocess():
     out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "--version"], capture_output=True, text=True, check=True)
     assert __version__ in out.stdout
+
+
+def test_compare_shows_the_state_counts_a_run_was_trained_with():
+    from fhmm_ppl.cli import _states
+
+    assert _states({"model.n_states": "16", "states.speech": "16", "states.noise": "16"}) == "16"
+    assert _states({"model.n_states": "None", "states.speech": "32", "states.noise": "24"}) == "24-32"
+    assert _states({"model.n_states": "None", "states.a": "32", "states.b": "32"}) == "32"
+    assert _states({"model.n_states": "4"}) == "4" and _states({}) == "-"

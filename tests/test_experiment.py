@@ -275,6 +275,7 @@ def test_sweep_runs_nested_children_and_compare_shows_them(tmp_path, monkeypatch
     assert sorted(r.data.params["model.n_states"] for r in children) == ["2", "3"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert "sweep.md" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert sorted(r.data.params["states.speech"] for r in children) == ["2", "3"]  # the counts as trained
     shown = CliRunner().invoke(app, ["compare", "tiny_sweep"])
     assert shown.exit_code == 0 and shown.output.count("FINISHED") == 3
     missing = CliRunner().invoke(app, ["compare", "nope"])
