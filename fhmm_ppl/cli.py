@@ -290,11 +290,16 @@ def separate(
     try:
         from fhmm_ppl.audio.io import read_audio, write_audio
         from fhmm_ppl.runtime import enable_compilation_cache
-        from fhmm_ppl.experiment.pyfunc import separator_folder
         from fhmm_ppl.separation import load
+        from fhmm_ppl.separation.storage import saved_folder
 
         enable_compilation_cache()
-        folder = separator_folder(model)
+        if Path(model).is_dir():
+            folder = saved_folder(model)
+        else:  # a run id or an MLflow URI: only then import MLflow
+            from fhmm_ppl.experiment.pyfunc import separator_folder
+
+            folder = separator_folder(model)
         separator = load(folder)
         if unknown:
             separator = separator.with_unknown(unknown)

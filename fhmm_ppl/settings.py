@@ -120,6 +120,15 @@ CLASSIFICATION_MODEL = {"emission": "gaussian", "n_states": 4}
 CLASSIFICATION_FEATURES = {"n_fft": 512}
 
 
+def check_classification(model: ModelSettings) -> None:
+    """One-line ``ValueError`` unless ``model`` suits classification: the gaussian emission and a
+    state count (``None``, which leaves it to the training audio, is separation's)."""
+    if model.emission != "gaussian":
+        raise ValueError(f"classification uses the gaussian emission, not {model.emission!r}")
+    if model.n_states is None:
+        raise ValueError("model.n_states: classification needs a number of states per class HMM (null is for separation)")
+
+
 class TrainingSettings(Strict):
     """How each HMM is trained.
 

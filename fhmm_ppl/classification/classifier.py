@@ -29,6 +29,7 @@ from fhmm_ppl.settings import (
     ModelSettings,
     TaskOptions,
     TrainingSettings,
+    check_classification,
 )
 from fhmm_ppl.train import fit, pad_sequences
 
@@ -62,10 +63,7 @@ class ClassifierOptions(TaskOptions):
 
     @model_validator(mode="after")
     def _gaussian(self) -> "ClassifierOptions":
-        if self.model.emission != "gaussian":
-            raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
-        if self.model.n_states is None:
-            raise ValueError("model.n_states: classification needs a number of states per class HMM (null is for separation)")
+        check_classification(self.model)
         return self
 
     @property

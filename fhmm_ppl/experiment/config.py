@@ -32,6 +32,7 @@ from fhmm_ppl.settings import (
     ModelSettings,
     SettingError,
     TrainingSettings,
+    check_classification,
 )
 
 #: Keys that were renamed: (section, old key) -> the new dotted key.
@@ -185,10 +186,7 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _task_fits(self) -> "ExperimentConfig":
         if self.task == "classification":
-            if self.model.emission != "gaussian":
-                raise ValueError(f"classification uses the gaussian emission, not {self.model.emission!r}")
-            if self.model.n_states is None:
-                raise ValueError("model.n_states: classification needs a number of states per class HMM (null is for separation)")
+            check_classification(self.model)
             if self.data.source == "files" and len(self.data.classes) < 2:
                 raise ValueError("data.classes (files per class label, at least two classes) is needed for classification on files")
             return self

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 import fhmm_ppl
 from fhmm_ppl.experiment.tracking import local_artifacts, tracking_uri
 from fhmm_ppl.separation import load
+from fhmm_ppl.separation.storage import saved_folder
 
 ARTIFACT_KEY = "separator"
 
@@ -82,12 +83,7 @@ def separator_folder(model: str) -> Path:
     ``mlflow.pyfunc.load_model`` serves), falling back to its ``model/`` folder.
     """
     if Path(model).is_dir():
-        if (Path(model) / "separator.json").exists():
-            return Path(model)
-        found = sorted(Path(model).rglob("separator.json"))
-        if found:
-            return found[0].parent
-        raise ValueError(f"{model}: not a saved separator (no separator.json inside)")
+        return saved_folder(model)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     candidates = [model] if model.startswith(("runs:/", "models:/")) else []
@@ -111,10 +107,10 @@ def separator_folder(model: str) -> Path:
         except Exception as err:
             errors.append(f"{candidate}: {err}")
             continue
-        found = sorted(local.rglob("separator.json"))
-        if found:
-            return found[0].parent
-        errors.append(f"{candidate}: no separator inside")
+        try:
+            return saved_folder(local)
+        except ValueError:
+            errors.append(f"{candidate}: no separator inside")
     raise ValueError(f"{model}: not a separator folder, and MLflow could not fetch it ({'; '.join(errors)})")
 
 

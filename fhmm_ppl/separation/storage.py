@@ -83,6 +83,18 @@ def options_from_flat(saved: dict, version: int) -> SeparatorOptions:
     return SeparatorOptions.from_flat(**saved)
 
 
+def saved_folder(folder: Union[str, Path]) -> Path:
+    """The saved separator in ``folder``: the folder itself, or the first folder below it holding a
+    ``separator.json`` (an MLflow model's artifacts nest it); one ``ValueError`` line if none does."""
+    folder = Path(folder)
+    if (folder / "separator.json").exists():
+        return folder
+    found = sorted(folder.rglob("separator.json"))
+    if found:
+        return found[0].parent
+    raise ValueError(f"{folder}: not a saved separator (no separator.json inside)")
+
+
 def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, SeparatorOptions, Optional[dict]]:
     """``(members, sample_rate, options, adaptation)`` of a folder ``write`` made (any readable
     format; ``adaptation`` None where none was saved); a missing or damaged folder is one
