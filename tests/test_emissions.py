@@ -128,3 +128,19 @@ def test_softplus_matches_logaddexp_over_the_whole_float32_range():
     ref = np.logaddexp(0.0, x.astype(np.float32).astype(np.float64))
     np.testing.assert_allclose(ours, ref, rtol=2e-7, atol=1e-30)
     assert np.isnan(np.asarray(emissions.softplus(jnp.asarray([np.nan])))).all()
+
+
+@pytest.mark.parametrize("n_sources", [2, 3])
+def test_separation_logmax_chunks_match_the_one_program(rng, monkeypatch, n_sources):
+    """The separation layer's log-max log-likelihoods (two sources as two compiled steps, frames
+    in chunks under a memory budget) are ``logmax_log_lik``'s."""
+    from fhmm_ppl.separation.emissions import logmax
+
+    means = [jnp.asarray(rng.normal(size=(n, 5)), jnp.float32) for n in (3, 4, 2)[:n_sources]]
+    variances = [jnp.asarray(rng.uniform(0.3, 1.5, (n, 5)), jnp.float32) for n in (3, 4, 2)[:n_sources]]
+    y = jnp.asarray(rng.normal(size=(70, 5)), jnp.float32)
+    whole = np.asarray(emissions.logmax_log_lik(y, means, variances))
+    monkeypatch.setattr(logmax, "LOG_LIK_BYTES", 4 * 24 * 5 * (n_sources + 1) * 16)  # chunks of 16 frames
+    chunked = np.asarray(logmax.log_lik_chunked(y, means, variances))
+    assert chunked.shape == whole.shape
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-4)

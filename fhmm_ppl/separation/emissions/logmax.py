@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fhmm_ppl.hmm.emissions import logmax_log_lik
+from fhmm_ppl.hmm.emissions import logmax_log_lik, logmax_pair, logmax_pair_terms
 from fhmm_ppl.separation.emissions.base import LOG_FLOOR, Emission, state_power_spectra
 
 #: Memory budget of one chunk of per-bin log-max terms when making log-likelihoods.
@@ -60,7 +60,16 @@ class LogMax(Emission):
         return {**super().with_spectra(kept, psd), "means": (np.asarray(kept["means"]) + shift).astype(np.float32)}
 
 
-_log_lik_chunk = jax.jit(logmax_log_lik)
+_log_lik_any = jax.jit(logmax_log_lik)
+_pair_terms = jax.jit(logmax_pair_terms)
+_pair = jax.jit(logmax_pair)
+
+
+def _log_lik_chunk(frames, means, variances):
+    """``logmax_log_lik`` of a chunk of frames; two sources as two compiled steps (``logmax_pair``)."""
+    if len(means) == 2:
+        return _pair(*_pair_terms(frames, means, variances))
+    return _log_lik_any(frames, means, variances)
 
 
 def log_lik_chunked(log_mag, means, variances):
