@@ -54,9 +54,13 @@ class PriorSettings(Strict):
 
 #: The priors of sources learnt on the mixture, over the model's (``ModelSettings.unknown_priors``).
 UNKNOWN_PRIORS = {"psd": "shared_shape"}
-#: the sources refined on each mixture unless ``inference.refine`` says otherwise (skipped where a
+#: the sources treated as the recording's noise unless ``inference.refine`` and ``inference.average``
+#: say otherwise: refined on each mixture, their power averaged in the masks (skipped where a
 #: separator has no source of that name; named explicitly, a missing source is an error)
-REFINED_SOURCES = ("noise",)
+NOISE_SOURCES = ("noise",)
+#: seconds over which the masks average the power of the ``inference.average`` sources
+#: (``separation.averaging``; chosen on real speech, docs/benchmarks.md)
+AVERAGE_SECONDS = 0.25
 
 
 class ModelSettings(Strict):
@@ -162,7 +166,9 @@ class InferenceSettings(Strict):
     by a prior worth ``refine_strength`` frames per state, in ``refine_iter`` EM iterations
     (``None``: the emission's default; 0: no refinement; ``separation.refinement``). By default
     the source named ``noise``, where there is one: on real speech refining the noise gains most,
-    refining the speech too loses on recorded dishes (docs/benchmarks.md).
+    refining the speech too loses on recorded dishes (docs/benchmarks.md). ``average``: sources
+    whose power the masks take as a running average over ``average_seconds`` (0: none) instead
+    of frame by frame (``separation.averaging``; by default the source named ``noise``).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
@@ -170,14 +176,16 @@ class InferenceSettings(Strict):
     soft_mask: Optional[Literal["blend", "dominance", "wiener"]] = None
     likelihood_scale: Optional[float] = Field(None, gt=0, le=10, allow_inf_nan=False)
     dictionary_states: int = Field(2, ge=1, le=8)
-    refine: list[str] = Field(default_factory=lambda: list(REFINED_SOURCES))
+    refine: list[str] = Field(default_factory=lambda: list(NOISE_SOURCES))
     refine_iter: Optional[int] = Field(None, ge=0, le=1000)
     refine_strength: float = Field(10.0, gt=1, le=1e6, allow_inf_nan=False)
+    average: list[str] = Field(default_factory=lambda: list(NOISE_SOURCES))
+    average_seconds: float = Field(AVERAGE_SECONDS, ge=0, le=3600, allow_inf_nan=False)
 
-    @field_validator("refine", mode="before")
+    @field_validator("refine", "average", mode="before")
     @classmethod
     def _one_source(cls, value: Any) -> Any:
-        """``refine: noise`` names one source as ``[noise]`` does."""
+        """``refine: noise`` names one source as ``[noise]`` does (and so for ``average``)."""
         return [value] if isinstance(value, str) else value
 
     @field_validator("likelihood_scale", mode="before")

@@ -144,13 +144,15 @@ def print_real_time_factors(task) -> list[str]:
 
 #: FHMM separators of the real-speech section (flat options over the library's defaults).
 REAL_METHODS = {
-    "the default: log-mel, states from training length, n_fft 1024, hop 256, x3, 8-spectrum dictionaries, two states each, noise refined": {
+    "the default: log-mel, states from training length, n_fft 1024, hop 256, x3, 8-spectrum dictionaries, two states each, noise refined, noise power averaged over 0.25 s": {
         "emission": "log_mel", "n_fft": 1024, "hop_length": 256},
-    "16 states per source (the default before)": {"emission": "log_mel", "n_states": 16, "n_fft": 1024,
-                                                  "hop_length": 256},
-    "no refinement": {"emission": "log_mel", "n_fft": 1024, "hop_length": 256, "refine_iter": 0},
+    "noise power frame by frame (the default before)": {"emission": "log_mel", "n_fft": 1024, "hop_length": 256,
+                                                        "average_seconds": 0.0},
     "complex Gaussian 64, n_fft 512, hop 128": {"emission": "complex_gaussian", "n_states": 64, "n_models": 1,
                                                 "n_fft": 512, "hop_length": 128},
+    "complex Gaussian 64, n_fft 512, hop 128, noise power frame by frame": {
+        "emission": "complex_gaussian", "n_states": 64, "n_models": 1, "n_fft": 512, "hop_length": 128,
+        "average_seconds": 0.0},
 }
 #: Baselines of the real-speech section: supervised KL-NMF at two STFTs, the oracle ratio mask.
 REAL_BASELINES = {"NMF 32/source": (512, 128), "NMF 32/source, n_fft 1024, hop 256": (1024, 256)}

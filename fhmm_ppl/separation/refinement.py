@@ -34,15 +34,15 @@ from jax.scipy.special import gammaln
 from fhmm_ppl.runtime import frame_bucket
 from fhmm_ppl.separation.adaptation import e_step
 from fhmm_ppl.separation.storage import SourceModel
-from fhmm_ppl.settings import REFINED_SOURCES
+from fhmm_ppl.settings import NOISE_SOURCES
 
 
 def check_refined(options, names) -> None:
     """One-line ``ValueError`` where ``inference.refine`` names a source not in ``names`` (the
-    separator's sources); the default, ``REFINED_SOURCES``, is skipped where it is missing."""
+    separator's sources); the default, ``NOISE_SOURCES``, is skipped where it is missing."""
     refine = list(options.inference.refine)
     missing = [n for n in refine if n not in names]
-    if missing and options.refine_iter and tuple(refine) != REFINED_SOURCES:
+    if missing and options.refine_iter and tuple(refine) != NOISE_SOURCES:
         raise ValueError(f"inference.refine names {', '.join(missing)}, not a source of this separator "
                          f"(its sources: {', '.join(names)})")
 

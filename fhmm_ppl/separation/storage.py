@@ -11,6 +11,7 @@ the ensemble's later model sets under ``model<i>/``. Older formats read as they 
 - formats 2-6 had no semi-supervised separators (format 7's optional ``adaptation``: the sources
   learnt on each mixture, which an unadapted separator has no parameters for);
 - formats 2-7 did not refine the trained spectra on each mixture (``inference.refine_iter`` 0).
+- formats 2-8 took the noise's power in the masks frame by frame (``inference.average_seconds`` 0).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 8
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8)
+FORMAT_VERSION = 9
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9)
 
 
 def _prefix(index: int) -> str:
@@ -67,6 +68,7 @@ def options_from_flat(saved: dict, version: int) -> SeparatorOptions:
     """Options of a format 2-5 folder (flat keywords), with the defaults it separated with."""
     saved = dict(saved)
     saved.setdefault("refine_iter", 0)
+    saved.setdefault("average_seconds", 0.0)
     if version == 2:
         saved.setdefault("n_models", 1)
         saved.setdefault("likelihood_scale", 1.0)
@@ -110,6 +112,8 @@ def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, S
             raise ValueError(f"separator format {version} is not supported")
         if 6 <= version < 8:
             meta["options"].setdefault("inference", {}).setdefault("refine_iter", 0)
+        if 6 <= version < 9:
+            meta["options"].setdefault("inference", {}).setdefault("average_seconds", 0.0)
         options = (SeparatorOptions.model_validate(meta["options"]) if version >= 6
                    else options_from_flat(meta["options"], version))
         required = (["psd"] if options.soft_mask != "dominance" else []) + (["dictionaries"] if options.dictionary_size else [])

@@ -19,7 +19,8 @@ model sets) and are overlap-added. Everything held is the lag's window, one fram
 and the current chunk: memory does not grow with the stream's length. With a lag covering the
 whole stream the output is the offline ``Separator.separate``'s.
 
-Masks are per frame (a frame's mask reads only its posterior and its own mixture frame), so every
+Masks are per frame (a frame's mask reads only its posterior, its own mixture frame and the
+causal running average of the noise's power, ``separation.averaging``, carried along), so every
 built-in emission streams; an emission whose model frames depend on the whole recording says so
 with ``frame_local = False`` and is refused.
 """
@@ -253,6 +254,7 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
     framer = Framer(config)
     synthesis = OverlapAdd(config, len(names))
     smoother = SMOOTHERS[method](separator, n_lag)
+    average = separator.power_average()  # causal: carried from block to block
     pending = np.zeros((0, config.n_bins), np.complex64)  # frames fed to the smoother, not yet masked
 
     def feed(spec: np.ndarray, flush: bool = False) -> np.ndarray:
@@ -278,7 +280,7 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
             block = pending[lo:min(lo + BLOCK, n_ready)]
             part = [smoother.posterior(tuple(r[lo:lo + BLOCK] for r in rows), models)
                     for rows, models in zip(posts, separator.sets)]
-            out.append(synthesis.add(masks(separator, block, part) * block[None], framer.n_samples))
+            out.append(synthesis.add(masks(separator, block, part, average) * block[None], framer.n_samples))
         pending = pending[n_ready:]
         return np.concatenate(out, axis=1)
 
@@ -288,15 +290,16 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
     yield dict(zip(names, tail))
 
 
-def masks(separator, spec: np.ndarray, posteriors: list) -> np.ndarray:
+def masks(separator, spec: np.ndarray, posteriors: list, average) -> np.ndarray:
     """The separator's masks ``(K, n, F)`` of ``n <= BLOCK`` frames ``spec (n, F)`` from each model set's
-    posterior over the frames padded to ``block_size(n)``, averaged over the sets."""
+    posterior over the frames padded to ``block_size(n)``, averaged over the sets, the stream's
+    running power ``average`` (``separation.averaging``) moved on by these frames."""
     n = spec.shape[0]
     mixture = Mixture(jnp.asarray(_padded(separator.emission.frames(spec))),
                       jnp.asarray(_padded(np.abs(spec).astype(np.float32))) if separator.mask.magnitude else None)
     per_set = [separator.mask.make(post, models, mixture, separator.emission)
                for post, models in zip(posteriors, separator.sets)]
-    return separator._finish(per_set, n)
+    return separator._finish(per_set, n, np.abs(spec), average)
 
 
 def _joined(parts: list[tuple], empty: tuple) -> tuple:
