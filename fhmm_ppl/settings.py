@@ -58,6 +58,17 @@ UNKNOWN_PRIORS = {"psd": "shared_shape"}
 #: say otherwise: refined on each mixture, their power averaged in the masks (skipped where a
 #: separator has no source of that name; named explicitly, a missing source is an error)
 NOISE_SOURCES = ("noise",)
+
+
+def check_noise_sources(key: str, wanted, names, active: bool) -> None:
+    """One-line ``ValueError`` where ``wanted`` (the sources ``key``, ``inference.refine`` or
+    ``inference.average``, names) holds a name not in ``names`` (the sources there are) while the
+    setting is ``active``; the default, ``NOISE_SOURCES``, is skipped where it is missing."""
+    missing = [n for n in wanted if n not in names]
+    if missing and active and tuple(wanted) != NOISE_SOURCES:
+        raise ValueError(f"{key} names {', '.join(missing)}, not one of the sources ({', '.join(names)})")
+
+
 #: seconds over which the masks average the power of the ``inference.average`` sources
 #: (``separation.averaging``; chosen on real speech, docs/benchmarks.md)
 AVERAGE_SECONDS = 0.25

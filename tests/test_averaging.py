@@ -78,8 +78,10 @@ def test_a_separator_averages_its_noise_and_refuses_a_missing_source():
     streamed = np.concatenate([part["tones"] for part in sep.stream(np.array_split(mixture, 9), lag=5.0)])
     np.testing.assert_allclose(streamed, sep.separate(mixture)["tones"], atol=1e-4)
     # named explicitly, a source the separator lacks is an error; the default is skipped where missing
-    with pytest.raises(ValueError, match="inference.average names hiss, not a source of this separator"):
+    with pytest.raises(ValueError, match="inference.average names hiss, not one of the sources \\(tones, noise\\)"):
         Separator(sep.members, RATE, sep.options.replace(average=["hiss"]))
+    with pytest.raises(ValueError, match="inference.average names hiss"):  # before any training
+        fit_separator({"tones": low_tones(rng, 1)}, RATE, unknown=["noise"], average=["hiss"], max_iter=1)
     pair = {"a": sep.members[0]["tones"], "b": sep.members[0]["noise"]}
     assert Separator(pair, RATE, sep.options).power_average().sources == ()
 

@@ -182,6 +182,12 @@ def test_config_errors_caught_before_a_run_starts(tmp_path):
              "test_clean": {"a": [str(tmp_path / "a.wav")], "c": [str(tmp_path / "a.wav")]}}
     with pytest.raises(ConfigError, match=r"data.test_clean names \['a', 'c'\], but the training sources are \['a', 'b'\]"):
         load_config(write_yaml(tmp_path / "names.yaml", {**TINY, "data": files}))
+    named = {**files, "test_clean": {"a": files["train"]["a"], "b": files["train"]["b"]}}
+    for key in ("refine", "average"):  # a source named for the noise's treatment must be one of the sources
+        with pytest.raises(ConfigError, match=rf"inference.{key} names hiss, not one of the sources \(a, b\)"):
+            load_config(write_yaml(tmp_path / "noise.yaml", {**TINY, "data": named, "inference": {key: "hiss"}}))
+    load_config(write_yaml(tmp_path / "plain.yaml", {**TINY, "data": named, "inference": {"average": "hiss",
+                                                                                        "average_seconds": 0}}))
     with pytest.raises(ConfigError, match="train.b lists no files"):
         load_config(write_yaml(tmp_path / "empty.yaml", {**TINY, "data": {**files, "train": {**files["train"], "b": []}}}))
 

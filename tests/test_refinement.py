@@ -164,7 +164,7 @@ def test_refinement_is_refused_where_the_emission_cannot_take_it(monkeypatch):
 
 def test_refining_a_source_the_separator_lacks_is_an_error_the_default_is_skipped(separators, mismatch):
     train, _ = mismatch
-    with pytest.raises(ValueError, match="inference.refine names hiss, not a source of this separator"):
+    with pytest.raises(ValueError, match="inference.refine names hiss, not one of the sources"):
         fit_separator(train, RATE, n_states=2, max_iter=1, refine=["hiss"])
     sep = separators["complex_gaussian"]
     with pytest.raises(ValueError, match="names hiss"):

@@ -33,6 +33,7 @@ from fhmm_ppl.settings import (
     SettingError,
     TrainingSettings,
     check_classification,
+    check_noise_sources,
 )
 
 #: Keys that were renamed: (section, old key) -> the new dotted key.
@@ -209,6 +210,8 @@ class ExperimentConfig(_Strict):
             if not self.data.test and not self.data.test_clean:
                 raise ValueError("data.test (mixtures with references) or data.test_clean (clean files per source) is needed")
             sources = sorted(set(self.data.train) | unknown)
+            check_noise_sources("inference.refine", self.inference.refine, sources, self.inference.refine_iter != 0)
+            check_noise_sources("inference.average", self.inference.average, sources, self.inference.average_seconds > 0)
             named = [("data.test_clean", sorted(self.data.test_clean))] if self.data.test_clean else []
             named += [(f"data.test[{i}].references", sorted(item.references)) for i, item in enumerate(self.data.test)]
             for where, names in named:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from fhmm_ppl.settings import NOISE_SOURCES
+from fhmm_ppl.settings import check_noise_sources
 
 
 class PowerAverage:
@@ -77,8 +77,5 @@ def averaged_sources(wanted: Sequence[str], names: Sequence[str]) -> tuple[int, 
 def check_averaged(options, names: Sequence[str]) -> None:
     """One-line ``ValueError`` where ``inference.average`` names a source not in ``names`` (the
     separator's sources); the default, ``NOISE_SOURCES``, is skipped where it is missing."""
-    wanted = list(options.inference.average)
-    missing = [n for n in wanted if n not in names]
-    if missing and options.inference.average_seconds and tuple(wanted) != NOISE_SOURCES:
-        raise ValueError(f"inference.average names {', '.join(missing)}, not a source of this separator "
-                         f"(its sources: {', '.join(names)})")
+    inference = options.inference
+    check_noise_sources("inference.average", inference.average, names, inference.average_seconds > 0)

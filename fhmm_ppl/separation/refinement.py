@@ -34,17 +34,13 @@ from jax.scipy.special import gammaln
 from fhmm_ppl.runtime import frame_bucket
 from fhmm_ppl.separation.adaptation import e_step
 from fhmm_ppl.separation.storage import SourceModel
-from fhmm_ppl.settings import NOISE_SOURCES
+from fhmm_ppl.settings import check_noise_sources
 
 
 def check_refined(options, names) -> None:
     """One-line ``ValueError`` where ``inference.refine`` names a source not in ``names`` (the
     separator's sources); the default, ``NOISE_SOURCES``, is skipped where it is missing."""
-    refine = list(options.inference.refine)
-    missing = [n for n in refine if n not in names]
-    if missing and options.refine_iter and tuple(refine) != NOISE_SOURCES:
-        raise ValueError(f"inference.refine names {', '.join(missing)}, not a source of this separator "
-                         f"(its sources: {', '.join(names)})")
+    check_noise_sources("inference.refine", options.inference.refine, names, bool(options.refine_iter))
 
 
 def inverse_gamma_log_prior(psd, anchor, strength: float):

@@ -19,6 +19,7 @@ from fhmm_ppl.models.fhmm import make_spec
 from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
+from fhmm_ppl.separation.averaging import check_averaged
 from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.source_models import keep
@@ -85,6 +86,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
         raise ValueError(f"adapting unknown sources needs exact inference, but the plan here is {chosen.method} "
                          f"({chosen.reason}); use fewer states (n_states, unknown_states) or fewer sources")
     check_refined(opts, list(sources) + list(unknown))  # before training (a clash with unknown is refused above)
+    check_averaged(opts, list(sources) + list(unknown))
     if opts.refine_iter and chosen.method != "exact" and set(opts.inference.refine) & set(sources):
         raise ValueError(f"refining sources on the mixture needs exact inference, but the plan here is {chosen.method} "
                          f"({chosen.reason}); set inference.refine_iter to 0 or use fewer states or sources")
