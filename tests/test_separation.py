@@ -168,7 +168,10 @@ def test_state_oracle_masks_match_inference_where_states_are_plain(trained):
     from fhmm_ppl.audio.features import stft
     from fhmm_ppl.separation.baselines import apply_masks
 
+    from fhmm_ppl.separation import Separator
+
     sep, refs = trained
+    sep = Separator(sep.members, RATE, sep.options.replace(average_seconds=0.0))  # the states' own masks, frame by frame
     mixture = refs.sum(0)
     spec = stft(mixture, sep.options.stft)
     oracle = sep.state_oracle_gains(spec, [stft(r, sep.options.stft) for r in refs])
