@@ -273,6 +273,8 @@ def separate(
                                               "this recording (0: none; default: the separator's)."),
     refine: Optional[List[str]] = typer.Option(None, "--refine", help="A trained source to refine (repeatable; "
                                                "default: the separator's, usually noise)."),
+    average_seconds: Optional[float] = typer.Option(None, "--average-seconds", help="Seconds over which the masks "
+                                                    "average the noise's power (0: frame by frame; default: the separator's)."),
     raw_input: bool = typer.Option(False, "--raw-input", help="Standard input is headerless mono PCM (--pcm, --rate)."),
     rate: Optional[int] = typer.Option(None, "--rate", help="Sample rate of --raw-input (default: the separator's)."),
     pcm: str = typer.Option("f32", "--pcm", help="Raw PCM format of --raw-input and of -o -: f32 or s16."),
@@ -306,6 +308,8 @@ def separate(
         if refine_iter is not None or refine:
             separator = separator.with_refinement(separator.options.refine_iter if refine_iter is None else refine_iter,
                                                   refine or None)
+        if average_seconds is not None:
+            separator = separator.with_average(average_seconds)
         import soundfile as sf
 
         from fhmm_ppl.separation.files import REFINE_HEAD, pcm_sink, separate_streaming

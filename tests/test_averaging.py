@@ -102,3 +102,27 @@ def test_a_separator_saved_before_averaging_loads_without_it(tmp_path):
         del meta["options"]["inference"][key]
     (folder / "separator.json").write_text(json.dumps(meta))
     assert load(folder).options.inference.average_seconds == 0.0  # format 8 separated frame by frame, and still does
+
+
+def test_the_cli_averages_as_the_separator_says_or_as_told(tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from fhmm_ppl.cli import app
+
+    rng = np.random.default_rng(5)
+    sep = fit_separator({"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}, RATE, n_states=3, max_iter=3,
+                        emission="complex_gaussian", n_models=1)
+    folder = sep.save(tmp_path / "model")
+    mixture = 0.5 * (low_tones(rng, 2) + high_noise(rng, 2))
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    for args, expected in (([], sep), (["--average-seconds", "0"], sep.with_average(0.0)),
+                           (["--average-seconds", "1.5"], sep.with_average(1.5))):
+        out = tmp_path / f"out{'-'.join(args)}"
+        result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "-o", str(out), *args])
+        assert result.exit_code == 0, result.output
+        wave, _ = sf.read(out / "mix_tones.wav", dtype="float32")
+        np.testing.assert_allclose(wave, expected.separate(mixture)["tones"], atol=1e-5)
+    assert np.abs(sep.with_average(0.0).separate(mixture)["tones"] - sep.separate(mixture)["tones"]).max() > 1e-3
+    bad = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "--average-seconds", "-1"])
+    assert bad.exit_code != 0 and "average_seconds" in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -334,6 +334,12 @@ class Separator:
         return Separator(self.members, self.sample_rate, self.options.replace(**flat), self.training_history,
                          self.adaptation)
 
+    def with_average(self, seconds: float) -> "Separator":
+        """This separator averaging the ``inference.average`` sources' power over ``seconds`` in its
+        masks (0: frame by frame; ``separation.averaging``)."""
+        return Separator(self.members, self.sample_rate, self.options.replace(average_seconds=seconds),
+                         self.training_history, self.adaptation)
+
     def with_unknown(self, unknown) -> "Separator":
         """This separator with the sources named in ``unknown`` forgotten and learnt on each mixture
         instead (semi-supervised: their trained HMMs do not fit the recording's, e.g. another room's
