@@ -5,7 +5,7 @@ import pytest
 
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.separation import Separator, fit_separator
-from fhmm_ppl.separation.averaging import PowerAverage, averaged_sources
+from fhmm_ppl.separation.averaging import PowerAverage, source_indices
 from test_separation import RATE, high_noise, low_tones
 
 
@@ -61,8 +61,8 @@ def test_no_average_leaves_the_masks(masks_and_magnitude):
     masks, magnitude = masks_and_magnitude
     np.testing.assert_array_equal(PowerAverage((), 6.0)(masks, magnitude), masks)  # no source named
     np.testing.assert_array_equal(PowerAverage((1,), 0.0)(masks, magnitude), masks)  # average_seconds 0
-    assert averaged_sources(["noise"], ["speech", "noise"]) == (1,)
-    assert averaged_sources(["noise"], ["talker1", "talker2"]) == ()
+    assert source_indices(["noise"], ["speech", "noise"]) == (1,)
+    assert source_indices(["noise"], ["talker1", "talker2"]) == ()
 
 
 def test_a_separator_averages_its_noise_and_refuses_a_missing_source():

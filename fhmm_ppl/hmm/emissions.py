@@ -241,9 +241,8 @@ def logmax_pair_terms(log_spec: Array, means: Sequence[Array], variances: Sequen
 
 def logmax_pair(a1: Array, a2: Array, cdf1: Array, pdf2: Array) -> Array:
     """Two chains' log-max log-likelihoods ``(T, N_1, N_2)`` from ``logmax_pair_terms``, in one
-    fused reduction over bins. (Compiled apart from the terms, this ran 1.7 times faster on
-    XLA-CPU than the two in one program, which fuses them into one slower kernel: 25 against
-    41 ms for T = 640, 32 x 32 states, 64 bands.)"""
+    fused reduction over bins. Compile it apart from the terms: in one program XLA-CPU fuses the
+    two into one kernel that runs far slower (docs/benchmarks.md, kernel choices)."""
     joint = jnp.sum(softplus(a1[:, :, None, :] - a2[:, None, :, :]), axis=-1)
     return cdf1[:, :, None] + pdf2[:, None, :] + joint
 

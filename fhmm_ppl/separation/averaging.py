@@ -52,26 +52,27 @@ class PowerAverage:
     def active(self) -> bool:
         return bool(self.sources) and self.coefficient < 1.0
 
-    def __call__(self, masks: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    def __call__(self, masks: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
         """Masks ``(K, n, F)`` of ``n`` frames with the chosen sources' power averaged, for the
-        mixture's STFT magnitudes ``magnitude (n, F)`` of the same frames."""
+        mixture's STFT ``spectrum (n, F)`` of the same frames (complex, or its magnitudes)."""
         if not self.active or masks.shape[1] == 0:
             return masks
-        power = np.asarray(masks, np.float64) ** 2 * np.asarray(magnitude, np.float64)[None] ** 2  # (K, n, F)
-        chosen = power[list(self.sources)]
+        chosen = list(self.sources)
+        power = np.asarray(masks, np.float64) ** 2 * (np.abs(spectrum).astype(np.float64) ** 2)[None]  # (K, n, F)
         c = self.coefficient
-        start = chosen[:, 0] if self.state is None else self.state
-        averaged, _ = lfilter([c], [1.0, c - 1.0], chosen, axis=1, zi=((1.0 - c) * start)[:, None])
+        start = power[chosen, 0] if self.state is None else self.state
+        averaged, _ = lfilter([c], [1.0, c - 1.0], power[chosen], axis=1, zi=((1.0 - c) * start)[:, None])
         self.state = averaged[:, -1]
-        power[list(self.sources)] = averaged
+        power[chosen] = averaged
         total = power.sum(axis=0)
         out = power / np.where(total > 0, total, 1.0)
         return np.where(total > 0, out, masks).astype(np.float32)
 
 
-def averaged_sources(wanted: Sequence[str], names: Sequence[str]) -> tuple[int, ...]:
+def source_indices(wanted: Sequence[str], names: Sequence[str]) -> tuple[int, ...]:
     """The indices in ``names`` (a separator's sources) of the sources named in ``wanted``."""
-    return tuple(i for i, name in enumerate(names) if name in set(wanted))
+    wanted = set(wanted)
+    return tuple(i for i, name in enumerate(names) if name in wanted)
 
 
 def check_averaged(options, names: Sequence[str]) -> None:

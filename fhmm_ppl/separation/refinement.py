@@ -33,6 +33,7 @@ from jax.scipy.special import gammaln
 
 from fhmm_ppl.runtime import frame_bucket
 from fhmm_ppl.separation.adaptation import e_step
+from fhmm_ppl.separation.averaging import source_indices
 from fhmm_ppl.separation.storage import SourceModel
 from fhmm_ppl.settings import check_noise_sources
 
@@ -102,7 +103,7 @@ def refine_models(members, names, power: np.ndarray, emission, strength: float, 
     power = np.asarray(power, np.float32)
     n_frames = power.shape[0]
     padded = jnp.asarray(np.pad(power, [(0, frame_bucket(n_frames) - n_frames), (0, 0)]))
-    chains = tuple(i for i, name in enumerate(members[0]) if name in set(names))
+    chains = source_indices(names, list(members[0]))
     program = _program(int(n_iter), chains, True)
 
     def batch(sets):

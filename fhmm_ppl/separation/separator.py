@@ -25,7 +25,7 @@ from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import istft, stft
 from fhmm_ppl.runtime import frame_bucket
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
-from fhmm_ppl.separation.averaging import PowerAverage, averaged_sources, check_averaged
+from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
@@ -189,7 +189,7 @@ class Separator:
         scale = self.options.evidence_scale
         per_set = [self.mask.make(infer(models, self.emission, mixture.frames, scale, method, self.mask.form, n_frames),
                                   models, mixture, self.emission) for models in self.sets]
-        return self._finish(per_set, n_frames, np.abs(mixture_stft), self.power_average())
+        return self._finish(per_set, n_frames, mixture_stft, self.power_average())
 
     def state_oracle_gains(self, mixture_stft: np.ndarray, source_stfts) -> np.ndarray:
         """Masks ``(K, T, F)`` made as ``gains`` makes them, from the states each source model finds in
@@ -211,22 +211,22 @@ class Separator:
         scale = self.options.evidence_scale
         per_set = [self.mask.make(clean_source_posterior(models, self.emission, own, scale, n_frames), models, mixture,
                                   self.emission) for models in self.sets]
-        return self._finish(per_set, n_frames, np.abs(mixture_stft), self.power_average())
+        return self._finish(per_set, n_frames, mixture_stft, self.power_average())
 
     def power_average(self) -> PowerAverage:
         """A running average, from a mixture's first frame, of the power the masks give the
         ``inference.average`` sources (``separation.averaging``)."""
         inference = self.options.inference
-        return PowerAverage(averaged_sources(inference.average, self.names),
+        return PowerAverage(source_indices(inference.average, self.names),
                             inference.average_seconds * self.sample_rate / self.options.features.hop_length)
 
-    def _finish(self, per_set: list, n_frames: int, magnitude: np.ndarray, average: PowerAverage) -> np.ndarray:
+    def _finish(self, per_set: list, n_frames: int, mixture_stft: np.ndarray, average: PowerAverage) -> np.ndarray:
         """The sets' masks ``(K, T_padded, F)`` cut to the ``n_frames`` real frames and averaged
         (writable), the ``average`` sources' power averaged over time for the mixture's STFT
-        magnitudes ``(n_frames, F)``, made binary where the options say so."""
+        ``(n_frames, F)``, made binary where the options say so."""
         per_set = [np.asarray(masks)[:, :n_frames] for masks in per_set]
         gains = np.array(per_set[0]) if len(per_set) == 1 else np.mean(per_set, axis=0)
-        gains = average(gains, magnitude)
+        gains = average(gains, mixture_stft)
         return binary(gains) if self.options.inference.mask == "binary" else gains
 
     def state_posteriors(self, mixture_stft: np.ndarray) -> dict[str, np.ndarray]:
@@ -331,14 +331,17 @@ class Separator:
         flat = {"refine_iter": n_iter}
         if sources is not None:
             flat["refine"] = [sources] if isinstance(sources, str) else list(sources)
-        return Separator(self.members, self.sample_rate, self.options.replace(**flat), self.training_history,
-                         self.adaptation)
+        return self._with_options(**flat)
 
     def with_average(self, seconds: float) -> "Separator":
         """This separator averaging the ``inference.average`` sources' power over ``seconds`` in its
         masks (0: frame by frame; ``separation.averaging``)."""
-        return Separator(self.members, self.sample_rate, self.options.replace(average_seconds=seconds),
-                         self.training_history, self.adaptation)
+        return self._with_options(average_seconds=seconds)
+
+    def _with_options(self, **flat) -> "Separator":
+        """This separator's models with its options changed by the flat keywords ``flat``."""
+        return Separator(self.members, self.sample_rate, self.options.replace(**flat), self.training_history,
+                         self.adaptation)
 
     def with_unknown(self, unknown) -> "Separator":
         """This separator with the sources named in ``unknown`` forgotten and learnt on each mixture

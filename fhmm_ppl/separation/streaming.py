@@ -299,7 +299,7 @@ def masks(separator, spec: np.ndarray, posteriors: list, average) -> np.ndarray:
                       jnp.asarray(_padded(np.abs(spec).astype(np.float32))) if separator.mask.magnitude else None)
     per_set = [separator.mask.make(post, models, mixture, separator.emission)
                for post, models in zip(posteriors, separator.sets)]
-    return separator._finish(per_set, n, np.abs(spec), average)
+    return separator._finish(per_set, n, spec, average)
 
 
 def _joined(parts: list[tuple], empty: tuple) -> tuple:

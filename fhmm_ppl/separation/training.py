@@ -17,9 +17,9 @@ from fhmm_ppl.audio.features import stft
 from fhmm_ppl.models import make_family
 from fhmm_ppl.models.fhmm import make_spec
 from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
+from fhmm_ppl.separation.averaging import check_averaged
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
-from fhmm_ppl.separation.averaging import check_averaged
 from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.source_models import keep
