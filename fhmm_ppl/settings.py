@@ -10,7 +10,7 @@ ranges and combinations only: it never imports plug-ins or touches the disk
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -71,7 +71,11 @@ def check_noise_sources(key: str, wanted, names, active: bool) -> None:
 
 #: seconds over which the masks average the power of the ``inference.average`` sources
 #: (``separation.averaging``; chosen on real speech, docs/benchmarks.md)
-AVERAGE_SECONDS = 0.25
+AVERAGE_SECONDS = 0.5
+#: how each frame moves that average: by the source's presence in the frame (a speech-presence noise
+#: tracker), or as the running mean of the power its mask gives it (separators saved in format 9)
+AverageRule = Literal["presence", "share"]
+AVERAGE_RULES = get_args(AverageRule)
 
 
 class ModelSettings(Strict):
@@ -192,6 +196,7 @@ class InferenceSettings(Strict):
     refine_strength: float = Field(10.0, gt=1, le=1e6, allow_inf_nan=False)
     average: list[str] = Field(default_factory=lambda: list(NOISE_SOURCES))
     average_seconds: float = Field(AVERAGE_SECONDS, ge=0, le=3600, allow_inf_nan=False)
+    average_rule: AverageRule = "presence"
 
     @field_validator("refine", "average", mode="before")
     @classmethod

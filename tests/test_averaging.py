@@ -9,22 +9,38 @@ from fhmm_ppl.separation.averaging import PowerAverage, source_indices
 from test_separation import RATE, high_noise, low_tones
 
 
-def reference_average(masks, magnitude, sources, frames):
-    """The averaged masks written out frame by frame in float64: ``a_t = (1 - c) a_{t-1} + c e_t`` from
-    ``a_0 = e_0`` for the chosen sources' powers ``e = m^2 |y|^2``, then each power's share."""
+def reference_average(masks, magnitude, sources, frames, rule="presence"):
+    """The averaged masks written out bin by bin and frame by frame in float64. ``presence``: the level
+    is the first frame's ``e_0 = m_0^2 |y_0|^2`` (weight 1) and every later frame's ``|y|^2`` weighted
+    by ``w = m^2``, averaged while the weights sum to at most ``frames``; then
+    ``a_t = a_{t-1} + w_t c (|y_t|^2 - a_{t-1})``, ``c = 1 / frames``.
+    ``share``: ``a_t = (1 - c) a_{t-1} + c e_t`` from ``a_0 = e_0`` for ``e = m^2 |y|^2``. Then each
+    power's share, the averaged sources' level in their place."""
     c = 1.0 / frames
-    power = np.asarray(masks, np.float64) ** 2 * np.asarray(magnitude, np.float64) ** 2
-    out = np.array(masks, np.float64)
-    level = {k: power[k, 0].copy() for k in sources}
-    for t in range(power.shape[1]):
-        frame = power[:, t].copy()
+    masks = np.asarray(masks, np.float64)
+    mixture = np.asarray(magnitude, np.float64) ** 2
+    power = masks ** 2 * mixture
+    out = masks.copy()
+    n_sources, n_frames, n_bins = masks.shape
+    for f in range(n_bins):
         for k in sources:
-            if t:
-                level[k] = (1 - c) * level[k] + c * power[k, t]
-            frame[k] = level[k]
-        total = frame.sum(0)
-        out[:, t] = np.where(total > 0, frame / np.where(total > 0, total, 1.0), out[:, t])
-    return out
+            level, weights, weighted = 0.0, 0.0, 0.0
+            for t in range(n_frames):
+                if rule == "share":
+                    level = power[k, 0, f] if t == 0 else (1 - c) * level + c * power[k, t, f]
+                elif t == 0:
+                    level, weights, weighted = power[k, 0, f], 1.0, power[k, 0, f]
+                else:
+                    w = masks[k, t, f] ** 2
+                    if weights + w <= frames:  # the weighted mean so far
+                        weights, weighted = weights + w, weighted + w * mixture[t, f]
+                        level = weighted / weights
+                    else:
+                        weights += w
+                        level += w * c * (mixture[t, f] - level)
+                power[k, t, f] = level
+    total = power.sum(0)
+    return np.where(total > 0, power / np.where(total > 0, total, 1.0), out)
 
 
 @pytest.fixture
@@ -37,20 +53,22 @@ def masks_and_magnitude():
     return masks, magnitude
 
 
+@pytest.mark.parametrize("rule", ["presence", "share"])
 @pytest.mark.parametrize("sources", [(1,), (0, 2)])
-def test_average_matches_the_frame_by_frame_reference(masks_and_magnitude, sources):
+def test_average_matches_the_frame_by_frame_reference(masks_and_magnitude, sources, rule):
     masks, magnitude = masks_and_magnitude
-    out = PowerAverage(sources, 6.0)(masks, magnitude)
-    np.testing.assert_allclose(out, reference_average(masks, magnitude, sources, 6.0), rtol=1e-5, atol=1e-6)
+    out = PowerAverage(sources, 6.0, rule)(masks, magnitude)
+    np.testing.assert_allclose(out, reference_average(masks, magnitude, sources, 6.0, rule), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
     assert np.abs(out - masks).max() > 0.1
 
 
-def test_blocks_of_any_size_give_the_whole_mixture_s_masks(masks_and_magnitude):
+@pytest.mark.parametrize("rule", ["presence", "share"])
+def test_blocks_of_any_size_give_the_whole_mixture_s_masks(masks_and_magnitude, rule):
     """Streaming applies the average block by block (empty blocks too): the same numbers as one call."""
     masks, magnitude = masks_and_magnitude
-    whole = PowerAverage((1,), 6.0)(masks, magnitude)
-    average, parts, start = PowerAverage((1,), 6.0), [], 0
+    whole = PowerAverage((1,), 6.0, rule)(masks, magnitude)
+    average, parts, start = PowerAverage((1,), 6.0, rule), [], 0
     for size in (1, 0, 7, 16, 3, 23):
         parts.append(average(masks[:, start:start + size], magnitude[start:start + size]))
         start += size
@@ -63,6 +81,26 @@ def test_no_average_leaves_the_masks(masks_and_magnitude):
     np.testing.assert_array_equal(PowerAverage((1,), 0.0)(masks, magnitude), masks)  # average_seconds 0
     assert source_indices(["noise"], ["speech", "noise"]) == (1,)
     assert source_indices(["noise"], ["talker1", "talker2"]) == ()
+    with pytest.raises(ValueError, match="unknown averaging rule 'mean'; one of presence, share"):
+        PowerAverage((1,), 6.0, "mean")
+
+
+def test_the_presence_rule_tracks_a_noise_level_through_speech():
+    """Where the masks give a bin to the speech, the noise's level holds at what the noise-only frames
+    showed instead of following the little power the masks leave it: the masks' noise share in a
+    speech frame is then the level's share of the frame, not the frame's own guess."""
+    masks = np.zeros((2, 40, 1), np.float32)
+    masks[1] = 1.0  # noise alone...
+    masks[:, 20:30] = [[[0.9]], [[0.1]]]  # ...then speech dominates, the mixture 10 times louder
+    magnitude = np.ones((40, 1), np.float32)
+    magnitude[20:30] = np.sqrt(10.0)
+    out = PowerAverage((1,), 8.0)(masks, magnitude)
+    level = 1.0 + 0.01 * (10.0 - 1.0) / 8.0  # the first speech frame barely moves the level (weights past 8)
+    np.testing.assert_allclose(out[1, 20, 0], level / (level + 0.81 * 10.0), rtol=1e-5)
+    own = 0.1 ** 2 * 10 / (0.1 ** 2 * 10 + 0.81 * 10)  # the frames' own guess: 0.012
+    assert np.all(out[1, 20:30, 0] > 0.11)  # the level holds through the speech
+    share = PowerAverage((1,), 8.0, "share")(masks, magnitude)
+    assert own < share[1, 29, 0] < 0.06  # the share rule's level sinks towards the frames' guess
 
 
 def test_a_separator_averages_its_noise_and_refuses_a_missing_source():
@@ -73,6 +111,8 @@ def test_a_separator_averages_its_noise_and_refuses_a_missing_source():
     plain = Separator(sep.members, RATE, sep.options.replace(average_seconds=0.0)).gains(spec)
     frames = 0.5 * RATE / sep.options.features.hop_length
     np.testing.assert_allclose(sep.gains(spec), reference_average(plain, np.abs(spec), (1,), frames), atol=1e-5)
+    share = Separator(sep.members, RATE, sep.options.replace(average_rule="share")).gains(spec)
+    np.testing.assert_allclose(share, reference_average(plain, np.abs(spec), (1,), frames, "share"), atol=1e-5)
     # streamed (a lag covering the mixture): the offline masks' separation, average included
     mixture = low_tones(rng, 2) + high_noise(rng, 2)
     streamed = np.concatenate([part["tones"] for part in sep.stream(np.array_split(mixture, 9), lag=5.0)])
@@ -95,8 +135,13 @@ def test_a_separator_saved_before_averaging_loads_without_it(tmp_path):
     sep = fit_separator({"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}, RATE, n_states=3, max_iter=3,
                         emission="complex_gaussian", n_models=1)
     folder = sep.save(tmp_path / "now")
-    assert load(folder).options.inference.average_seconds == 0.25 and load(folder).power_average().sources == (1,)
+    assert load(folder).options.inference.average_seconds == 0.5 and load(folder).power_average().sources == (1,)
+    assert load(folder).power_average().rule == "presence"
     meta = json.loads((folder / "separator.json").read_text())
+    meta["format_version"] = 9
+    del meta["options"]["inference"]["average_rule"]
+    (folder / "separator.json").write_text(json.dumps(meta))
+    assert load(folder).power_average().rule == "share"  # format 9 averaged the masks' power, and still does
     meta["format_version"] = 8
     for key in ("average", "average_seconds"):
         del meta["options"]["inference"][key]

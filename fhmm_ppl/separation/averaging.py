@@ -28,11 +28,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from fhmm_ppl.settings import check_noise_sources
+from fhmm_ppl.settings import AVERAGE_RULES as RULES, check_noise_sources
 
 
 class PowerAverage:
-    """The recursive average of chosen sources' power over a mixture's frames, block after block.
+    """A running average of chosen sources' power over a mixture's frames, block after block.
 
     Call it on consecutive blocks of masks (a whole mixture is one block); it keeps the
     averages of the last frame, so a stream's blocks give the whole mixture's numbers.
@@ -41,16 +41,23 @@ class PowerAverage:
         sources: the indices (in the masks' source order) of the sources whose power is averaged.
         frames: the average's time constant in frames, ``average_seconds * sample_rate / hop`` (at
             most 1 means no averaging).
+        rule: ``"presence"`` (each frame pulls the level towards ``|y|^2`` by its weight ``m^2``,
+            from a weighted mean at the start) or ``"share"`` (the average of ``m^2 |y|^2`` from the
+            first frame's; separators saved in format 9).
     """
 
-    def __init__(self, sources: Sequence[int], frames: float) -> None:
+    def __init__(self, sources: Sequence[int], frames: float, rule: str = "presence") -> None:
+        if rule not in RULES:
+            raise ValueError(f"unknown averaging rule {rule!r}; one of {', '.join(RULES)}")
         self.sources = tuple(sources)
-        self.coefficient = 1.0 / max(float(frames), 1.0)
-        self.state = None  # per averaged source, the average at the last frame seen: (len(sources), F)
+        self.frames = max(float(frames), 1.0)
+        self.rule = rule
+        self.state = None  # per averaged source, the level at the last frame seen: (len(sources), F)
+        self.weight = None  # "presence": per averaged source, the weight seen so far: (len(sources), F)
 
     @property
     def active(self) -> bool:
-        return bool(self.sources) and self.coefficient < 1.0
+        return bool(self.sources) and self.frames > 1.0
 
     def __call__(self, masks: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
         """Masks ``(K, n, F)`` of ``n`` frames with the chosen sources' power averaged, for the
@@ -58,15 +65,42 @@ class PowerAverage:
         if not self.active or masks.shape[1] == 0:
             return masks
         chosen = list(self.sources)
-        power = np.asarray(masks, np.float64) ** 2 * (np.abs(spectrum).astype(np.float64) ** 2)[None]  # (K, n, F)
-        c = self.coefficient
-        start = power[chosen, 0] if self.state is None else self.state
-        averaged, _ = lfilter([c], [1.0, c - 1.0], power[chosen], axis=1, zi=((1.0 - c) * start)[:, None])
-        self.state = averaged[:, -1]
-        power[chosen] = averaged
+        mixture_power = np.abs(spectrum).astype(np.float64) ** 2  # (n, F)
+        power = np.asarray(masks, np.float64) ** 2 * mixture_power[None]  # (K, n, F)
+        if self.rule == "presence":
+            power[chosen] = self._presence(np.asarray(masks, np.float64)[chosen] ** 2, mixture_power, power[chosen])
+        else:
+            power[chosen] = self._share(power[chosen])
         total = power.sum(axis=0)
         out = power / np.where(total > 0, total, 1.0)
         return np.where(total > 0, out, masks).astype(np.float32)
+
+    def _share(self, power: np.ndarray) -> np.ndarray:
+        """``a_t = (1 - c) a_{t-1} + c e_t`` over ``power (S, n, F)``, from the first frame's."""
+        c = 1.0 / self.frames
+        start = power[:, 0] if self.state is None else self.state
+        averaged, _ = lfilter([c], [1.0, c - 1.0], power, axis=1, zi=((1.0 - c) * start)[:, None])
+        self.state = averaged[:, -1]
+        return averaged
+
+    def _presence(self, weights: np.ndarray, mixture_power: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """``a_t = a_{t-1} + k_t (|y_t|^2 - a_{t-1})``, ``k_t = w_t max(1 / W_t, c)`` with ``W_t`` the
+        weights ``w (S, n, F)`` summed so far: from the first frame's own power ``power (S, n, F)``
+        (worth one frame), the weighted mean of ``|y|^2`` until the weights reach the time
+        constant's frames, a weighted recursive average after."""
+        level, seen, first = self.state, self.weight, 0
+        if level is None:
+            level, seen, first = power[:, 0].copy(), np.ones_like(power[:, 0]), 1
+        floor = 1.0 / self.frames
+        out = np.empty_like(weights)
+        out[:, :first] = level[:, None]
+        for t in range(first, weights.shape[1]):
+            w = weights[:, t]
+            seen = seen + w
+            level = level + w * np.maximum(1.0 / seen, floor) * (mixture_power[t] - level)
+            out[:, t] = level
+        self.state, self.weight = level, seen
+        return out
 
 
 def source_indices(wanted: Sequence[str], names: Sequence[str]) -> tuple[int, ...]:

@@ -11,7 +11,8 @@ the ensemble's later model sets under ``model<i>/``. Older formats read as they 
 - formats 2-6 had no semi-supervised separators (format 7's optional ``adaptation``: the sources
   learnt on each mixture, which an unadapted separator has no parameters for);
 - formats 2-7 did not refine the trained spectra on each mixture (``inference.refine_iter`` 0).
-- formats 2-8 took the noise's power in the masks frame by frame (``inference.average_seconds`` 0).
+- formats 2-8 took the noise's power in the masks frame by frame (``inference.average_seconds`` 0);
+- format 9 averaged it as the power its mask gave it (``inference.average_rule`` ``share``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 9
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9)
+FORMAT_VERSION = 10
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10)
 
 
 def _prefix(index: int) -> str:
@@ -114,6 +115,8 @@ def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, S
             meta["options"].setdefault("inference", {}).setdefault("refine_iter", 0)
         if 6 <= version < 9:
             meta["options"].setdefault("inference", {}).setdefault("average_seconds", 0.0)
+        if 6 <= version < 10:
+            meta["options"].setdefault("inference", {}).setdefault("average_rule", "share")
         options = (SeparatorOptions.model_validate(meta["options"]) if version >= 6
                    else options_from_flat(meta["options"], version))
         required = (["psd"] if options.soft_mask != "dominance" else []) + (["dictionaries"] if options.dictionary_size else [])
