@@ -182,8 +182,9 @@ class InferenceSettings(Strict):
     (``None``: the emission's default; 0: no refinement; ``separation.refinement``). By default
     the source named ``noise``, where there is one: on real speech refining the noise gains most,
     refining the speech too loses on recorded dishes (docs/benchmarks.md). ``average``: sources
-    whose power the masks take as a running average over ``average_seconds`` (0: none) instead
-    of frame by frame (``separation.averaging``; by default the source named ``noise``).
+    whose power the masks take as a level tracked over ``average_seconds`` (0: none) instead of
+    frame by frame, by ``average_rule`` (``separation.averaging``; by default the source named
+    ``noise``, tracked by its presence).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
