@@ -84,3 +84,12 @@ def test_validation_runs_no_plugin_and_expands_no_glob(tmp_path):
     mma = parse_config({"data": {"source": "mma", "root": str(tmp_path / "absent")}})
     with pytest.raises(ConfigError, match="^data: root '.*absent' is not a folder; download"):
         prepare(mma)
+
+
+def test_a_bad_averaging_rule_is_one_line(tmp_path):
+    path = tmp_path / "rule.yaml"
+    path.write_text(yaml.safe_dump({"name": "rule", "inference": {"average_rule": "mean"}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: inference.average_rule: Input should be 'presence' or 'share' (got 'mean')"
+    assert load_config(path, ["inference.average_rule=share"]).inference.average_rule == "share"
