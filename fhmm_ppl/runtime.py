@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -102,6 +104,20 @@ def enable_compilation_cache(min_compile_seconds: float = 0.0) -> Path:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor, and none set later
     return folder
+
+
+@contextmanager
+def without_compilation_cache() -> Iterator[None]:
+    """JAX's persistent compilation cache off inside the block, as it was after. Writing NumPyro's
+    SVI programs to the cache (``executable.serialize()``) crashed the process with a segmentation
+    fault in XLA-CPU (JAX 0.10.2) in two of about ten CI runs, both in the SVI test of
+    ``tests/test_training.py``; SVI runs without it (its programs compile in seconds, once per fit)."""
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
 
 
 #: The sizes frame counts are padded up to (``frame_bucket``): ``m * 2**e`` frames for ``m`` in

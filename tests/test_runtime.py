@@ -6,6 +6,8 @@ import sys
 import textwrap
 import threading
 
+import pytest
+
 from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside
 
 
@@ -57,3 +59,16 @@ def test_every_kernel_is_cached_and_read_back_by_a_fresh_process(tmp_path):
     written, _ = map(int, first_counts.split())
     assert written >= 1 and len(list((tmp_path / "jax").iterdir())) >= written
     assert second_counts.split() == ["0", str(written)]  # nothing compiled again: every kernel read back
+
+
+def test_without_compilation_cache_turns_it_off_inside_and_back_after():
+    import jax
+
+    from fhmm_ppl.runtime import without_compilation_cache
+
+    assert jax.config.jax_enable_compilation_cache
+    with pytest.raises(RuntimeError):
+        with without_compilation_cache():
+            assert not jax.config.jax_enable_compilation_cache
+            raise RuntimeError("restored even so")
+    assert jax.config.jax_enable_compilation_cache
