@@ -6,9 +6,10 @@ import sys
 import textwrap
 import threading
 
+import jax
 import pytest
 
-from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside
+from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside, without_compilation_cache
 
 
 def test_run_beside_runs_the_second_callable_on_the_helper_thread():
@@ -62,10 +63,6 @@ def test_every_kernel_is_cached_and_read_back_by_a_fresh_process(tmp_path):
 
 
 def test_without_compilation_cache_turns_it_off_inside_and_back_after():
-    import jax
-
-    from fhmm_ppl.runtime import without_compilation_cache
-
     assert jax.config.jax_enable_compilation_cache
     with pytest.raises(RuntimeError):
         with without_compilation_cache():

@@ -39,7 +39,7 @@ from fhmm_ppl.settings import AVERAGE_RULES as RULES, check_noise_sources
 
 
 class PowerAverage:
-    """A running average of chosen sources' power over a mixture's frames, block after block.
+    """A tracked level of chosen sources' power over a mixture's frames, block after block.
 
     Call it on consecutive blocks of masks (a whole mixture is one block); it keeps the
     averages of the last frame, so a stream's blocks give the whole mixture's numbers.
@@ -73,9 +73,10 @@ class PowerAverage:
             return masks
         chosen = list(self.sources)
         mixture_power = np.abs(spectrum).astype(np.float64) ** 2  # (n, F)
-        power = np.asarray(masks, np.float64) ** 2 * mixture_power[None]  # (K, n, F)
+        squared = np.asarray(masks, np.float64) ** 2  # (K, n, F): the presence rule's weights
+        power = squared * mixture_power[None]
         if self.rule == "presence":
-            power[chosen] = self._presence(np.asarray(masks, np.float64)[chosen] ** 2, mixture_power, power[chosen])
+            power[chosen] = self._presence(squared[chosen], mixture_power, power[chosen, 0])
         else:
             power[chosen] = self._share(power[chosen])
         total = power.sum(axis=0)
@@ -90,14 +91,14 @@ class PowerAverage:
         self.state = averaged[:, -1]
         return averaged
 
-    def _presence(self, weights: np.ndarray, mixture_power: np.ndarray, power: np.ndarray) -> np.ndarray:
+    def _presence(self, weights: np.ndarray, mixture_power: np.ndarray, first_power: np.ndarray) -> np.ndarray:
         """``a_t = a_{t-1} + k_t (|y_t|^2 - a_{t-1})``, ``k_t = w_t max(1 / W_t, c)`` with ``W_t`` the
-        weights ``w (S, n, F)`` summed so far: from the first frame's own power ``power (S, n, F)``
-        (worth one frame), the weighted mean of ``|y|^2`` until the weights reach the time
-        constant's frames, a weighted recursive average after."""
+        weights ``w (S, n, F)`` summed so far: from the block's first frame's own power
+        ``first_power (S, F)`` where the stream starts (worth one frame), the weighted mean of
+        ``|y|^2`` until the weights reach the time constant's frames, a weighted recursive average after."""
         level, seen, first = self.state, self.weight, 0
         if level is None:
-            level, seen, first = power[:, 0].copy(), np.ones_like(power[:, 0]), 1
+            level, seen, first = first_power.copy(), np.ones_like(first_power), 1
         floor = 1.0 / self.frames
         out = np.empty_like(weights)
         out[:, :first] = level[:, None]
