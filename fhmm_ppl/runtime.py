@@ -10,6 +10,8 @@ Sequential JAX computations (scans, loops over small chunks) run on one core on
 XLA-CPU; where two independent ones exist (a smoother's forward and backward
 passes, two halves of a batch of frames) ``run_beside`` runs the second on a
 helper thread while the caller runs the first (JAX releases the GIL while a computation runs).
+Where several independent pipelines exist (an ensemble's model sets), ``run_each`` runs them
+on threads of their own, each pipeline's inner work in turn.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 _HELPER: ThreadPoolExecutor | None = None
+_WORKERS: ThreadPoolExecutor | None = None
 _HELPER_LOCK = threading.Lock()
+#: Threads of ``run_each``: more than the cores, so that uneven pipelines keep every core busy.
+EACH_THREADS = 4
 _THREAD = threading.local()
 
 
@@ -59,6 +64,12 @@ def _helper_thread() -> ThreadPoolExecutor:
         return _HELPER
 
 
+def _in_turn() -> bool:
+    """Whether work handed on from this thread runs in turn here: in a helper thread (its pool would
+    otherwise wait for itself) or a one-thread process."""
+    return getattr(_THREAD, "is_helper", False) or os.environ.get(ONE_THREAD) == "1"
+
+
 def run_beside(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     """``(first(), second())``, ``second`` running on the helper thread while this thread runs
     ``first``. Called from the helper thread itself (work handed to it that hands work on), both
@@ -67,16 +78,35 @@ def run_beside(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     Each callable should block until its result is ready (``jax.block_until_ready``), so the
     two computations really overlap.
     """
-    if getattr(_THREAD, "is_helper", False) or os.environ.get(ONE_THREAD) == "1":
+    if _in_turn():
         return first(), second()
     pending = _helper_thread().submit(second)
     return first(), pending.result()
 
 
+def run_each(function: Callable[[A], B], items) -> list[B]:
+    """``[function(item) for item in items]``, the items on ``EACH_THREADS`` threads at once: for
+    independent pipelines of sequential computations, such as an ensemble's model sets, which
+    together keep both cores busy where each alone leaves one idle (measured in
+    docs/benchmarks.md). ``run_beside`` inside ``function`` runs its two computations in turn.
+    One item, a helper thread or a one-thread process: all in turn on this thread. Each call of
+    ``function`` should block until its result is ready."""
+    items = list(items)
+    if len(items) < 2 or _in_turn():
+        return [function(item) for item in items]
+    global _WORKERS
+    with _HELPER_LOCK:
+        if _WORKERS is None:
+            _WORKERS = ThreadPoolExecutor(max_workers=EACH_THREADS, thread_name_prefix="fhmm-each",
+                                          initializer=_mark_helper)
+        workers = _WORKERS
+    return [pending.result() for pending in [workers.submit(function, item) for item in items]]
+
+
 def _forget_helper_after_fork() -> None:
-    # A forked child inherits the executor but not its thread: work submitted there would wait forever.
-    global _HELPER, _HELPER_LOCK
-    _HELPER, _HELPER_LOCK = None, threading.Lock()
+    # A forked child inherits the executors but not their threads: work submitted there would wait forever.
+    global _HELPER, _WORKERS, _HELPER_LOCK
+    _HELPER, _WORKERS, _HELPER_LOCK = None, None, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_helper_after_fork)

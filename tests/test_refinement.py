@@ -77,8 +77,8 @@ def test_refinement_never_lowers_its_objective_and_moves_only_the_named_sources(
     assert refined.options.refine_iter == 0 and refined.refined_sources == []
 
 
-def test_refine_spectra_over_sets_is_set_by_set(separators, mismatch):
-    """The ensemble's batched program and one set at a time give the same spectra."""
+def test_refine_models_side_by_side_is_set_by_set(separators, mismatch):
+    """The ensemble's sets refined on threads side by side give each set's own spectra and objective."""
     from fhmm_ppl.audio.features import stft
     from fhmm_ppl.separation.refinement import refine_models
 

@@ -1,4 +1,5 @@
-"""Runtime settings: the helper thread that runs a second computation beside the caller's; the compilation cache."""
+"""Runtime settings: the helper thread that runs a second computation beside the caller's, the threads
+that run independent pipelines side by side; the compilation cache."""
 
 import os
 import subprocess
@@ -6,7 +7,9 @@ import sys
 import textwrap
 import threading
 
-from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside
+import pytest
+
+from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside, run_each
 
 
 def test_run_beside_runs_the_second_callable_on_the_helper_thread():
@@ -33,6 +36,30 @@ def test_work_handed_to_the_helper_that_hands_work_on_does_not_wait_for_itself()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(1, (2, 3))"
+
+
+def test_run_each_keeps_the_order_runs_on_its_threads_and_inner_work_in_turn():
+    barrier = threading.Barrier(3, timeout=10)  # three items at once, or the barrier times out
+
+    def work(item):
+        barrier.wait()
+        inner = run_beside(lambda: threading.current_thread().name, lambda: threading.current_thread().name)
+        return item, threading.current_thread().name, inner
+
+    out = run_each(work, [3, 1, 2])
+    assert [item for item, _, _ in out] == [3, 1, 2]
+    assert len({name for _, name, _ in out}) == 3 and all(name.startswith("fhmm-each") for _, name, _ in out)
+    assert all(inner == (name, name) for _, name, inner in out)
+
+
+def test_run_each_runs_in_turn_here_for_one_item_or_one_thread_and_passes_errors_on(monkeypatch):
+    here = threading.current_thread()
+    assert run_each(lambda _: threading.current_thread(), [0]) == [here]
+    monkeypatch.setenv(ONE_THREAD, "1")
+    assert run_each(lambda _: threading.current_thread(), [0, 1]) == [here, here]
+    monkeypatch.delenv(ONE_THREAD)
+    with pytest.raises(ZeroDivisionError):
+        run_each(lambda item: 1 / item, [1, 0])
 
 
 def test_every_kernel_is_cached_and_read_back_by_a_fresh_process(tmp_path):

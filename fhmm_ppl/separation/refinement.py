@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from fhmm_ppl.runtime import frame_bucket
+from fhmm_ppl.runtime import frame_bucket, run_each
 from fhmm_ppl.separation.adaptation import e_step
 from fhmm_ppl.separation.averaging import source_indices
 from fhmm_ppl.separation.storage import SourceModel
@@ -64,14 +64,13 @@ def refine_spectra(log_init, log_trans, psd, power, length, strength, n_iter: in
         and ``(n_iter,)`` ``log p(y | psd) + log p(psd)`` before each iteration (the one after the
         last would cost one more E-step, which separating does not need).
     """
-    return _program(int(n_iter), tuple(chains), False)(log_init, log_trans, psd, power, length, strength)
+    return _program(int(n_iter), tuple(chains))(log_init, log_trans, psd, power, length, strength)
 
 
 @lru_cache(maxsize=None)
-def _program(n_iter: int, chains: tuple, over_sets: bool):
-    """The compiled refinement for one model set, or (``over_sets``) vmapped over a leading axis
-    of model sets with the same state counts: one batched program for an ensemble, whose larger
-    matrix products run faster per set on a CPU."""
+def _program(n_iter: int, chains: tuple):
+    """The compiled refinement of one model set (an ensemble's sets run side by side on threads,
+    ``runtime.run_each``: one program vmapped over the sets ran on one core, 1.5 times slower)."""
 
     def run(log_init, log_trans, psd, power, length, strength):
         anchor = tuple(psd)
@@ -88,7 +87,7 @@ def _program(n_iter: int, chains: tuple, over_sets: bool):
 
         return jax.lax.scan(iteration, anchor, None, length=n_iter)
 
-    return jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None)) if over_sets else run)
+    return jax.jit(run)
 
 
 def refine_models(members, names, power: np.ndarray, emission, strength: float, n_iter: int) -> tuple[list, np.ndarray]:
@@ -104,23 +103,18 @@ def refine_models(members, names, power: np.ndarray, emission, strength: float, 
     n_frames = power.shape[0]
     padded = jnp.asarray(np.pad(power, [(0, frame_bucket(n_frames) - n_frames), (0, 0)]))
     chains = source_indices(names, list(members[0]))
-    program = _program(int(n_iter), chains, True)
+    program = _program(int(n_iter), chains)
 
-    def batch(sets):
-        """Refined spectra per set and objectives ``(len(sets), n_iter)`` of sets sharing state counts."""
-        def stacked(read):
-            return tuple(jnp.asarray(np.stack([read(s) for s in sources]), jnp.float32)
-                         for sources in zip(*(m.values() for m in sets)))
+    def one(member):
+        """One set refined: ``({name: SourceModel}, objective (n_iter,))``."""
+        def read(field):
+            return tuple(jnp.asarray(field(s), jnp.float32) for s in member.values())
 
-        refined, objective = program(stacked(lambda s: np.log(s.init)), stacked(lambda s: np.log(s.trans)),
-                                     stacked(lambda s: s.emission["psd"]), padded, n_frames, float(strength))
-        return [tuple(v[i] for v in refined) for i in range(len(sets))], np.asarray(objective)
+        psd, objective = program(read(lambda s: np.log(s.init)), read(lambda s: np.log(s.trans)),
+                                 read(lambda s: s.emission["psd"]), padded, n_frames, float(strength))
+        refined = {name: SourceModel(s.init, s.trans, emission.with_spectra(s.emission, np.asarray(v))) if k in chains
+                   else s for k, ((name, s), v) in enumerate(zip(member.items(), psd))}
+        return refined, np.asarray(objective, np.float64)
 
-    # one batched program where every set has the same state counts, else a batch of one per set
-    same = len({tuple(s.init.shape[0] for s in m.values()) for m in members}) == 1
-    results = [batch(members)] if same else [batch([m]) for m in members]
-    per_set = [psd for spectra, _ in results for psd in spectra]
-    objective = np.concatenate([obj for _, obj in results])
-    out = [{name: SourceModel(s.init, s.trans, emission.with_spectra(s.emission, np.asarray(v))) if k in chains else s
-            for k, ((name, s), v) in enumerate(zip(m.items(), psd))} for m, psd in zip(members, per_set)]
-    return out, np.asarray(objective, np.float64)
+    results = run_each(one, members)
+    return [refined for refined, _ in results], np.stack([objective for _, objective in results])

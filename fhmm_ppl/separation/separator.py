@@ -4,7 +4,8 @@ The source HMMs become the chains of a factorial HMM; the posterior over the mix
 states (exact, or structured mean field where the planner says so and the emission has it), with
 the frames' log-likelihoods scaled by ``options.evidence_scale``, makes each source's mask
 (``masks``), and the masked mixture STFT is inverted with the mixture's phase. An ensemble
-(``n_models`` sets of source models) averages its sets' masks.
+(``n_models`` sets of source models) averages its sets' masks, each set's pipeline on a thread of
+its own (``runtime.run_each``).
 
 Every JAX step after the STFT runs on frames padded at the end to a ``runtime.frame_bucket``
 size, so that a mixture of a new length reuses the kernels compiled (in this process, or in an
@@ -23,7 +24,7 @@ import numpy as np
 
 from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import istft, stft
-from fhmm_ppl.runtime import frame_bucket
+from fhmm_ppl.runtime import frame_bucket, run_each
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
 from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
@@ -187,9 +188,12 @@ class Separator:
         mixture = self._mixture(mixture_stft)
         method = self._plan(mixture.frames.shape[0]).method
         scale = self.options.evidence_scale
-        per_set = [self.mask.make(infer(models, self.emission, mixture.frames, scale, method, self.mask.form, n_frames),
-                                  models, mixture, self.emission) for models in self.sets]
-        return self._finish(per_set, n_frames, mixture_stft, self.power_average())
+
+        def masks(models):
+            posterior = infer(models, self.emission, mixture.frames, scale, method, self.mask.form, n_frames)
+            return np.asarray(self.mask.make(posterior, models, mixture, self.emission))
+
+        return self._finish(run_each(masks, self.sets), n_frames, mixture_stft, self.power_average())
 
     def state_oracle_gains(self, mixture_stft: np.ndarray, source_stfts) -> np.ndarray:
         """Masks ``(K, T, F)`` made as ``gains`` makes them, from the states each source model finds in
