@@ -116,13 +116,13 @@ def _run(config: Path, overrides: list, debug: bool, serve_artifacts: bool = Fal
         from fhmm_ppl.experiment.prepare import prepare
         from fhmm_ppl.experiment.runner import run_experiment
         from fhmm_ppl.experiment.sweep import run_sweep, sweep_table
-        from fhmm_ppl.experiment.tracking import Terminated, terminate_raises
+        from fhmm_ppl.experiment.interrupts import Terminated, signals_raise
 
         for _, variant in cfg.variants():  # errors name the file, before any run is created
             prepare(variant, str(config))
 
         progress = lambda items, desc: tqdm(items, desc=desc, leave=False)
-        with terminate_raises():
+        with signals_raise():
             if cfg.sweep.active:
                 result = run_sweep(cfg, progress=progress, on_status=lambda line: typer.echo(line),
                                    serve_artifacts=serve_artifacts)

@@ -71,6 +71,65 @@ def test_sigterm_ends_a_sweep_parent_and_its_running_child_killed(tmp_path):
     assert len(runs) == 2 and all(r.info.status == "KILLED" and r.info.end_time for r in runs)
 
 
+DROPPED = """
+import os, signal, sys, time
+from fhmm_ppl.experiment.interrupts import Terminated, signals_raise
+
+class SendsInItsFinaliser:
+    def __del__(self):
+        os.kill(os.getpid(), signal.{signal})
+        for _ in range(10000):  # Python runs the handler here, where an exception is dropped
+            pass
+
+with signals_raise() if sys.argv[1] == "inside" else open(os.devnull):
+    try:
+        SendsInItsFinaliser()
+        for _ in range(100):
+            time.sleep(0.01)
+    except (KeyboardInterrupt, Terminated) as err:
+        sys.exit(f"raised {{type(err).__name__}}")
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("name, where, expected", [("SIGTERM", "inside", "raised Terminated"),
+                                                   ("SIGINT", "inside", "raised KeyboardInterrupt"),
+                                                   ("SIGINT", "outside", "finished")])
+def test_a_signal_whose_exception_a_finaliser_dropped_is_raised_again(name, where, expected):
+    """A signal's handler may run inside a finaliser or a garbage-collection callback (JAX's, at
+    every collection), which drops its exception; a CLI run then went on and ended FINISHED. Outside
+    ``signals_raise`` the exception is dropped (the control)."""
+    done = subprocess.run([sys.executable, "-c", DROPPED.format(signal=name), where], capture_output=True,
+                          text=True, timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert expected in done.stdout + done.stderr, done.stderr[-2000:]
+    assert ("Exception ignored" in done.stderr) == (where == "outside")
+
+
+IN_A_TRANSACTION = """
+import os, signal, sys, time
+from fhmm_ppl.experiment.interrupts import Terminated, signals_raise
+
+STORE = "def commit():\\n    os.kill(os.getpid(), signal.SIGTERM)\\n    time.sleep(0.3)\\n    return 'committed'\\n"
+scope = {"__name__": "sqlalchemy.orm.session", "os": os, "signal": signal, "time": time}
+exec(STORE, scope)  # a function of the store's modules, as SQLAlchemy's own would be
+with signals_raise():
+    try:
+        print(scope["commit"](), flush=True)
+        for _ in range(100):
+            time.sleep(0.01)
+    except Terminated:
+        sys.exit("raised after the commit")
+print("finished")
+"""
+
+
+def test_a_signal_waits_for_the_tracking_store_transaction_then_raises():
+    """SIGTERM cut a run's SQLite transaction in two, whose lock then kept the run from being marked
+    KILLED; it now waits for the store's code to return."""
+    done = subprocess.run([sys.executable, "-c", IN_A_TRANSACTION], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "committed\n" and "raised after the commit" in done.stderr, done.stderr[-2000:]
+
+
 ONE_RUN = """
 import sys, mlflow
 from fhmm_ppl.experiment.tracking import open_experiment

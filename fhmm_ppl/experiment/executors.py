@@ -93,8 +93,9 @@ class RayExecutor:
     def __enter__(self) -> "RayExecutor":
         ray = self._ray
         # Ray's core worker installs a C-level SIGTERM handler that aborts the process; put back the
-        # Python one (the runner's, which ends the runs KILLED) as Python still records it.
-        handler = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        # Python ones (the CLI's, which end the runs KILLED) as Python still records them.
+        handlers = ({signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+                    if threading.current_thread() is threading.main_thread() else {})
         if not ray.is_initialized():
             quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
             if self.address:
@@ -102,8 +103,8 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
             self._started = True
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         if cpus < self.cpus_per_task:
             raise ValueError(f"sweep.cpus_per_task is {self.cpus_per_task}, but the Ray cluster has {cpus:g} CPUs")

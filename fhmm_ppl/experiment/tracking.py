@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
-import threading
 import traceback
 from pathlib import Path
 from typing import Iterator, Optional
 
 import mlflow
 from mlflow.tracking import MlflowClient
+
+from fhmm_ppl.experiment.interrupts import Terminated
 
 
 
@@ -84,28 +84,6 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
         if found is not None:
             return client, found.experiment_id
         return client, client.create_experiment(name, artifact_location=artifact_root(uri))
-
-
-class Terminated(BaseException):
-    """Raised in the main thread when the process receives SIGTERM (as KeyboardInterrupt is for SIGINT)."""
-
-
-@contextlib.contextmanager
-def terminate_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises ``Terminated`` in the main thread, so runs end as they do on Ctrl-C
-    (schedulers, containers and CI send SIGTERM). Outside the main thread it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
