@@ -179,7 +179,9 @@ class InferenceSettings(Strict):
     (two gain on real speech over one: docs/benchmarks.md). ``refine``: trained sources whose
     state spectra are re-estimated on each mixture before separating, held near their training
     by a prior worth ``refine_strength`` frames per state, in ``refine_iter`` EM iterations
-    (``None``: the emission's default; 0: no refinement; ``separation.refinement``). By default
+    (``None``: the emission's default; 0: no refinement; ``separation.refinement``) whose
+    E-steps read every ``refine_stride``-th frame (twice as fast at 2, as good on real speech:
+    docs/benchmarks.md). By default
     the source named ``noise``, where there is one: on real speech refining the noise gains most,
     refining the speech too loses on recorded dishes (docs/benchmarks.md). ``average``: sources
     whose power the masks take as a level tracked over ``average_seconds`` (0: none) instead of
@@ -195,9 +197,17 @@ class InferenceSettings(Strict):
     refine: list[str] = Field(default_factory=lambda: list(NOISE_SOURCES))
     refine_iter: Optional[int] = Field(None, ge=0, le=1000)
     refine_strength: float = Field(10.0, gt=1, le=1e6, allow_inf_nan=False)
+    refine_stride: int = Field(2, ge=1, le=16)
     average: list[str] = Field(default_factory=lambda: list(NOISE_SOURCES))
     average_seconds: float = Field(AVERAGE_SECONDS, ge=0, le=3600, allow_inf_nan=False)
     average_rule: AverageRule = "presence"
+
+    @model_validator(mode="after")
+    def _prior_outweighs_a_frame(self) -> "InferenceSettings":
+        if self.refine_strength <= self.refine_stride:
+            raise ValueError(f"refine_strength ({self.refine_strength:g}) must exceed refine_stride "
+                             f"({self.refine_stride}): the prior weighs refine_strength / refine_stride frames read")
+        return self
 
     @field_validator("refine", "average", mode="before")
     @classmethod

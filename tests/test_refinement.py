@@ -10,7 +10,7 @@ from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator, load
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.separator import Separator
-from fhmm_ppl.separation.refinement import inverse_gamma_log_prior, refine_spectra
+from fhmm_ppl.separation.refinement import inverse_gamma_log_prior, refine_models, refine_spectra, strided
 from fhmm_ppl.settings import SettingError
 from test_separation import RATE, high_noise, low_tones
 
@@ -77,22 +77,46 @@ def test_refinement_never_lowers_its_objective_and_moves_only_the_named_sources(
     assert refined.options.refine_iter == 0 and refined.refined_sources == []
 
 
-def test_refine_models_side_by_side_is_set_by_set(separators, mismatch):
-    """The ensemble's sets refined on threads side by side give each set's own spectra and objective."""
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_refine_models_side_by_side_is_set_by_set_on_the_frames_read(separators, mismatch, stride):
+    """The ensemble's sets refined on threads side by side give each set's own spectra and objective;
+    at a stride, those of refinement on the frames read, with transitions ``A^stride`` and the prior
+    weighing ``strength / stride`` frames."""
     from fhmm_ppl.audio.features import stft
-    from fhmm_ppl.separation.refinement import refine_models
 
     _, refs = mismatch
     sep = separators["complex_gaussian"]
     power = np.abs(stft(refs.sum(0), sep.options.stft)) ** 2
-    batched, objective = refine_models(sep.members, ["noise"], power, sep.emission, 20.0, 4)
+    batched, objective = refine_models(sep.members, ["noise"], power, sep.emission, 20.0, 4, stride)
+    read = power[::stride]
     for member, together, values in zip(sep.members, batched, objective):
+        trans = [np.linalg.multi_dot([m.trans.astype(np.float64)] * stride) if stride > 1 else m.trans
+                 for m in member.values()]
         psd, alone = refine_spectra(tuple(jnp.log(jnp.asarray(m.init)) for m in member.values()),
-                                    tuple(jnp.log(jnp.asarray(m.trans)) for m in member.values()),
+                                    tuple(jnp.log(jnp.asarray(a, jnp.float32)) for a in trans),
                                     tuple(jnp.asarray(m.emission["psd"]) for m in member.values()),
-                                    jnp.asarray(power, jnp.float32), power.shape[0], 20.0, 4, (1,))
+                                    jnp.asarray(read, jnp.float32), read.shape[0], 20.0 / stride, 4, (1,))
         np.testing.assert_allclose(together["noise"].emission["psd"], psd[1], rtol=1e-4)
         np.testing.assert_allclose(values, alone, rtol=1e-5)
+        np.testing.assert_array_equal(together["noise"].trans, member["noise"].trans)  # kept as trained
+
+
+def test_strided_transitions_are_the_chain_seen_at_every_stride_th_frame():
+    """Posteriors on every third frame with ``A^3`` are those of every frame with the frames between
+    carrying no evidence (log-likelihood 0): the chain marginalised over the frames not read."""
+    from fhmm_ppl import hmm
+
+    rng = np.random.default_rng(3)
+    chains = [(rng.dirichlet(np.ones(n)), rng.dirichlet(np.ones(n), size=n)) for n in (3, 4)]
+    read = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    every = np.zeros((13, 3, 4), np.float32)
+    every[::3] = read
+    log = lambda arrays: [jnp.log(jnp.asarray(a, jnp.float32)) for a in arrays]
+    full = hmm.posteriors(log(c[0] for c in chains), log(c[1] for c in chains), jnp.asarray(every))
+    seen = hmm.posteriors(log(c[0] for c in chains), log(strided(c[1], 3) for c in chains), jnp.asarray(read))
+    for a, b in zip(full.marginals, seen.marginals):
+        np.testing.assert_allclose(np.asarray(a)[::3], b, atol=1e-5)
+    np.testing.assert_allclose(full.log_marginal, seen.log_marginal, rtol=1e-5)
 
 
 @pytest.mark.parametrize("emission", ["complex_gaussian", "log_mel", "logmax"])
@@ -122,7 +146,7 @@ def test_a_stronger_anchor_moves_the_spectra_less(separators, mismatch):
     sep = separators["log_mel"]
     trained = sep.members[0]["noise"].emission["psd"]
     moved = []
-    for strength in (2.0, 20.0, 1e3, 1e6):
+    for strength in (2.5, 20.0, 1e3, 1e6):
         refined = sep.__class__(sep.members, sep.sample_rate, sep.options.replace(refine_strength=strength))
         psd = refined.refine(refs.sum(0)).members[0]["noise"].emission["psd"]
         moved.append(float(np.mean(np.abs(np.log(psd / trained)))))
@@ -150,6 +174,11 @@ def test_refinement_settings():
         SeparatorOptions.from_flat(refine_strength=1.0)  # an inverse gamma needs tau > 1
     with pytest.raises(ValueError, match="refine_iter"):
         SeparatorOptions.from_flat(refine_iter=-1)
+    assert SeparatorOptions().inference.refine_stride == 2
+    with pytest.raises(ValueError, match=r"refine_strength \(3\) must exceed refine_stride \(4\)"):
+        SeparatorOptions.from_flat(refine_strength=3.0, refine_stride=4)  # 3 / 4 frames read: no inverse gamma
+    with pytest.raises(ValueError, match="refine_stride"):
+        SeparatorOptions.from_flat(refine_stride=0)
 
 
 def test_refinement_is_refused_where_the_emission_cannot_take_it(monkeypatch):
@@ -192,6 +221,18 @@ def test_a_separator_saved_before_refinement_loads_without_it(separators, tmp_pa
     (folder / "separator.json").write_text(json.dumps(meta))
     old = load(folder)  # format 7 separated with the spectra as trained, and still does
     assert old.options.refine_iter == 0 and old.refined_sources == []
+
+
+def test_a_separator_saved_before_strides_refines_on_every_frame(separators, tmp_path):
+    import json
+
+    folder = separators["log_mel"].save(tmp_path / "now")
+    assert load(folder).options.inference.refine_stride == 2
+    meta = json.loads((folder / "separator.json").read_text())
+    meta["format_version"] = 10
+    del meta["options"]["inference"]["refine_stride"]
+    (folder / "separator.json").write_text(json.dumps(meta))
+    assert load(folder).options.inference.refine_stride == 1  # format 10 read every frame, and still does
 
 
 def test_the_cli_refines_as_the_separator_says_or_as_told(separators, mismatch, tmp_path):

@@ -323,7 +323,7 @@ class Separator:
         power = np.abs(stft(mixture, self.options.stft)) ** 2
         inference = self.options.inference
         members, objective = refine_models(self.members, chosen, power, self.emission, inference.refine_strength,
-                                           self.options.refine_iter)
+                                           self.options.refine_iter, inference.refine_stride)
         refined = Separator(members, self.sample_rate, self.options.replace(refine_iter=0), self.training_history,
                             self.adaptation)
         refined.adaptation_objective = self.adaptation_objective

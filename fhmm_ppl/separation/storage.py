@@ -12,7 +12,8 @@ the ensemble's later model sets under ``model<i>/``. Older formats read as they 
   learnt on each mixture, which an unadapted separator has no parameters for);
 - formats 2-7 did not refine the trained spectra on each mixture (``inference.refine_iter`` 0).
 - formats 2-8 took the noise's power in the masks frame by frame (``inference.average_seconds`` 0);
-- format 9 averaged it as the power its mask gave it (``inference.average_rule`` ``share``).
+- format 9 averaged it as the power its mask gave it (``inference.average_rule`` ``share``);
+- formats 8-10 refined on every frame (``inference.refine_stride`` 1).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 10
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10)
+FORMAT_VERSION = 11
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 
 
 def _prefix(index: int) -> str:
@@ -117,6 +118,8 @@ def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, S
             meta["options"].setdefault("inference", {}).setdefault("average_seconds", 0.0)
         if 6 <= version < 10:
             meta["options"].setdefault("inference", {}).setdefault("average_rule", "share")
+        if 6 <= version < 11:
+            meta["options"].setdefault("inference", {}).setdefault("refine_stride", 1)
         options = (SeparatorOptions.model_validate(meta["options"]) if version >= 6
                    else options_from_flat(meta["options"], version))
         required = (["psd"] if options.soft_mask != "dominance" else []) + (["dictionaries"] if options.dictionary_size else [])
