@@ -52,10 +52,6 @@ def in_unsafe_code(frame) -> bool:
     return False
 
 
-def _later(signum: int) -> None:
-    threading.Timer(REDELIVER_SECONDS, _thread.interrupt_main, (signum,)).start()
-
-
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
     """While inside, SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``Terminated`` in the main thread,
@@ -65,28 +61,38 @@ def signals_raise() -> Iterator[None]:
         yield
         return
     deferred_since: dict[int, float] = {}
+    inside = threading.Event()
+
+    def deliver(signum: int) -> None:
+        if inside.is_set():  # not once the handlers before are back
+            _thread.interrupt_main(signum)
+
+    def later(signum: int) -> None:
+        threading.Timer(REDELIVER_SECONDS, deliver, (signum,)).start()
 
     def handler(signum, frame):
         first = deferred_since.setdefault(signum, time.monotonic())
         if in_unsafe_code(frame) and time.monotonic() - first < MAX_DEFER_SECONDS:
-            _later(signum)
+            later(signum)
             return
         deferred_since.pop(signum, None)
         raise interruption(signum)
 
     def redeliver(unraisable) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            _later(signal.SIGINT)  # from the timer: here the handler would run before this hook returns
+            later(signal.SIGINT)  # from the timer: here the handler would run before this hook returns
         elif isinstance(unraisable.exc_value, Terminated):
-            _later(signal.SIGTERM)
+            later(signal.SIGTERM)
         else:
             previous_hook(unraisable)
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     previous_hook, sys.unraisablehook = sys.unraisablehook, redeliver
+    inside.set()
     try:
         yield
     finally:
+        inside.clear()
         for signum, old in previous.items():
             signal.signal(signum, old)
         sys.unraisablehook = previous_hook
