@@ -21,7 +21,6 @@ from mlflow.tracking import MlflowClient
 from fhmm_ppl.experiment.interrupts import Terminated
 
 
-
 def tracking_uri(explicit: Optional[str] = None) -> str:
     """The tracking URI in force: explicit, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlruns/mlflow.db``."""
     if explicit:
