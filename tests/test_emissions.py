@@ -122,12 +122,46 @@ def test_complex_gaussian_mean_field_bound_is_below_the_exact_expectation_and_ti
         np.testing.assert_allclose(np.asarray(tight)[at], np.asarray(dense_expected_log_lik(dense, points, k))[at], rtol=1e-5)
 
 
-def test_softplus_matches_logaddexp_over_the_whole_float32_range():
-    x = np.concatenate([np.linspace(-120, 120, 2001), [-3e38, -1e4, -88.0, -1e-7, 0.0, 1e-7, 88.0, 1e4, 3e38]])
-    ours = np.asarray(emissions.softplus(jnp.asarray(x, jnp.float32)), np.float64)
-    ref = np.logaddexp(0.0, x.astype(np.float32).astype(np.float64))
-    np.testing.assert_allclose(ours, ref, rtol=2e-7, atol=1e-30)
-    assert np.isnan(np.asarray(emissions.softplus(jnp.asarray([np.nan])))).all()
+def _logmax_pair_float64(y, means, variances, floor=None):
+    """Two chains' log-max log-likelihoods ``(T, N_1, N_2)`` in float64 with scipy, per bin
+    ``log Phi_1 + log Phi_2 + logaddexp(a_1, a_2)``; with ``floor``, each ``a_k`` first raised to
+    ``floor`` nats below the bin's best ``a`` of either chain."""
+    from scipy.special import log_ndtr
+
+    y = np.asarray(y, np.float64)
+    cdf, a = [], []
+    for mu, var in zip(means, variances):
+        mu, sd = np.asarray(mu, np.float64), np.sqrt(np.asarray(var, np.float64))
+        z = (y[:, None, :] - mu[None]) / sd[None]
+        cdf.append(log_ndtr(z))
+        a.append(norm.logpdf(z) - np.log(sd)[None] - cdf[-1])
+    if floor is not None:
+        best = np.maximum(a[0].max(axis=1), a[1].max(axis=1))[:, None, :]
+        a = [np.maximum(x, best - floor) for x in a]
+    per_bin = cdf[0][:, :, None] + cdf[1][:, None, :] + np.logaddexp(a[0][:, :, None], a[1][:, None, :])
+    return per_bin.sum(axis=-1)
+
+
+def test_two_chain_logmax_is_exact_above_its_floor_and_floored_below(rng):
+    """Two chains' log-max log-likelihoods (one logarithm per joint state and bin, from per-chain
+    exponentials) against float64 scipy: exact where every bin of a joint state lies within
+    ``LOGMAX_FLOOR`` nats of the bin's best term, the floored float64 value where it does not."""
+    means = [rng.normal(0.0, 1.0, (5, 8)), rng.normal(0.0, 1.0, (6, 8))]
+    variances = [rng.uniform(0.3, 1.5, (5, 8)), rng.uniform(0.3, 1.5, (6, 8))]
+    y = rng.normal(0.0, 1.5, (40, 8))
+    y[:5] += 60.0  # far above every state: terms thousands of nats apart, some pairs at the floor
+    args = (jnp.asarray(y, jnp.float32), [jnp.asarray(m, jnp.float32) for m in means],
+            [jnp.asarray(v, jnp.float32) for v in variances])
+    ours = np.asarray(emissions.logmax_log_lik(*args), np.float64)
+    floored = _logmax_pair_float64(y, means, variances, emissions.LOGMAX_FLOOR)
+    exact = _logmax_pair_float64(y, means, variances)
+    np.testing.assert_allclose(ours, floored, rtol=1e-5, atol=1e-3)
+    reached = ~np.isclose(floored, exact, rtol=0, atol=1e-6)
+    assert reached[:5].any() and not reached[5:].any()  # the test reaches the floor only on the far frames
+    assert np.all(floored[reached] > exact[reached])
+    np.testing.assert_allclose(ours[5:], exact[5:], rtol=1e-5, atol=1e-3)
+    bad = np.asarray(emissions.logmax_log_lik(args[0].at[3, 2].set(jnp.nan), *args[1:]))
+    assert np.isnan(bad[3]).all() and np.isfinite(np.delete(bad, 3, axis=0)).all()
 
 
 @pytest.mark.parametrize("n_sources", [2, 3])

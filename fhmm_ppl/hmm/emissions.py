@@ -13,7 +13,8 @@ the emission model says how the sources combine into the observation:
   ``1 / V_joint`` gives every joint state's log-likelihood.
 * ``logmax_log_lik``: log-magnitude spectra ``y_f ~= max_k x_{k,f}`` with
   ``x_{k,f} | s_k ~ N(mu, sigma^2)`` (Roweis 2003; Nadas' MIXMAX); exact per-bin
-  likelihood ``sum_k p_k(y_f) prod_{j != k} Phi_j(y_f)``.
+  likelihood ``sum_k p_k(y_f) prod_{j != k} Phi_j(y_f)`` (for two chains floored
+  ``LOGMAX_FLOOR`` nats below the bin's best term, ``logmax_pair_terms``).
 
 All functions are pure and jit-compatible; parameters are tuples of K arrays.
 """
@@ -30,6 +31,13 @@ from jax.scipy.special import log_ndtr
 
 COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 LOG_2PI = math.log(2 * math.pi)
+#: Two chains' log-max likelihood per bin is exact down to this many nats below the bin's best
+#: term of either chain, and floored there (``logmax_pair_terms``; at most PAIR_HEADROOM + 87:
+#: float32's smallest normal number is about exp(-87)).
+LOGMAX_FLOOR = 160.0
+#: ``logmax_pair_terms`` exponentiates a bin's best term to exp(PAIR_HEADROOM), a pair of them to
+#: twice that (float32 reaches exp(88.7)).
+PAIR_HEADROOM = 80.0
 
 
 def joint_sum(per_chain: Sequence[Array], event_first: bool = False) -> Array:
@@ -228,32 +236,38 @@ def logmax_log_lik(log_spec: Array, means: Sequence[Array], variances: Sequence[
 def logmax_pair_terms(log_spec: Array, means: Sequence[Array], variances: Sequence[Array]):
     """The per-chain terms of two chains' log-max log-likelihoods, which ``logmax_pair`` combines.
 
-    ``sum_f log(p_1 Phi_2 + p_2 Phi_1) = sum_f [log Phi_1 + log p_2 + softplus(a_1 - a_2)]`` with
-    ``a_k = log p_k - log Phi_k``: the per-chain sums are taken once per chain, and only the
-    softplus needs every joint state.
+    ``log(p_1 Phi_2 + p_2 Phi_1) = log Phi_1 + log Phi_2 + log(e^{a_1} + e^{a_2})`` per bin, with
+    ``a_k = log p_k - log Phi_k``. Each chain's ``a_k`` is exponentiated here, once per state,
+    relative to the bin's best term of either chain ``m_f`` (plus ``PAIR_HEADROOM``, which keeps
+    both sides of a sum within float32's range), so that every joint state needs one logarithm per
+    bin instead of an exponential and a logarithm (``softplus``): ``logmax_pair`` runs twice as fast.
+
+    A term more than ``LOGMAX_FLOOR`` nats below ``m_f`` is raised to that floor first, where its
+    exponential would otherwise flush to zero: a joint state whose *both* chains lie that far below
+    the bin's best explanation gets ``m_f - LOGMAX_FLOOR + log 2`` for the bin instead of less
+    (a floor far below any state that matters; every other joint state's term is exact to float32).
 
     Returns:
-        ``(a_1 (T, N_1, F), a_2 (T, N_2, F), sum_f log Phi_1 (T, N_1), sum_f log p_2 (T, N_2))``.
+        ``(e_1 (T, N_1, F), e_2 (T, N_2, F), c_1 (T, N_1), c_2 (T, N_2))``: the scaled exponentials
+        and the per-chain sums ``sum_f log Phi_1 + sum_f (m_f - PAIR_HEADROOM)`` and ``sum_f log Phi_2``.
     """
     log_pdf, log_cdf = logmax_terms(log_spec, means, variances)
-    return (log_pdf[0] - log_cdf[0], log_pdf[1] - log_cdf[1], log_cdf[0].sum(-1), log_pdf[1].sum(-1))
+    a1, a2 = log_pdf[0] - log_cdf[0], log_pdf[1] - log_cdf[1]
+    best = jnp.maximum(a1.max(axis=1), a2.max(axis=1))  # m_f: (T, F)
+
+    def scaled(a):
+        return jnp.exp(jnp.maximum(a - best[:, None, :], -LOGMAX_FLOOR) + PAIR_HEADROOM)
+
+    shifts = jnp.sum(best - PAIR_HEADROOM, axis=-1)[:, None]
+    return scaled(a1), scaled(a2), log_cdf[0].sum(-1) + shifts, log_cdf[1].sum(-1)
 
 
-def logmax_pair(a1: Array, a2: Array, cdf1: Array, pdf2: Array) -> Array:
+def logmax_pair(e1: Array, e2: Array, c1: Array, c2: Array) -> Array:
     """Two chains' log-max log-likelihoods ``(T, N_1, N_2)`` from ``logmax_pair_terms``, in one
     fused reduction over bins. Compile it apart from the terms: in one program XLA-CPU fuses the
     two into one kernel that runs far slower (docs/benchmarks.md, kernel choices)."""
-    joint = jnp.sum(softplus(a1[:, :, None, :] - a2[:, None, :, :]), axis=-1)
-    return cdf1[:, :, None] + pdf2[:, None, :] + joint
-
-
-def softplus(x: Array) -> Array:
-    """``log(1 + exp(x))`` elementwise, stable for any finite ``x`` (any shape).
-
-    The same function as ``jax.nn.softplus``, written out: ``jax.nn.softplus`` (a ``logaddexp``
-    with infinity guards) runs several times slower inside the log-max reductions on XLA-CPU.
-    """
-    return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    joint = jnp.sum(jnp.log(e1[:, :, None, :] + e2[:, None, :, :]), axis=-1)
+    return c1[:, :, None] + c2[:, None, :] + joint
 
 
 def logmax_terms(log_spec: Array, means: Sequence[Array], variances: Sequence[Array]):
