@@ -6,7 +6,13 @@ import pytest
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator, load
-from fhmm_ppl.separation.state_nmf import dictionary_masks, kl_nmf, state_dictionaries
+from fhmm_ppl.separation.state_nmf import (
+    SEPARATE_EXPONENT,
+    SEPARATE_ITERATIONS,
+    dictionary_masks,
+    kl_nmf,
+    state_dictionaries,
+)
 from test_separation import RATE, high_noise, low_tones, make_older, mid_noise
 
 
@@ -42,7 +48,7 @@ def test_state_dictionaries_learn_from_assigned_frames_and_fall_back_for_unvisit
     np.testing.assert_allclose(dicts[2, :, 0], np.arange(1.0, 13.0) / 78.0, rtol=1e-5)
 
 
-def reference_masks(dictionaries, states, magnitude, n_iter):
+def reference_masks(dictionaries, states, magnitude, n_iter, exponent=SEPARATE_EXPONENT):
     """The same multiplicative updates, frame by frame in float64; ``states (T, K)`` or ``(T, K, M)``."""
     states = states[:, :, None] if states.ndim == 2 else states
     masks = np.zeros((len(dictionaries),) + magnitude.shape)
@@ -50,7 +56,7 @@ def reference_masks(dictionaries, states, magnitude, n_iter):
         W = np.concatenate([d[s] for k, d in enumerate(dictionaries) for s in states[t, k]], axis=1).astype(np.float64)
         h = np.full(W.shape[1], v.sum() / W.shape[1])
         for _ in range(n_iter):
-            h *= W.T @ (v / (W @ h + 1e-9)) / (W.sum(axis=0) + 1e-9)
+            h *= (W.T @ (v / (W @ h + 1e-9)) / (W.sum(axis=0) + 1e-9)) ** exponent
         r = dictionaries[0].shape[2] * states.shape[2]
         parts = np.stack([W[:, k * r:(k + 1) * r] @ h[k * r:(k + 1) * r] for k in range(len(dictionaries))]) ** 2
         masks[:, t] = parts / parts.sum(axis=0)
@@ -70,6 +76,42 @@ def test_dictionary_masks_equal_a_frame_by_frame_reference_and_split_the_mixture
     np.testing.assert_allclose(np.delete(got, 7, axis=1), np.delete(want, 7, axis=1), atol=2e-4)
     np.testing.assert_allclose(got.sum(axis=0), 1.0, atol=1e-5)
     assert np.all(np.isfinite(got)) and np.all(got >= 0)
+
+
+def test_over_relaxed_activation_updates_lower_the_divergence_and_converge_as_plain_ones():
+    """The separating updates' exponent keeps each update a descent of the KL divergence on frames
+    of moderate dynamic range (checked in float64; an exponent of 2 is not a descent there, and
+    beyond 1 none is guaranteed), and ``SEPARATE_ITERATIONS`` of them come as near the converged
+    masks as 40 plain (exponent 1) updates, far nearer than as many plain updates."""
+    rng = np.random.default_rng(6)
+    dicts = [np.exp(rng.normal(size=(6, 40, 8))) for _ in range(2)]
+    dicts = [d / d.sum(axis=1, keepdims=True) for d in dicts]
+
+    def divergences(W, v, exponent, n_iter=60):
+        h, out = np.full(W.shape[1], v.sum() / W.shape[1]), []
+        for _ in range(n_iter):
+            wh = W @ h
+            out.append(np.sum(v * np.log(v / wh) - v + wh))
+            h *= (W.T @ (v / wh) / W.sum(axis=0)) ** exponent
+        return np.array(out)
+
+    rises = {SEPARATE_EXPONENT: 0, 2.0: 0}
+    for _ in range(40):
+        W = np.concatenate([d[s] for d in dicts for s in rng.choice(6, 2, replace=False)], axis=1)
+        v = np.exp(rng.normal(size=40))
+        for exponent in rises:
+            rises[exponent] += int(np.sum(np.diff(divergences(W, v, exponent)) > 1e-12))
+    assert rises[SEPARATE_EXPONENT] == 0 and rises[2.0] > 0
+    n_frames = 60
+    states = np.stack([np.stack([rng.permutation(6)[:2] for _ in range(n_frames)]) for _ in dicts], axis=1)
+    magnitude = np.exp(rng.normal(size=(n_frames, 40))).astype(np.float32)
+    converged = reference_masks(dicts, states, magnitude, 1000, exponent=1.0)
+    ours = np.asarray(dictionary_masks(tuple(d.astype(np.float32) for d in dicts), states, magnitude))
+    np.testing.assert_allclose(ours, reference_masks(dicts, states, magnitude, SEPARATE_ITERATIONS), atol=2e-4)
+    distance = {n: np.abs(reference_masks(dicts, states, magnitude, n, exponent=1.0) - converged).mean()
+                for n in (SEPARATE_ITERATIONS, 40)}
+    ours_distance = np.abs(ours - converged).mean()
+    assert ours_distance < 0.6 * distance[SEPARATE_ITERATIONS] and ours_distance < 1.05 * distance[40]
 
 
 def test_two_states_per_source_explain_a_frame_together_as_a_float64_reference_does():
