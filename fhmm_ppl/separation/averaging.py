@@ -32,9 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy.signal import lfilter
 
+from fhmm_ppl.runtime import frame_bucket
 from fhmm_ppl.settings import AVERAGE_RULES as RULES, check_noise_sources
 
 
@@ -95,20 +98,43 @@ class PowerAverage:
         """``a_t = a_{t-1} + k_t (|y_t|^2 - a_{t-1})``, ``k_t = w_t max(1 / W_t, c)`` with ``W_t`` the
         weights ``w (S, n, F)`` summed so far: from the block's first frame's own power
         ``first_power (S, F)`` where the stream starts (worth one frame), the weighted mean of
-        ``|y|^2`` until the weights reach the time constant's frames, a weighted recursive average after."""
+        ``|y|^2`` until the weights reach the time constant's frames, a weighted recursive average after.
+        The recursion runs in float32 in one compiled scan (``_track``) on frames padded to a
+        ``runtime.frame_bucket`` size with zero weights, which leave the level as it is."""
         level, seen, first = self.state, self.weight, 0
         if level is None:
-            level, seen, first = first_power.copy(), np.ones_like(first_power), 1
-        floor = 1.0 / self.frames
-        out = np.empty_like(weights)
+            level, seen, first = first_power.astype(np.float32), np.ones(first_power.shape, np.float32), 1
+        n_frames = weights.shape[1]
+        out = np.empty(weights.shape, np.float64)
         out[:, :first] = level[:, None]
-        for t in range(first, weights.shape[1]):
-            w = weights[:, t]
-            seen = seen + w
-            level = level + w * np.maximum(1.0 / seen, floor) * (mixture_power[t] - level)
-            out[:, t] = level
+        if n_frames > first:
+            rest, size = n_frames - first, frame_bucket(n_frames - first)
+            frame_weights = np.zeros((size,) + level.shape, np.float32)
+            frame_weights[:rest] = np.moveaxis(weights[:, first:], 1, 0)
+            power = np.zeros((size, level.shape[1]), np.float32)
+            power[:rest] = mixture_power[first:]
+            level, seen, levels = _track(level, seen, frame_weights, power, np.float32(1.0 / self.frames))
+            level, seen = np.asarray(level), np.asarray(seen)
+            out[:, first:] = np.moveaxis(np.asarray(levels)[:rest], 0, 1)
         self.state, self.weight = level, seen
         return out
+
+
+@jax.jit
+def _track(level, seen, weights, mixture_power, floor):
+    """The presence rule's recursion over frames: ``level``, ``seen`` ``(S, F)`` at the frame before,
+    ``weights (n, S, F)``, ``mixture_power (n, F)``; returns the last level and weights and every
+    frame's level ``(n, S, F)``."""
+
+    def step(carry, frame):
+        level, seen = carry
+        w, power = frame
+        seen = seen + w
+        level = level + w * jnp.maximum(1.0 / seen, floor) * (power - level)
+        return (level, seen), level
+
+    (level, seen), levels = jax.lax.scan(step, (level, seen), (weights, mixture_power))
+    return level, seen, levels
 
 
 def source_indices(wanted: Sequence[str], names: Sequence[str]) -> tuple[int, ...]:
