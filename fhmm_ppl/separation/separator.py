@@ -255,11 +255,9 @@ class Separator:
         mixture = checked_mixture(mixture, self.options.features.n_fft)
         if self.pending:
             return self.adapt(mixture).separate(mixture, return_gains=return_gains)
-        if self.refined_sources:
-            return self.refine(mixture).separate(mixture, return_gains=return_gains)
         config = self.options.stft
         spec = stft(mixture, config)
-        gains = self.gains(spec)
+        gains = self._refined(spec).gains(spec)
         n = mixture.shape[0]
         if np.allclose(gains.sum(axis=0), 1.0, atol=1e-5):
             # masks that sum to one split the mixture: the last estimate is what the others leave
@@ -316,14 +314,18 @@ class Separator:
         refines on a file's first minute: ``separation.files``)."""
         if self.pending:
             return self.adapt(mixture).refine(mixture)
+        if not self.refined_sources:
+            return self
+        return self._refined(stft(checked_mixture(mixture, self.options.features.n_fft), self.options.stft))
+
+    def _refined(self, mixture_stft: np.ndarray) -> "Separator":
+        """``refine`` on the mixture's STFT ``(T, F)``."""
         chosen = self.refined_sources
         if not chosen:
             return self
-        mixture = checked_mixture(mixture, self.options.features.n_fft)
-        power = np.abs(stft(mixture, self.options.stft)) ** 2
         inference = self.options.inference
-        members, objective = refine_models(self.members, chosen, power, self.emission, inference.refine_strength,
-                                           self.options.refine_iter, inference.refine_stride)
+        members, objective = refine_models(self.members, chosen, np.abs(mixture_stft) ** 2, self.emission,
+                                           inference.refine_strength, self.options.refine_iter, inference.refine_stride)
         refined = Separator(members, self.sample_rate, self.options.replace(refine_iter=0), self.training_history,
                             self.adaptation)
         refined.adaptation_objective = self.adaptation_objective
