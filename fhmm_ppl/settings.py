@@ -204,7 +204,7 @@ class InferenceSettings(Strict):
 
     @model_validator(mode="after")
     def _prior_outweighs_a_frame(self) -> "InferenceSettings":
-        if self.refine_strength <= self.refine_stride:
+        if self.refine_iter != 0 and self.refine_strength <= self.refine_stride:  # 0: no refinement to weigh
             raise ValueError(f"refine_strength ({self.refine_strength:g}) must exceed refine_stride "
                              f"({self.refine_stride}): the prior weighs refine_strength / refine_stride frames read")
         return self

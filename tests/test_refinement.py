@@ -177,6 +177,7 @@ def test_refinement_settings():
     assert SeparatorOptions().inference.refine_stride == 2
     with pytest.raises(ValueError, match=r"refine_strength \(3\) must exceed refine_stride \(4\)"):
         SeparatorOptions.from_flat(refine_strength=3.0, refine_stride=4)  # 3 / 4 frames read: no inverse gamma
+    assert SeparatorOptions.from_flat(refine_strength=2.0, refine_iter=0).inference.refine_strength == 2.0  # not refining
     with pytest.raises(ValueError, match="refine_stride"):
         SeparatorOptions.from_flat(refine_stride=0)
 
