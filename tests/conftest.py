@@ -60,13 +60,53 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="module")
 def ray_address():
-    """One local 2-CPU Ray cluster for a test module (started in this process); its address. Shut
-    down when the module ends, so that no later test shares the process with a live Ray driver
-    (one CI run segfaulted in XLA's compiler in the SVI test that follows the Ray tests, with
-    Ray's driver threads still running: a suspect, not a proven cause)."""
-    ray = pytest.importorskip("ray")
-    import logging
+    """A local 2-CPU Ray cluster for a test module, started by ``ray start --head --block`` in a
+    process of its own; its address. Ray is never imported into the test process: every sweep on
+    the cluster runs from a CLI subprocess. (Three CI runs segfaulted in XLA's compiler in the
+    first kernel compiled after the Ray tests, while a Ray driver, with its own gRPC runtime and
+    threads, had lived in the test process: a suspect, not a proven cause.) SIGTERM stops the
+    cluster: ``--block`` shuts every process it started down on that signal."""
+    import importlib.util
+    import secrets
+    import socket
+    import subprocess
+    import threading
+    from pathlib import Path
 
-    context = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    yield context.address_info["address"]
-    ray.shutdown()
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed")
+    with socket.socket() as probe:  # a free port for the cluster's GCS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # The cluster and every process that joins it (the CLI subprocesses inherit this environment)
+    # share a token of the module's own, whatever ~/.ray holds.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", "token")
+    patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    patch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    ray = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, started = [], threading.Event()
+
+    def read():  # read all it prints, so that it never blocks on a full pipe
+        for line in head.stdout:
+            seen.append(line)
+            if "Ray runtime started" in line:
+                started.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not started.wait(timeout=120):
+        head.kill()
+        patch.undo()
+        pytest.fail("ray start --head did not start a cluster:\n" + "".join(seen[-30:]))
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        patch.undo()

@@ -1,4 +1,6 @@
 """Sweeps on Ray: points as Ray tasks on a local 2-CPU cluster, logging to a real MLflow server.
+Every sweep runs from a CLI subprocess, so that Ray never loads into the test process (conftest's
+``ray_address``).
 
 One worker is killed mid-run: its child run ends KILLED with the reason, every other point
 finishes, and the parent's table says so. An Optuna search runs on the same cluster from the CLI.
@@ -15,9 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fhmm_ppl.experiment.config import parse_config
 from fhmm_ppl.experiment.server import tracking_server
-from fhmm_ppl.experiment.sweep import run_sweep
 
 TINY = {
     "name": "ray_sweep",
@@ -43,38 +43,37 @@ def kill_first_running_child(uri: str, killed: dict, stop: threading.Event) -> N
         time.sleep(0.2)
 
 
-def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, monkeypatch, ray_address):
-    monkeypatch.chdir(tmp_path)
-    config = parse_config({**TINY, "sweep": {"model.n_states": [2, 3, 4], "executor": "ray"}})
+def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, ray_address):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "sweep": {"model.n_states": [2, 3, 4], "executor": "ray"}}))
     with tracking_server(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}") as server:
         uri = server.ready()
-        config = parse_config({**config.model_dump(mode="json"), "tracking": {"uri": uri}})
         killed, stop = {}, threading.Event()
         killer = threading.Thread(target=kill_first_running_child, args=(uri, killed, stop), daemon=True)
         killer.start()
         try:
-            result = run_sweep(config)
+            out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "sweep", str(path), "--address", ray_address,
+                                  "--tracking-uri", uri], cwd=tmp_path, capture_output=True, text=True, timeout=600)
         finally:
             stop.set()
             killer.join(timeout=5)
+        assert out.returncode == 0, out.stderr[-3000:]
         client = MlflowClient(uri)
         assert killed, "no child run was seen running"
-        statuses = {r.run_id: r.status for _, r in result.children}
-        assert len(statuses) == 3
-        assert statuses.pop(killed["run_id"]) in ("KILLED", "FAILED")
-        assert set(statuses.values()) == {"FINISHED"}
-        runs = {r.info.run_id: r for r in client.search_runs([result.experiment_id])}
-        assert runs[killed["run_id"]].info.status in ("KILLED", "FAILED") and runs[killed["run_id"]].info.end_time
+        runs = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name("ray_sweep").experiment_id])}
+        parent = next(r for r in runs.values() if r.data.tags.get("fhmm_ppl.sweep") == "parent")
+        children = {i: r for i, r in runs.items() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+        assert len(children) == 3
+        assert children.pop(killed["run_id"]).info.status in ("KILLED", "FAILED")
+        assert runs[killed["run_id"]].info.end_time
         assert "error.txt" in [a.path for a in client.list_artifacts(killed["run_id"])]
-        for run_id in statuses:  # every metric and artifact of the finished points came through the server
-            run = runs[run_id]
-            assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == result.run_id
+        for run_id, run in children.items():  # every metric and artifact of the finished points came through the server
+            assert run.info.status == "FINISHED"
             assert "fhmm.mean.sdr_improvement" in run.data.metrics
             assert len(client.get_metric_history(run_id, "train.speech.objective")) == 2
             assert {"model", "plots", "audio"} <= {a.path for a in client.list_artifacts(run_id)}
-        parent = runs[result.run_id]
         assert parent.info.status == "FINISHED"
-        table = client.download_artifacts(result.run_id, "sweep.md", str(tmp_path))
+        table = client.download_artifacts(parent.info.run_id, "sweep.md", str(tmp_path))
         rows = [line for line in open(table).read().splitlines() if line.startswith("| ") and "status" not in line]
         assert sorted(row.split("|")[-3].strip() for row in rows) == sorted(["FINISHED"] * 2 + [runs[killed["run_id"]].info.status])
         assert parent.data.metrics["sweep.n_finished"] == 2
@@ -133,3 +132,7 @@ def test_a_signal_ends_a_ray_sweep_parent_and_running_children_killed(tmp_path, 
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "KILLED" and parent.info.end_time
     assert len(children) == 2 and all(c.info.status == "KILLED" and c.info.end_time for c in children)
+
+
+def test_ray_stays_out_of_the_test_process(ray_address):
+    assert sys.modules.get("ray") is None  # the sweeps above ran Ray in subprocesses only
