@@ -11,7 +11,8 @@ XLA-CPU; where two independent ones exist (a smoother's forward and backward
 passes, two halves of a batch of frames) ``run_beside`` runs the second on a
 helper thread while the caller runs the first (JAX releases the GIL while a computation runs).
 Where several independent pipelines exist (an ensemble's model sets), ``run_each`` runs them
-on threads of their own, each pipeline's inner work in turn.
+on threads of their own, each pipeline's inner work in turn. NumPy's own BLAS threads would
+compete with XLA's for the cores (``numpy_blas_on_one_thread``), so separating keeps them to one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import jax
+from threadpoolctl import ThreadpoolController
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -110,6 +112,35 @@ def _forget_helper_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_helper_after_fork)
+
+
+_BLAS_STATE: dict = {"depth": 0, "limit": None, "controller": None}
+
+
+@contextmanager
+def numpy_blas_on_one_thread() -> Iterator[None]:
+    """NumPy's and SciPy's BLAS (OpenBLAS, MKL) on one thread inside the block, as they were after;
+    also a decorator. XLA computes on every core, and after each NumPy product OpenBLAS's idle
+    threads spin-wait for more work, taking cores from XLA's (measured in docs/benchmarks.md: a
+    separation 10-15 % slower with them, its refinement a quarter). Blocks may nest. Only blocks
+    on the main thread set the limit (elsewhere the block does nothing): recent OpenBLAS keeps a
+    limit set on another thread to that thread, so a limit set on one thread and lifted on
+    another would not come back as it was (``threadpoolctl`` finds the BLAS libraries)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _BLAS_STATE["depth"] == 0:
+        if _BLAS_STATE["controller"] is None:
+            _BLAS_STATE["controller"] = ThreadpoolController()
+        _BLAS_STATE["limit"] = _BLAS_STATE["controller"].limit(limits=1, user_api="blas")
+    _BLAS_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        _BLAS_STATE["depth"] -= 1
+        if _BLAS_STATE["depth"] == 0:
+            _BLAS_STATE["limit"].restore_original_limits()
+            _BLAS_STATE["limit"] = None
 
 
 def cache_dir() -> Path:

@@ -9,7 +9,9 @@ import threading
 
 import pytest
 
-from fhmm_ppl.runtime import ONE_THREAD, one_thread_env, run_beside, run_each
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from fhmm_ppl.runtime import ONE_THREAD, numpy_blas_on_one_thread, one_thread_env, run_beside, run_each
 
 
 def test_run_beside_runs_the_second_callable_on_the_helper_thread():
@@ -60,6 +62,43 @@ def test_run_each_runs_in_turn_here_for_one_item_or_one_thread_and_passes_errors
     monkeypatch.delenv(ONE_THREAD)
     with pytest.raises(ZeroDivisionError):
         run_each(lambda item: 1 / item, [1, 0])
+
+
+def blas_threads() -> set:
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_numpy_blas_runs_on_one_thread_inside_nested_blocks_of_the_main_thread_and_as_before_after():
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
+        assert blas_threads() == {2}
+        seen = []
+
+        def elsewhere():  # a block on another thread leaves the limits alone
+            with numpy_blas_on_one_thread():
+                seen.append(blas_threads())
+
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join(10)
+        with numpy_blas_on_one_thread():
+            seen.append(blas_threads())
+            with numpy_blas_on_one_thread():
+                seen.append(blas_threads())
+                worker = threading.Thread(target=elsewhere)  # its BLAS calls see the main thread's limit
+                worker.start()
+                worker.join(10)
+            seen.append(blas_threads())
+        assert seen == [{2}, {1}, {1}, {1}, {1}]
+        assert blas_threads() == {2}
+
+        @numpy_blas_on_one_thread()
+        def fails():
+            assert blas_threads() == {1}
+            raise KeyError("inside")
+
+        with pytest.raises(KeyError):
+            fails()
+        assert blas_threads() == {2}
 
 
 def test_every_kernel_is_cached_and_read_back_by_a_fresh_process(tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 
 from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import istft, stft
-from fhmm_ppl.runtime import frame_bucket, run_each
+from fhmm_ppl.runtime import frame_bucket, numpy_blas_on_one_thread, run_each
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
 from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
@@ -182,6 +182,7 @@ class Separator:
                              "adapt(mixture) first (separate(mixture) does)")
         return plan(self.emission, self.sets[0].n_states, n_frames, self.options.inference.method)
 
+    @numpy_blas_on_one_thread()
     def gains(self, mixture_stft: np.ndarray) -> np.ndarray:
         """Masks ``(K, T, F)`` for a mixture STFT ``(T, F)``, averaged over the model sets."""
         n_frames = mixture_stft.shape[0]
@@ -195,6 +196,7 @@ class Separator:
 
         return self._finish(run_each(masks, self.sets), n_frames, mixture_stft, self.power_average())
 
+    @numpy_blas_on_one_thread()
     def state_oracle_gains(self, mixture_stft: np.ndarray, source_stfts) -> np.ndarray:
         """Masks ``(K, T, F)`` made as ``gains`` makes them, from the states each source model finds in
         that source's own clean STFT (K arrays ``(T, F)``, in ``names`` order) instead of the states
@@ -234,6 +236,7 @@ class Separator:
         gains = average(gains, mixture_stft)
         return binary(gains) if self.options.inference.mask == "binary" else gains
 
+    @numpy_blas_on_one_thread()
     def state_posteriors(self, mixture_stft: np.ndarray) -> dict[str, np.ndarray]:
         """Each source's posterior state marginals ``{name: (T, N_k)}`` on a mixture STFT ``(T, F)``
         (of the first model set: state numbers mean nothing across sets)."""
@@ -249,6 +252,7 @@ class Separator:
             marginals = hmm.posteriors(models.log_init, models.log_trans, log_lik, n_frames).marginals
         return {name: np.asarray(m)[:n_frames] for name, m in zip(self.names, marginals)}
 
+    @numpy_blas_on_one_thread()
     def separate(self, mixture: np.ndarray, *, return_gains: bool = False):
         """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``; with
         ``return_gains`` also return the masks ``(K, T, F)``."""
@@ -286,6 +290,7 @@ class Separator:
                              "whole recording (frame_local is false)")
         return stream(self, chunks, n_lag, self._plan(TYPICAL_FRAMES).method, stream_chunk)
 
+    @numpy_blas_on_one_thread()
     def adapt(self, mixture: np.ndarray) -> "Separator":
         """A separator whose unknown sources' HMMs are learnt on ``mixture (n_samples,)`` by exact
         generalised EM, the known sources' parameters held fixed (``separation.adaptation``; each
@@ -304,6 +309,7 @@ class Separator:
         adapted.adaptation_objective = results[0].objective
         return adapted
 
+    @numpy_blas_on_one_thread()
     def refine(self, mixture: np.ndarray) -> "Separator":
         """This separator with the state spectra of ``refined_sources`` re-estimated on ``mixture
         (n_samples,)`` (``separation.refinement``; each model set on its own), the other sources held

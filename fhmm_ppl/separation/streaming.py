@@ -36,6 +36,7 @@ from scipy.signal import get_window
 
 from fhmm_ppl.audio.features import STFTConfig
 from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
+from fhmm_ppl.runtime import numpy_blas_on_one_thread
 from fhmm_ppl.separation.masks import Mixture
 from fhmm_ppl.separation.posterior import Factored, Joint, scaled_log_lik
 
@@ -257,6 +258,7 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
     average = separator.power_average()  # causal: carried from block to block
     pending = np.zeros((0, config.n_bins), np.complex64)  # frames fed to the smoother, not yet masked
 
+    @numpy_blas_on_one_thread()
     def feed(spec: np.ndarray, flush: bool = False) -> np.ndarray:
         """Feed new frames ``(n, F)`` (with ``flush``, the stream's last); mask and overlap-add the
         frames whose posteriors are now known; return the samples now final ``(K, m)``."""
