@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import jax
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 A = TypeVar("A")
@@ -206,6 +207,15 @@ def frame_bucket(n_frames: int) -> int:
             if m << exponent >= n_frames:
                 return m << exponent
         exponent += 1
+
+
+def padded(rows: np.ndarray, n_frames: Optional[int] = None) -> np.ndarray:
+    """``rows (T, ...)`` with zero rows appended up to ``frame_bucket(n_frames)`` rows (``n_frames >=
+    T``, default ``T``): what every kernel whose shapes follow a recording's length is given (its
+    callers mask or drop the padding). ``n_frames``: the recording's frames where ``rows`` are
+    fewer, so that the kernel compiles for the recording's bucket."""
+    extra = frame_bucket(rows.shape[0] if n_frames is None else n_frames) - rows.shape[0]
+    return np.pad(rows, [(0, extra)] + [(0, 0)] * (rows.ndim - 1))
 
 
 def configure_numba_cache() -> Path:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from fhmm_ppl.audio.features import stft
+from fhmm_ppl import runtime
 from fhmm_ppl.runtime import FRAME_BUCKET_STEPS, MIN_FRAME_BUCKET, frame_bucket
-from fhmm_ppl.separation import fit_separator, separator
+from fhmm_ppl.separation import fit_separator
 from test_separation import RATE, high_noise, low_tones
 
 HOP = 256  # the default hop: a mixture of n_frames frames has (n_frames - 1) * HOP samples
@@ -20,8 +21,9 @@ def mixture(rng, n_frames: int) -> np.ndarray:
 
 
 def unbucketed(monkeypatch):
-    """Turn the separator's padding off (every frame count is its own bucket)."""
-    monkeypatch.setattr(separator, "frame_bucket", lambda n_frames: n_frames)
+    """Turn the padding off (every frame count is its own bucket): the separator's frames, refinement's
+    and the tracked noise level's all pad through ``runtime.padded``."""
+    monkeypatch.setattr(runtime, "frame_bucket", lambda n_frames: n_frames)
 
 
 def test_buckets_bound_the_padding_and_are_few():

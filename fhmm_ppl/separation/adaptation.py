@@ -51,7 +51,7 @@ from fhmm_ppl.models import make_family
 from fhmm_ppl.models.families import ComplexGaussianParams
 from fhmm_ppl.models.fhmm import FHMMParams, FHMMSpec, log_prior, make_spec
 from fhmm_ppl.models.priors import map_update
-from fhmm_ppl.runtime import frame_bucket
+from fhmm_ppl.runtime import padded
 from fhmm_ppl.separation.emissions import EMISSIONS
 from fhmm_ppl.separation.source_models import from_expected_power
 from fhmm_ppl.separation.storage import SourceModel
@@ -267,7 +267,7 @@ def adapt_models(known: Mapping[str, SourceModel], power: np.ndarray, adaptation
     """
     power = np.asarray(power, np.float32)
     n_frames = power.shape[0]
-    padded = jnp.asarray(np.pad(power, [(0, frame_bucket(n_frames) - n_frames), (0, 0)]))
+    frames = jnp.asarray(padded(power))
     models = list(known.values())
     fixed = _Fixed(tuple(jnp.log(jnp.asarray(m.init, jnp.float32)) for m in models),
                    tuple(jnp.log(jnp.asarray(m.trans, jnp.float32)) for m in models),
@@ -278,15 +278,15 @@ def adapt_models(known: Mapping[str, SourceModel], power: np.ndarray, adaptation
     def posteriors(params):
         found = unknown_posteriors(fixed.log_init + tuple(jnp.log(p[0]) for p in params),
                                    fixed.log_trans + tuple(jnp.log(p[1]) for p in params),
-                                   fixed.psd + tuple(p[2] for p in params), padded, n_frames, chains)
+                                   fixed.psd + tuple(p[2] for p in params), frames, n_frames, chains)
         return [(np.asarray(m)[:n_frames], np.asarray(e)[:n_frames]) for m, e in found]
 
     stationary_spec = unknown_spec(1, priors)
     params = [initial_params(power, stationary_spec, seed + i, INIT_SCALE) for i in range(n_unknown)]
-    params, _, _ = run_em(fixed, params, padded, n_frames, STATIONARY_ITER, stationary_spec)
+    params, _, _ = run_em(fixed, params, frames, n_frames, STATIONARY_ITER, stationary_spec)
     spec = unknown_spec(adaptation.n_states, priors)
     params = [initial_params(expected, spec, seed + i) for i, (_, expected) in enumerate(posteriors(params))]
-    params, objective, decreases = run_em(fixed, params, padded, n_frames, adaptation.n_iter, spec)
+    params, objective, decreases = run_em(fixed, params, frames, n_frames, adaptation.n_iter, spec)
     adapted = dict(known)
     emission = emission or EMISSIONS["complex_gaussian"]
     # the learnt chains' posteriors are read only to refit them in another emission or to learn dictionaries

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.signal import lfilter
 
-from fhmm_ppl.runtime import frame_bucket
+from fhmm_ppl.runtime import padded
 from fhmm_ppl.settings import AVERAGE_RULES as RULES, check_noise_sources
 
 
@@ -99,8 +99,8 @@ class PowerAverage:
         weights ``w (S, n, F)`` summed so far: from the block's first frame's own power
         ``first_power (S, F)`` where the stream starts (worth one frame), the weighted mean of
         ``|y|^2`` until the weights reach the time constant's frames, a weighted recursive average after.
-        The recursion runs in float32 in one compiled scan (``_track``) on frames padded to a
-        ``runtime.frame_bucket`` size with zero weights, which leave the level as it is."""
+        The recursion runs in float32 in one compiled scan (``_track``) on frames padded with zero
+        weights, which leave the level as it is, to the block's ``runtime.frame_bucket`` size."""
         level, seen, first = self.state, self.weight, 0
         if level is None:
             level, seen, first = first_power.astype(np.float32), np.ones(first_power.shape, np.float32), 1
@@ -108,11 +108,10 @@ class PowerAverage:
         out = np.empty(weights.shape, np.float64)
         out[:, :first] = level[:, None]
         if n_frames > first:
-            rest, size = n_frames - first, frame_bucket(n_frames - first)
-            frame_weights = np.zeros((size,) + level.shape, np.float32)
-            frame_weights[:rest] = np.moveaxis(weights[:, first:], 1, 0)
-            power = np.zeros((size, level.shape[1]), np.float32)
-            power[:rest] = mixture_power[first:]
+            rest = n_frames - first
+            # padded to the mixture's bucket, as its other kernels are, not to a bucket of ``rest``
+            frame_weights = padded(np.moveaxis(weights[:, first:], 1, 0).astype(np.float32), n_frames)
+            power = padded(np.asarray(mixture_power[first:], np.float32), n_frames)
             level, seen, levels = _track(level, seen, frame_weights, power, np.float32(1.0 / self.frames))
             level, seen = np.asarray(level), np.asarray(seen)
             out[:, first:] = np.moveaxis(np.asarray(levels)[:rest], 0, 1)

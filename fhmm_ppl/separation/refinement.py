@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from fhmm_ppl.runtime import frame_bucket, run_each
+from fhmm_ppl.runtime import padded, run_each
 from fhmm_ppl.separation.adaptation import e_step
 from fhmm_ppl.separation.averaging import source_indices
 from fhmm_ppl.separation.storage import SourceModel
@@ -110,7 +110,7 @@ def refine_models(members, names, power: np.ndarray, emission, strength: float, 
     """
     power = np.asarray(power, np.float32)[::stride]
     n_frames = power.shape[0]
-    padded = jnp.asarray(np.pad(power, [(0, frame_bucket(n_frames) - n_frames), (0, 0)]))
+    frames = jnp.asarray(padded(power))
     chains = source_indices(names, list(members[0]))
     program = _program(int(n_iter), chains)
 
@@ -120,7 +120,7 @@ def refine_models(members, names, power: np.ndarray, emission, strength: float, 
             return tuple(jnp.asarray(field(s), jnp.float32) for s in member.values())
 
         psd, objective = program(read(lambda s: np.log(s.init)), read(lambda s: np.log(strided(s.trans, stride))),
-                                 read(lambda s: s.emission["psd"]), padded, n_frames, float(strength) / stride)
+                                 read(lambda s: s.emission["psd"]), frames, n_frames, float(strength) / stride)
         refined = {name: SourceModel(s.init, s.trans, emission.with_spectra(s.emission, np.asarray(v))) if k in chains
                    else s for k, ((name, s), v) in enumerate(zip(member.items(), psd))}
         return refined, np.asarray(objective, np.float64)

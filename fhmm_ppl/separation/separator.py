@@ -24,7 +24,7 @@ import numpy as np
 
 from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import istft, stft
-from fhmm_ppl.runtime import frame_bucket, numpy_blas_on_one_thread, run_each
+from fhmm_ppl.runtime import numpy_blas_on_one_thread, padded, run_each
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
 from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
@@ -75,12 +75,6 @@ def checked_mixture(mixture, n_fft: int) -> np.ndarray:
     if mixture.shape[0] < n_fft:
         raise ValueError(f"mixture has {mixture.shape[0]} samples, fewer than one frame ({n_fft})")
     return mixture
-
-
-def padded(rows: np.ndarray) -> np.ndarray:
-    """``rows (T, ...)`` with zero rows appended up to ``frame_bucket(T)`` rows."""
-    extra = frame_bucket(rows.shape[0]) - rows.shape[0]
-    return np.pad(rows, [(0, extra)] + [(0, 0)] * (rows.ndim - 1))
 
 
 def plan(emission, n_states: tuple, n_frames: int, method: str = "auto"):
@@ -171,7 +165,7 @@ class Separator:
 
     def _mixture(self, mixture_stft: np.ndarray, magnitude: bool = False) -> Mixture:
         """The mixture's model frames (and, where the masks or ``magnitude`` ask, STFT magnitudes),
-        padded to ``frame_bucket`` frames."""
+        padded to a ``runtime.frame_bucket`` size (``runtime.padded``)."""
         frames = jnp.asarray(padded(self.emission.frames(mixture_stft)))
         wanted = magnitude or self.mask.magnitude
         return Mixture(frames, jnp.asarray(padded(np.abs(mixture_stft).astype(np.float32))) if wanted else None)
