@@ -86,6 +86,27 @@ def test_disjoint_spectra_separate_cleanly(trained):
     np.testing.assert_allclose(estimates.sum(0), mixture, atol=1e-4)
 
 
+def test_separating_keeps_numpy_blas_on_one_thread_and_gives_it_back(trained, monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from fhmm_ppl.separation import separator as module
+
+    sep, refs = trained
+    seen = []
+    istft = module.istft
+
+    def watched_istft(*args, **kwargs):  # NumPy work inside separate(), after the masks
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return istft(*args, **kwargs)
+
+    monkeypatch.setattr(module, "istft", watched_istft)
+    with threadpool_limits(limits=2, user_api="blas"):
+        sep.separate(refs.sum(0))
+        after = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    assert seen and all(threads == {1} for threads in seen)
+    assert after == {2}
+
+
 def test_integer_pcm_is_read_at_the_levels_of_float_audio(trained):
     """An int16 mixture (as scipy.io.wavfile returns it) separates like the same audio as floats:
     the complex-Gaussian model depends on level, so raw integers would be 32768 times too loud."""
