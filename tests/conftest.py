@@ -62,14 +62,17 @@ def pytest_configure(config):
 def ray_address():
     """A local 2-CPU Ray cluster for a test module, started by ``ray start --head --block`` in a
     process of its own; its address. Ray is never imported into the test process: every sweep on
-    the cluster runs from a CLI subprocess. (Three CI runs segfaulted in XLA's compiler in the
-    first kernel compiled after the Ray tests, while a Ray driver, with its own gRPC runtime and
-    threads, had lived in the test process: a suspect, not a proven cause.) SIGTERM stops the
+    the cluster runs from a CLI subprocess. (Four CI runs segfaulted in XLA in the first kernel
+    compiled after the Ray tests, three writing it to the compilation cache, one compiling it,
+    while a Ray driver, with its own gRPC runtime and threads, had lived in the test process: a
+    suspect, not a proven cause.) SIGTERM stops the
     cluster: ``--block`` shuts every process it started down on that signal."""
     import importlib.util
     import secrets
+    import shutil
     import socket
     import subprocess
+    import tempfile
     import threading
     from pathlib import Path
 
@@ -84,10 +87,13 @@ def ray_address():
     patch.setenv("RAY_AUTH_MODE", "token")
     patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     patch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    # A folder of the cluster's own (short: Ray's sockets live there), so that the address file `ray
+    # start` writes (which a later ray.init() without an address would try to join) goes with it.
+    folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     ray = Path(sys.executable).with_name("ray")
     head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={folder}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen, started = [], threading.Event()
 
     def read():  # read all it prints, so that it never blocks on a full pipe
@@ -100,6 +106,7 @@ def ray_address():
     if not started.wait(timeout=120):
         head.kill()
         patch.undo()
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.fail("ray start --head did not start a cluster:\n" + "".join(seen[-30:]))
     try:
         yield f"127.0.0.1:{port}"
@@ -110,3 +117,4 @@ def ray_address():
         except subprocess.TimeoutExpired:
             head.kill()
         patch.undo()
+        shutil.rmtree(folder, ignore_errors=True)
