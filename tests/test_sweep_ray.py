@@ -6,18 +6,24 @@ One worker is killed mid-run: its child run ends KILLED with the reason, every o
 finishes, and the parent's table says so. An Optuna search runs on the same cluster from the CLI.
 """
 
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from fhmm_ppl.experiment.server import tracking_server
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 
 TINY = {
     "name": "ray_sweep",
@@ -80,16 +86,26 @@ def test_ray_sweep_logs_through_a_server_and_survives_a_killed_worker(tmp_path, 
         assert "best.fhmm.mean.sdr_improvement" in parent.data.metrics
 
 
-def test_optuna_search_on_ray_from_the_cli(tmp_path, ray_address):
+def test_optuna_search_on_ray_from_the_cli(tmp_path):
+    """Without ``--address`` the sweep starts a local cluster of its own, even where a ``ray
+    start`` left the address of a cluster that is gone (which ``ray.init()`` would try to join)."""
     experiment = {**TINY, "name": "ray_search",
                   "sweep": {"search": "optuna", "space": {"model.n_states": {"low": 2, "high": 6},
                                                           "inference.likelihood_scale": {"low": 0.25, "high": 1.0, "log": True}}}}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(experiment))
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "sweep", str(path), "--trials", "2", "--executor", "ray",
-                          "--address", ray_address, "--tracking-uri", uri], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=600)
+    # RAY_TMPDIR: where Ray looks for the last `ray start`'s address (short: Ray's sockets live there too)
+    stale = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    (stale / "ray").mkdir()
+    (stale / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(stale)}
+    try:
+        out = subprocess.run([sys.executable, "-m", "fhmm_ppl.cli", "sweep", str(path), "--trials", "2", "--executor",
+                              "ray", "--tracking-uri", uri], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                             env=env)
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "optuna search of 2 trials on ray" in out.stdout and "MLflow tracking server for the sweep" in out.stdout
     client = MlflowClient(uri)

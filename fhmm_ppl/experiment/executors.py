@@ -65,8 +65,9 @@ class RayExecutor:
 
     ``warm_up``: a function run once per slot as soon as the cluster is up, so that workers start
     and import what the jobs need while the caller prepares (e.g. a tracking server starts).
-    ``address`` names an existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``); without
-    it a local cluster is started for the sweep, with every CPU of this machine, and stopped after.
+    ``address`` names an existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``; default
+    Ray's ``RAY_ADDRESS``); without either a local cluster is started for the sweep, with every
+    CPU of this machine, and stopped after (never one a ``ray start`` on this machine left behind).
     Tasks are not retried: a point whose worker dies is reported, not run twice. A point given
     fewer than two CPUs computes on one thread (``runtime.one_thread_env``).
     """
@@ -98,10 +99,11 @@ class RayExecutor:
                     if threading.current_thread() is threading.main_thread() else {})
         if not ray.is_initialized():
             quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
-            if self.address:
-                ray.init(address=self.address, **quiet)
-            else:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+            address = self.address or os.environ.get("RAY_ADDRESS")
+            if address:
+                ray.init(address=address, **quiet)
+            else:  # "local": a cluster of the sweep's own, even where `ray start` left an address behind
+                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
             self._started = True
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
