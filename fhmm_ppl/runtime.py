@@ -174,7 +174,8 @@ def without_cache_writes() -> Iterator[None]:
     are still read), as it was after. Writing NumPyro's SVI programs to the cache
     (``executable.serialize()``) crashed the process with a segmentation fault in XLA-CPU (JAX
     0.10.2) in three of about twelve CI runs, all in the SVI test of ``tests/test_training.py``
-    (a later crash there, with writes off, was in the compiler itself: the cause is not known).
+    (later crashes there, with writes off and no Ray in the process, were in the compiler itself: the
+    cause is not known, and that test now runs in a fresh process).
     JAX decides once per process whether the cache is used, but reads the minimum compile time
     at every write, so an infinite minimum is what stops the writes."""
     key = "jax_persistent_cache_min_compile_time_secs"
