@@ -61,12 +61,9 @@ def pytest_configure(config):
 @pytest.fixture(scope="module")
 def ray_address():
     """A local 2-CPU Ray cluster for a test module, started by ``ray start --head --block`` in a
-    process of its own; its address. Ray is never imported into the test process: every sweep on
-    the cluster runs from a CLI subprocess. (Four CI runs segfaulted in XLA in the first kernel
-    compiled after the Ray tests, three writing it to the compilation cache, one compiling it,
-    while a Ray driver, with its own gRPC runtime and threads, had lived in the test process: a
-    suspect, not a proven cause.) SIGTERM stops the
-    cluster: ``--block`` shuts every process it started down on that signal."""
+    process of its own; its address. Ray is never imported into the test process (its gRPC runtime
+    and threads stay out of it): every sweep on the cluster runs from a CLI subprocess. SIGTERM
+    stops the cluster: ``--block`` shuts every process it started down on that signal."""
     import importlib.util
     import secrets
     import shutil
@@ -103,12 +100,9 @@ def ray_address():
                 started.set()
 
     threading.Thread(target=read, daemon=True).start()
-    if not started.wait(timeout=120):
-        head.kill()
-        patch.undo()
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.fail("ray start --head did not start a cluster:\n" + "".join(seen[-30:]))
     try:
+        if not started.wait(timeout=120):
+            pytest.fail("ray start --head did not start a cluster:\n" + "".join(seen[-30:]))
         yield f"127.0.0.1:{port}"
     finally:
         head.terminate()

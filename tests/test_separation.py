@@ -87,7 +87,8 @@ def test_disjoint_spectra_separate_cleanly(trained):
 
 
 def test_separating_keeps_numpy_blas_on_one_thread_and_gives_it_back(trained, monkeypatch):
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
+    from test_runtime import blas_threads
 
     from fhmm_ppl.separation import separator as module
 
@@ -96,13 +97,13 @@ def test_separating_keeps_numpy_blas_on_one_thread_and_gives_it_back(trained, mo
     istft = module.istft
 
     def watched_istft(*args, **kwargs):  # NumPy work inside separate(), after the masks
-        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        seen.append(blas_threads())
         return istft(*args, **kwargs)
 
     monkeypatch.setattr(module, "istft", watched_istft)
     with threadpool_limits(limits=2, user_api="blas"):
         sep.separate(refs.sum(0))
-        after = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+        after = blas_threads()
     assert seen and all(threads == {1} for threads in seen)
     assert after == {2}
 
