@@ -13,10 +13,14 @@ helper thread while the caller runs the first (JAX releases the GIL while a comp
 Where several independent pipelines exist (an ensemble's model sets), ``run_each`` runs them
 on threads of their own, each pipeline's inner work in turn. NumPy's own BLAS threads would
 compete with XLA's for the cores (``numpy_blas_on_one_thread``), so separating keeps them to one.
+Every compiled program holds a few of the process's memory maps, which the kernel caps;
+``release_compiled_programs_if_crowded`` drops JAX's compiled programs before a long process
+(a sweep, a loop over model sizes) reaches the cap.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -144,6 +148,42 @@ def numpy_blas_on_one_thread() -> Iterator[None]:
             _BLAS_STATE["limit"] = None
 
 
+#: The share of the kernel's cap on a process's memory maps past which
+#: ``release_compiled_programs_if_crowded`` drops JAX's compiled programs.
+MEMORY_MAP_SHARE = 0.5
+
+
+def memory_maps() -> Optional[tuple[int, int]]:
+    """``(maps this process holds, the kernel's cap vm.max_map_count)``; None where ``/proc`` does not
+    say (not Linux)."""
+    try:
+        with open("/proc/self/maps", "rb") as maps, open("/proc/sys/vm/max_map_count") as cap:
+            return maps.read().count(b"\n"), int(cap.read())
+    except (OSError, ValueError):
+        return None
+
+
+def release_compiled_programs_if_crowded(share: Optional[float] = None) -> bool:
+    """``jax.clear_caches()`` when this process holds more than ``share`` (default
+    ``MEMORY_MAP_SHARE``) of the memory maps the kernel allows it; True if it did. Programs compile again when next called (from the persistent
+    cache where it is on).
+
+    Why: each program XLA-CPU compiles keeps about three memory maps until JAX's caches drop it, and
+    Linux caps a process at ``vm.max_map_count`` (65530 by default). A process that compiles new
+    shapes for long enough (a sequential sweep over model sizes, a Ray worker's many points, a loop
+    over separators in a notebook, this project's test suite: about 64 000 maps by its end) reaches
+    the cap, and the next compilation's failed allocation ("LLVM compilation error: Cannot allocate
+    memory") crashes the process with a segmentation fault. Training and each experiment call this
+    first; a check reads ``/proc/self/maps`` (milliseconds)."""
+    counts = memory_maps()
+    share = MEMORY_MAP_SHARE if share is None else share
+    if counts is None or counts[0] <= share * counts[1]:
+        return False
+    jax.clear_caches()
+    logging.getLogger(__name__).info("released JAX's compiled programs: this process held %d of %d memory maps", *counts)
+    return True
+
+
 def cache_dir() -> Path:
     """``$FHMM_PPL_CACHE`` or ``$XDG_CACHE_HOME/fhmm-ppl`` (default ``~/.cache/fhmm-ppl``)."""
     explicit = os.environ.get("FHMM_PPL_CACHE")
@@ -166,25 +206,6 @@ def enable_compilation_cache(min_compile_seconds: float = 0.0) -> Path:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor, and none set later
     return folder
-
-
-@contextmanager
-def without_cache_writes() -> Iterator[None]:
-    """No new entries in JAX's persistent compilation cache inside the block (entries already there
-    are still read), as it was after. Writing NumPyro's SVI programs to the cache
-    (``executable.serialize()``) crashed the process with a segmentation fault in XLA-CPU (JAX
-    0.10.2) in three of about twelve CI runs, all in the SVI test of ``tests/test_training.py``
-    (later crashes there, with writes off and no Ray in the process, were in the compiler itself: the
-    cause is not known, and that test now runs in a fresh process).
-    JAX decides once per process whether the cache is used, but reads the minimum compile time
-    at every write, so an infinite minimum is what stops the writes."""
-    key = "jax_persistent_cache_min_compile_time_secs"
-    before = getattr(jax.config, key)
-    jax.config.update(key, float("inf"))
-    try:
-        yield
-    finally:
-        jax.config.update(key, before)
 
 
 #: The sizes frame counts are padded up to (``frame_bucket``): ``m * 2**e`` frames for ``m`` in

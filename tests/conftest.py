@@ -52,6 +52,15 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(autouse=True)
+def _compiled_programs_within_the_memory_map_cap():
+    """The whole suite compiles about 20 000 programs in one process, three memory maps each: past
+    half the kernel's cap, JAX's caches are dropped (else a compilation near the cap segfaults)."""
+    from fhmm_ppl.runtime import release_compiled_programs_if_crowded
+
+    release_compiled_programs_if_crowded()
+
+
 def pytest_configure(config):
     from fhmm_ppl.runtime import enable_compilation_cache
 

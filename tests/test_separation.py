@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fhmm_ppl import runtime
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator, load
 
@@ -106,6 +107,21 @@ def test_separating_keeps_numpy_blas_on_one_thread_and_gives_it_back(trained, mo
         after = blas_threads()
     assert seen and all(threads == {1} for threads in seen)
     assert after == {2}
+
+
+@pytest.mark.skipif(runtime.memory_maps() is None, reason="needs Linux's /proc")
+def test_training_first_drops_compiled_programs_in_a_crowded_process(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(3)
+    sources = {"tones": low_tones(rng, 2), "noise": high_noise(rng, 2)}
+    kernel = jax.jit(lambda x: jnp.cumsum(x) * 3.0)
+    for share, kept in ((1.0, 1), (0.0, 0)):  # never crowded; always crowded
+        kernel(jnp.ones(4)).block_until_ready()
+        monkeypatch.setattr(runtime, "MEMORY_MAP_SHARE", share)
+        fit_separator(sources, RATE, n_states=4, max_iter=2, emission="complex_gaussian", n_models=1)
+        assert kernel._cache_size() == kept
 
 
 def test_integer_pcm_is_read_at_the_levels_of_float_audio(trained):

@@ -31,7 +31,7 @@ from fhmm_ppl.experiment.pyfunc import log_separator_model
 from fhmm_ppl.experiment.provenance import run_tags
 from fhmm_ppl.experiment.tracking import open_experiment, tracked_run, tracking_uri
 from fhmm_ppl.metrics import separation_report
-from fhmm_ppl.runtime import enable_compilation_cache
+from fhmm_ppl.runtime import enable_compilation_cache, release_compiled_programs_if_crowded
 from fhmm_ppl.separation import SeparatorOptions, fit_separator
 from fhmm_ppl.separation.baselines import apply_masks, fit_semi_supervised_nmf, fit_supervised_nmf, oracle_masks
 from fhmm_ppl.separation.training import state_counts
@@ -224,6 +224,7 @@ def run_experiment(config: ExperimentConfig, *, progress: Optional[Callable] = N
     prepare(config)
     progress = progress or (lambda items, description: items)
     enable_compilation_cache()
+    release_compiled_programs_if_crowded()  # a sweep's many points in one process
     uri = tracking_uri(config.tracking.uri)
     mlflow.set_tracking_uri(uri)
     if run_id is not None:

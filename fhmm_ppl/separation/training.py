@@ -16,6 +16,7 @@ import numpy as np
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.models import make_family
 from fhmm_ppl.models.fhmm import make_spec
+from fhmm_ppl.runtime import release_compiled_programs_if_crowded
 from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
 from fhmm_ppl.separation.averaging import check_averaged
 from fhmm_ppl.separation.emissions import get_emission
@@ -90,6 +91,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if opts.refine_iter and chosen.method != "exact" and set(opts.inference.refine) & set(sources):
         raise ValueError(f"refining sources on the mixture needs exact inference, but the plan here is {chosen.method} "
                          f"({chosen.reason}); set inference.refine_iter to 0 or use fewer states or sources")
+    release_compiled_programs_if_crowded()  # a loop over many separators in one process
     family = make_family(emission.family, **emission.family_options)
     specs = {n: make_spec((n,), family, opts.model.prior_specs()) for n in set(counts.values())}
     prepared = {name: _training_frames(name, audio, emission, opts, sample_rate, counts[name])

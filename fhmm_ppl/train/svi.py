@@ -21,7 +21,6 @@ from numpyro.infer.initialization import init_to_value
 from numpyro.optim import optax_to_numpyro
 
 from fhmm_ppl.models.fhmm import FHMMParams, FHMMSpec, fhmm_model, params_from_sites, site_values
-from fhmm_ppl.runtime import without_cache_writes
 from fhmm_ppl.train.batching import pad_sequences
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adabelief")
@@ -86,8 +85,7 @@ def fit_svi(
 
     auto = AutoDelta(model, init_loc_fn=init_loc) if guide == "map" else AutoNormal(model, init_loc_fn=init_loc, init_scale=1e-2)
     svi = SVI(model, auto, optax_to_numpyro(make_optimizer(optimizer, learning_rate)), Trace_ELBO())
-    with without_cache_writes():  # serialising SVI programs for the cache could segfault
-        result = svi.run(jax.random.PRNGKey(seed), n_steps, batch, lengths, progress_bar=progress)
+    result = svi.run(jax.random.PRNGKey(seed), n_steps, batch, lengths, progress_bar=progress)
     losses = np.asarray(result.losses)
     if not np.all(np.isfinite(losses)):
         bad = int(np.argmin(np.isfinite(losses)))
