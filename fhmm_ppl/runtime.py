@@ -165,8 +165,8 @@ def memory_maps() -> Optional[tuple[int, int]]:
 
 def release_compiled_programs_if_crowded(share: Optional[float] = None) -> bool:
     """``jax.clear_caches()`` when this process holds more than ``share`` (default
-    ``MEMORY_MAP_SHARE``) of the memory maps the kernel allows it; True if it did. Programs compile again when next called (from the persistent
-    cache where it is on).
+    ``MEMORY_MAP_SHARE``) of the memory maps the kernel allows it; True if it did. Programs compile
+    again when next called (from the persistent cache where it is on).
 
     Why: each program XLA-CPU compiles keeps about three memory maps until JAX's caches drop it, and
     Linux caps a process at ``vm.max_map_count`` (65530 by default). A process that compiles new
