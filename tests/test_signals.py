@@ -154,3 +154,30 @@ def test_runs_started_at_once_on_a_new_store_all_finish(tmp_path):
     client, runs = finished_runs(uri)
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
     assert sorted(r.data.metrics["value"] for r in runs) == [float(i) for i in range(5)]
+
+
+def test_a_run_whose_process_was_killed_outright_is_ended_failed_by_the_next(tmp_path):
+    import mlflow
+
+    from fhmm_ppl.experiment.tracking import open_experiment, tracked_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = ("import mlflow, os, signal\n"
+            "from fhmm_ppl.experiment.tracking import open_experiment, tracked_run\n"
+            f"_, exp = open_experiment({uri!r}, 'crash')\n"
+            f"mlflow.set_tracking_uri({uri!r})\n"
+            "with tracked_run(experiment_id=exp, run_name='killed'):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)  # no handler, no finally: the run cannot end itself\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    client = MlflowClient(uri)
+    (orphan,) = client.search_runs([client.get_experiment_by_name("crash").experiment_id])
+    assert orphan.info.status == "RUNNING"
+    mlflow.set_tracking_uri(uri)
+    with tracked_run(experiment_id=orphan.info.experiment_id, run_name="alive") as alive:
+        open_experiment(uri, "crash")  # what the next run or sweep does first
+        assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+        assert client.get_run(alive.info.run_id).info.status == "RUNNING"  # its process lives: left alone
+        note = client.download_artifacts(orphan.info.run_id, "error.txt", str(tmp_path))
+        assert "ended without ending it: killed or crashed" in open(note).read()
+    assert client.get_run(alive.info.run_id).info.status == "FINISHED"

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -60,8 +59,6 @@ def run_point(raw: dict, run_id: str, cwd: str, after_training: Optional[Callabl
         os.chdir(cwd)
     config = parse_config(raw, "sweep point")
     uri = tracking_uri(config.tracking.uri)
-    with contextlib.suppress(Exception):  # which process ran it: for the UI, and to find a stuck worker
-        MlflowClient(uri).set_tag(run_id, "fhmm_ppl.worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
         return run_experiment(config, run_id=run_id, after_training=after_training, progress=progress,
                               on_status=on_status, show_training=progress is not None)

@@ -4,6 +4,11 @@ MLflow 3 refuses the plain file store without ``MLFLOW_ALLOW_FILE_STORE``; the
 default here is SQLite at ``mlruns/mlflow.db`` with artifacts in
 ``mlruns/artifacts``, so everything stays under ``mlruns/`` and ``fhmm-ppl ui``
 opens the same store.
+
+Every run is tagged with the process that runs it (``PROCESS_TAG``). A run whose process was
+killed outright (SIGKILL, the out-of-memory killer) or crashed cannot end itself, so it would
+stay RUNNING for good; the next run or sweep in its experiment on the same machine ends it
+FAILED, with the reason (``end_orphaned_runs``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import traceback
 from pathlib import Path
 from typing import Iterator, Optional
@@ -19,6 +25,15 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from fhmm_ppl.experiment.interrupts import Terminated
+
+
+#: The tag naming the process that runs a run, ``host:pid``.
+PROCESS_TAG = "fhmm_ppl.worker"
+
+
+def this_process() -> str:
+    """``host:pid`` of this process (``PROCESS_TAG``'s value)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def tracking_uri(explicit: Optional[str] = None) -> str:
@@ -76,13 +91,43 @@ def store_lock(uri: str) -> Iterator[None]:
 def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     """A client of the store at ``uri`` and the id of its experiment called ``name``, created if needed,
     both under ``store_lock`` (the client creates a new store's tables), so that runs started at once on
-    a new store create the tables and the experiment once."""
+    a new store create the tables and the experiment once. The experiment's orphaned runs are ended
+    (``end_orphaned_runs``)."""
     with store_lock(uri):
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(name)
-        if found is not None:
-            return client, found.experiment_id
-        return client, client.create_experiment(name, artifact_location=artifact_root(uri))
+        if found is None:
+            return client, client.create_experiment(name, artifact_location=artifact_root(uri))
+    with contextlib.suppress(Exception):  # a best effort: never a reason for this run to fail
+        end_orphaned_runs(client, found.experiment_id)
+    return client, found.experiment_id
+
+
+def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End ``FAILED`` the experiment's RUNNING runs whose process (``PROCESS_TAG``) ran on this machine
+    and is gone, with the reason as ``error.txt``; their ids. Runs of other machines, of live
+    processes (or of a new process that took the pid) and without the tag are left alone."""
+    host = socket.gethostname()
+    ended = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
+        where, _, pid = run.data.tags.get(PROCESS_TAG, "").rpartition(":")
+        if where != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        reason = f"the process that ran this run ({where}:{pid}) ended without ending it: killed or crashed"
+        client.log_text(run.info.run_id, reason + "\n", "error.txt")
+        client.set_terminated(run.info.run_id, "FAILED")
+        ended.append(run.info.run_id)
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -90,6 +135,7 @@ def tracked_run(**start_run) -> Iterator[mlflow.ActiveRun]:
     """``mlflow.start_run(**start_run)`` whose run ends ``KILLED`` when interrupted (Ctrl-C, SIGTERM) and
     ``FAILED`` on any other error, with the traceback logged as ``error.txt``; ``FINISHED`` otherwise."""
     with mlflow.start_run(**start_run) as run:
+        mlflow.set_tag(PROCESS_TAG, this_process())
         try:
             yield run
         except BaseException as err:
