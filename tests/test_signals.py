@@ -173,11 +173,15 @@ def test_a_run_whose_process_was_killed_outright_is_ended_failed_by_the_next(tmp
     client = MlflowClient(uri)
     (orphan,) = client.search_runs([client.get_experiment_by_name("crash").experiment_id])
     assert orphan.info.status == "RUNNING"
+    # the same host and pid seen from another container (pid namespace): not this machine's to judge
+    elsewhere = client.create_run(orphan.info.experiment_id, tags={"fhmm_ppl.worker": orphan.data.tags["fhmm_ppl.worker"],
+                                                                   "fhmm_ppl.pid_namespace": "pid:[1]"})
     mlflow.set_tracking_uri(uri)
     with tracked_run(experiment_id=orphan.info.experiment_id, run_name="alive") as alive:
         open_experiment(uri, "crash")  # what the next run or sweep does first
         assert client.get_run(orphan.info.run_id).info.status == "FAILED"
         assert client.get_run(alive.info.run_id).info.status == "RUNNING"  # its process lives: left alone
+        assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"
         note = client.download_artifacts(orphan.info.run_id, "error.txt", str(tmp_path))
         assert "ended without ending it: killed or crashed" in open(note).read()
     assert client.get_run(alive.info.run_id).info.status == "FINISHED"

@@ -31,9 +31,21 @@ from fhmm_ppl.experiment.interrupts import Terminated
 PROCESS_TAG = "fhmm_ppl.worker"
 
 
+#: The tag naming the process's pid namespace: a container sharing the host's name has its own pids.
+NAMESPACE_TAG = "fhmm_ppl.pid_namespace"
+
+
 def this_process() -> str:
     """``host:pid`` of this process (``PROCESS_TAG``'s value)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (``pid:[4026531836]``; ``""`` where ``/proc`` does not say)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def tracking_uri(explicit: Optional[str] = None) -> str:
@@ -104,14 +116,16 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
 
 
 def end_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """End ``FAILED`` the experiment's RUNNING runs whose process (``PROCESS_TAG``) ran on this machine
-    and is gone, with the reason as ``error.txt``; their ids. Runs of other machines, of live
-    processes (or of a new process that took the pid) and without the tag are left alone."""
-    host = socket.gethostname()
+    """End ``FAILED`` the experiment's RUNNING runs whose process (``PROCESS_TAG``) ran on this machine,
+    in this pid namespace (``NAMESPACE_TAG``), and is gone, with the reason as ``error.txt``; their
+    ids. Runs of other machines or containers, of live processes (or of a new process that took the
+    pid) and without the tags are left alone."""
+    host, namespace = socket.gethostname(), pid_namespace()
     ended = []
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
         where, _, pid = run.data.tags.get(PROCESS_TAG, "").rpartition(":")
-        if where != host or not pid.isdigit() or _alive(int(pid)):
+        if (where != host or run.data.tags.get(NAMESPACE_TAG) != namespace or not pid.isdigit()
+                or _alive(int(pid))):
             continue
         reason = f"the process that ran this run ({where}:{pid}) ended without ending it: killed or crashed"
         client.log_text(run.info.run_id, reason + "\n", "error.txt")
@@ -135,7 +149,7 @@ def tracked_run(**start_run) -> Iterator[mlflow.ActiveRun]:
     """``mlflow.start_run(**start_run)`` whose run ends ``KILLED`` when interrupted (Ctrl-C, SIGTERM) and
     ``FAILED`` on any other error, with the traceback logged as ``error.txt``; ``FINISHED`` otherwise."""
     with mlflow.start_run(**start_run) as run:
-        mlflow.set_tag(PROCESS_TAG, this_process())
+        mlflow.set_tags({PROCESS_TAG: this_process(), NAMESPACE_TAG: pid_namespace()})
         try:
             yield run
         except BaseException as err:
