@@ -30,6 +30,16 @@ def high_noise(rng, seconds):
     return (0.3 * sig / sig.std()).astype(np.float32)
 
 
+def mid_noise(rng, seconds):
+    """Noise band-limited to 1.2-2 kHz."""
+    n = int(seconds * RATE)
+    spec = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / RATE)
+    spec[(freqs < 1200) | (freqs > 2000)] = 0
+    sig = np.fft.irfft(spec, n)
+    return (0.3 * sig / sig.std()).astype(np.float32)
+
+
 def flat_options(options) -> dict:
     """The options as formats 2-5 stored them: flat keywords, ``mask: wiener`` for soft masks."""
     return {"n_states": options.model.n_states, "emission": options.model.emission, "trainer": options.training.method,
@@ -224,125 +234,6 @@ def test_state_oracle_masks_match_inference_where_states_are_plain(trained):
         sep.state_oracle_gains(spec, [spec, spec[:-1]])
 
 
-def test_logmax_separator_separates_disjoint_spectra(tmp_path):
-    rng = np.random.default_rng(1)
-    # masks frame by frame (average_seconds 0): the state oracle below compares the states themselves
-    sep = fit_separator({"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}, RATE, n_states=6,
-                        emission="logmax", max_iter=15, n_models=1, average_seconds=0.0)
-    refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
-    est = sep.separate(refs.sum(0))
-    assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 15)
-    loaded = load(sep.save(tmp_path / "lm"))
-    np.testing.assert_allclose(loaded.separate(refs.sum(0))["tones"], est["tones"], atol=1e-5)
-    from fhmm_ppl.audio.features import stft
-
-    spec = stft(refs.sum(0), sep.options.stft)
-    oracle = sep.state_oracle_gains(spec, [stft(r, sep.options.stft) for r in refs])
-    assert np.mean(np.abs(oracle - sep.gains(spec))) < 0.02
-
-
-def test_log_mel_separator_separates_disjoint_spectra_and_its_masks_sum_to_one(tmp_path):
-    from fhmm_ppl.audio.features import stft
-
-    rng = np.random.default_rng(1)
-    train = {"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}
-    sep = fit_separator(train, RATE, n_states=6, emission="log_mel", n_mels=32, max_iter=15, n_models=1)
-    assert sep.models["tones"].emission["means"].shape == (6, 32)  # states model mel bands, not STFT bins
-    refs = np.stack([low_tones(rng, 2), high_noise(rng, 2)])
-    est, gains = sep.separate(refs.sum(0), return_gains=True)
-    assert gains.shape == (2,) + stft(refs[0], sep.options.stft).shape
-    np.testing.assert_allclose(gains.sum(0), 1.0, atol=1e-5)
-    assert np.all(bss_eval(refs, np.stack([est["tones"], est["noise"]])).sdr > 12)
-    loaded = load(sep.save(tmp_path / "mel"))
-    np.testing.assert_allclose(loaded.separate(refs.sum(0))["noise"], est["noise"], atol=1e-5)
-    one_band = np.zeros((1, 1, 32), np.float32)
-    one_band[..., 5] = 1.0
-    spread = sep.emission.spread(one_band)[0, 0]
-    assert spread.max() <= 1.0 and spread.min() >= 0.0 and 0 < np.count_nonzero(spread > 1e-3) < spread.size // 4
-
-
-def test_log_mel_state_spectra_and_the_three_soft_mask_kinds(tmp_path):
-    import jax.numpy as jnp
-
-    from fhmm_ppl import hmm
-    from fhmm_ppl.audio.features import stft
-    from fhmm_ppl.hmm.emissions import logmax_log_lik
-    from fhmm_ppl.separation import Separator
-
-    rng = np.random.default_rng(2)
-    train = {"tones": low_tones(rng, 6), "noise": high_noise(rng, 6)}
-    sep = fit_separator(train, RATE, n_states=5, emission="log_mel", n_mels=24, max_iter=10, n_models=1,
-                        state_components=0)  # masks straight from the states (dictionaries: test_state_nmf)
-    assert sep.options.soft_mask == "blend"
-    # each state's spectrum: the training STFT power averaged with the trained HMM's state posteriors
-    model, spec = sep.models["tones"], stft(train["tones"], sep.options.stft)
-    log_lik = logmax_log_lik(jnp.asarray(sep.emission.frames(spec)), [jnp.asarray(model.emission["means"])],
-                             [jnp.asarray(model.emission["variances"])])
-    post = np.asarray(hmm.posteriors([jnp.log(jnp.asarray(model.init))], [jnp.log(jnp.asarray(model.trans))],
-                                     log_lik).marginals[0], np.float64)
-    expected = post.T @ np.abs(spec) ** 2 / post.sum(0)[:, None]
-    np.testing.assert_allclose(model.emission["psd"], np.maximum(expected, model.emission["psd"].min()), rtol=2e-3)
-    # blend = the mean of dominance and Wiener masks; every kind splits the mixture
-    mixture = stft(low_tones(rng, 2) + high_noise(rng, 2), sep.options.stft)
-    # frame by frame (average_seconds 0): averaging the noise's power is not linear in the masks
-    kinds = {kind: Separator(sep.members, RATE, sep.options.replace(soft_mask=kind, average_seconds=0.0)).gains(mixture)
-             for kind in ("dominance", "wiener", "blend")}
-    np.testing.assert_allclose(kinds["blend"], 0.5 * (kinds["dominance"] + kinds["wiener"]), atol=1e-6)
-    assert np.abs(kinds["dominance"] - kinds["wiener"]).max() > 0.05
-    for gains in kinds.values():
-        np.testing.assert_allclose(gains.sum(0), 1.0, atol=1e-5)
-    with pytest.raises(ValueError, match="soft_mask: Input should be 'blend', 'dominance' or 'wiener'"):
-        sep.options.replace(soft_mask="soft")
-    # a format-3 folder (no state spectra) loads as it ran, with dominance masks; a format-4 one without them is damaged
-    folder = sep.save(tmp_path / "v3")
-    make_older(folder, 3, "logmax_mask", "/psd")
-    old = load(folder)
-    assert old.options.soft_mask == "dominance"
-    old = Separator(old.members, RATE, old.options.replace(average_seconds=0.0))
-    np.testing.assert_allclose(old.gains(mixture), kinds["dominance"], atol=1e-6)
-
-
-def test_two_source_logmax_masks_equal_the_posterior_weighted_dominance():
-    """The fused two-source path of the dominance masks against the general formula
-    ``sum_s p(s | y) P(source k dominates | s, y_tf)``, over a length that is no multiple of its chunk."""
-    import jax.numpy as jnp
-
-    from fhmm_ppl.hmm import emissions
-    from fhmm_ppl.separation.masks import DOMINANCE_CHUNK as MASK_CHUNK
-    from fhmm_ppl.separation.masks import _dominance_from_joint as masks_from_joint
-
-    rng = np.random.default_rng(5)
-    n_frames, n_bins, n_states = MASK_CHUNK * 2 + 3, 7, (3, 5)
-    means = tuple(jnp.asarray(rng.normal(size=(n, n_bins)), jnp.float32) for n in n_states)
-    variances = tuple(jnp.asarray(rng.uniform(0.2, 2.0, (n, n_bins)), jnp.float32) for n in n_states)
-    log_mag = jnp.asarray(rng.normal(size=(n_frames, n_bins)) * 2, jnp.float32)
-    joint = rng.dirichlet(np.full(15, 0.3), size=n_frames).astype(np.float32)
-    masks = np.asarray(masks_from_joint(jnp.asarray(joint), log_mag, means, variances))
-    dom = np.asarray(emissions.logmax_dominance(*emissions.logmax_terms(log_mag, means, variances)))
-    ref = np.einsum("tp,ktpf->ktf", joint, dom.reshape(2, n_frames, 15, n_bins))
-    np.testing.assert_allclose(masks, ref, atol=2e-6)
-
-
-def mid_noise(rng, seconds):
-    """Noise band-limited to 1.2-2 kHz."""
-    n = int(seconds * RATE)
-    spec = np.fft.rfft(rng.normal(size=n))
-    freqs = np.fft.rfftfreq(n, 1 / RATE)
-    spec[(freqs < 1200) | (freqs > 2000)] = 0
-    sig = np.fft.irfft(spec, n)
-    return (0.3 * sig / sig.std()).astype(np.float32)
-
-
-def test_three_sources_with_exact_and_mean_field_inference():
-    rng = np.random.default_rng(2)
-    train = {"tones": low_tones(rng, 4), "mid": mid_noise(rng, 4), "high": high_noise(rng, 4)}
-    refs = np.stack([low_tones(rng, 2), mid_noise(rng, 2), high_noise(rng, 2)])
-    for inference in ("exact", "mean_field"):
-        sep = fit_separator(train, RATE, n_states=4, max_iter=10, inference=inference, emission="complex_gaussian")
-        est = sep.separate(refs.sum(0))
-        assert np.all(bss_eval(refs, np.stack([est[n] for n in train])).sdr > 15), inference
-
-
 def reference_wiener_gains(sep, spec):
     """Posterior-weighted Wiener gains ``(K, T, F)`` in float64 from the chunked smoother's joint
     posterior (the other exact code path), for checking the separator's fused one."""
@@ -378,51 +269,6 @@ def test_exact_wiener_gains_equal_the_posterior_weighted_shares(trained):
                           n_models=1)
     spec = stft(low_tones(rng, 1) + mid_noise(rng, 1) + high_noise(rng, 1), three.options.stft)
     np.testing.assert_allclose(three.gains(spec), reference_wiener_gains(three, spec), atol=2e-5)
-
-
-def test_several_initialisations_keep_the_best_objective():
-    rng = np.random.default_rng(4)
-    train = {"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}
-    single = [fit_separator(train, RATE, n_states=5, max_iter=6, seed=seed, n_models=1, emission="complex_gaussian")
-              for seed in (7, 8)]
-    both = fit_separator(train, RATE, n_states=5, max_iter=6, seed=7, n_init=2, n_models=1, emission="complex_gaussian")
-    for name in train:
-        finals = [s.training_history[name][-1] for s in single]
-        assert both.training_history[name][-1] == pytest.approx(max(finals))
-        winner = single[int(np.argmax(finals))]
-        np.testing.assert_allclose(both.models[name].emission["psd"], winner.models[name].emission["psd"], rtol=1e-5)
-    with pytest.raises(ValueError, match="n_init: Input should be greater than or equal to 1"):
-        fit_separator(train, RATE, n_init=0)
-
-
-def band_noise(rng, seconds, low, high):
-    """Noise band-limited to ``low``-``high`` Hz."""
-    n = int(seconds * RATE)
-    spec = np.fft.rfft(rng.normal(size=n))
-    freqs = np.fft.rfftfreq(n, 1 / RATE)
-    spec[(freqs < low) | (freqs > high)] = 0
-    sig = np.fft.irfft(spec, n) * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * np.arange(n) / RATE))
-    return (0.3 * sig / sig.std()).astype(np.float32)
-
-
-def test_five_sources_by_mean_field_linear_in_the_number_of_sources():
-    rng = np.random.default_rng(3)
-    bands = {"b1": (100, 500), "b2": (900, 1300), "b3": (1700, 2100), "b4": (2500, 2900), "b5": (3300, 3700)}
-    train = {name: band_noise(rng, 3, *band) for name, band in bands.items()}
-    refs = np.stack([band_noise(rng, 2, *band) for band in bands.values()])
-    sep = fit_separator(train, RATE, n_states=3, max_iter=5, inference="mean_field", emission="complex_gaussian",
-                        n_models=1)
-    est = sep.separate(refs.sum(0))
-    assert np.all(bss_eval(refs, np.stack([est[n] for n in bands])).sdr > 10)
-    states = sep.state_posteriors(np.fft.rfft(np.zeros((4, sep.options.features.n_fft)), axis=1))
-    assert set(states) == set(bands) and all(np.allclose(m.sum(1), 1, atol=1e-4) for m in states.values())
-    # the default (log-mel) separator needs exact inference: five 64-state sources are refused
-    # before any training, with the way out named
-    with pytest.raises(ValueError, match="needs exact inference over 64\\^5 joint states.*emission='complex_gaussian'"):
-        fit_separator(train, RATE, n_states=64)
-    # an emission without an expected log-likelihood is refused mean field when the options are made
-    with pytest.raises(ValueError, match="mean_field is not available for the logmax emission"):
-        fit_separator(dict(list(train.items())[:2]), RATE, emission="logmax", inference="mean_field")
 
 
 def test_separate_in_a_fresh_process(trained, tmp_path):
@@ -514,44 +360,3 @@ def test_separators_saved_in_format_2_still_load(trained, tmp_path):
                                                                             average_seconds=0.0)
     for name in sep.names:
         np.testing.assert_array_equal(loaded.models[name].emission["psd"], sep.models[name].emission["psd"])
-
-
-@pytest.mark.slow
-def test_mean_field_separates_speech_in_noise_about_as_well_as_exact_inference():
-    """On the demo's speech in white noise mean field (the bound that is linear in the number of
-    sources) must land near the exact posterior's answer: started from random marginals it drifted
-    to silent speech (-19.6 dB SDRi here, 16 states each)."""
-    from fhmm_ppl.audio.tasks import demo_task
-    from fhmm_ppl.metrics import separation_report
-    from fhmm_ppl.separation import Separator
-
-    task = demo_task("speech_noise", "white")
-    sep = fit_separator(task.train, task.sample_rate, n_states=16, max_iter=10, emission="complex_gaussian",
-                        n_models=1)
-    refs = np.stack([task.references[0][n] for n in sep.names])
-    mixture = task.mixtures[0]
-    gain = {}
-    for inference in ("exact", "mean_field"):
-        out = Separator(sep.members, task.sample_rate, sep.options.replace(inference=inference)).separate(mixture)
-        gain[inference] = separation_report(refs, np.stack([out[n] for n in sep.names]), mixture)["sdr_improvement"][0]
-    assert gain["exact"] > 8.0
-    assert gain["mean_field"] > gain["exact"] - 1.0, gain
-
-
-def test_many_sources_separate_by_mean_field_without_joint_state_arrays():
-    """Twelve 4-state complex-Gaussian sources have 4^12 joint states: a separator over them must not
-    build anything of that size (likelihood terms, Wiener shares) when its plan is mean field."""
-    from fhmm_ppl.separation import Separator, SeparatorOptions, SourceModel
-
-    rng = np.random.default_rng(9)
-    n_sources, n_states, n_bins = 12, 4, 257
-    models = {f"s{k}": SourceModel(np.full(n_states, 1 / n_states), np.full((n_states, n_states), 1 / n_states),
-                                   {"psd": rng.uniform(0.1, 1.0, (n_states, n_bins)).astype(np.float32)})
-              for k in range(n_sources)}
-    sep = Separator(models, RATE, SeparatorOptions.from_flat(emission="complex_gaussian", n_states=n_states, n_fft=512,
-                                                             hop_length=128))
-    assert sep.sets[0].prepared is None and sep.sets[0].shares is None
-    mixture = rng.normal(size=RATE // 2).astype(np.float32)
-    est = sep.separate(mixture)
-    assert len(est) == n_sources and all(np.all(np.isfinite(w)) for w in est.values())
-    np.testing.assert_allclose(np.sum(list(est.values()), axis=0), mixture, atol=1e-4)
