@@ -29,8 +29,6 @@ from fhmm_ppl.experiment.interrupts import Terminated
 
 #: The tag naming the process that runs a run, ``host:pid``.
 PROCESS_TAG = "fhmm_ppl.worker"
-
-
 #: The tag naming the process's pid namespace: a container sharing the host's name has its own pids.
 NAMESPACE_TAG = "fhmm_ppl.pid_namespace"
 
@@ -139,8 +137,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: alive
+        pass
     return True
 
 
