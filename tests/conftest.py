@@ -17,6 +17,19 @@ def random_problem(rng: np.random.Generator, n_states, n_frames, scale=2.0):
     return log_init, log_trans, log_lik
 
 
+def sticky_problem(seed: int, n_frames: int = 10):
+    """Two 3-state chains switching with probability 1e-12 (EM's floor) and frames whose
+    log-likelihoods spread over hundreds of nats, as STFT frames under the complex Gaussian."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    trans = np.full((3, 3), 1e-12) + np.eye(3) * (1 - 2e-12)
+    log_init = [jnp.log(jnp.full(3, 1 / 3, jnp.float32))] * 2
+    log_trans = [jnp.log(jnp.asarray(trans, jnp.float32))] * 2
+    spread = rng.choice([100, 200, 400])
+    return log_init, log_trans, jnp.asarray(-rng.uniform(0, spread, size=(n_frames, 3, 3)), jnp.float32)
+
+
 @pytest.fixture(scope="session")
 def mma_tree(tmp_path_factory):
     """A generated dataset folder with the real 363 file names and channel counts (50 ms of noise each)."""

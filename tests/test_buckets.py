@@ -2,7 +2,6 @@
 for a mixture of a new length inside a bucket that has been compiled."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
