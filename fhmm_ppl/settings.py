@@ -36,6 +36,10 @@ class FeatureSettings(Strict):
     n_fft: int = Field(1024, ge=64, le=8192)
     hop_length: int = Field(256, ge=16, le=4096)
     n_mels: int = Field(64, ge=8, le=256)
+    #: separation: a second separator at this n_fft (same overlap) where a source's training audio is
+    #: mostly steady spectral lines (mains hum), used on mixtures that show them
+    #: (``separation.resolution``); ``None`` or not above ``n_fft``: never
+    line_n_fft: Optional[int] = Field(2048, ge=64, le=16384)
 
     @model_validator(mode="after")
     def _hop_within_frame(self) -> "FeatureSettings":

@@ -82,6 +82,7 @@ def _score_all(task, known: dict, separator, config: ExperimentConfig, progress)
             current = separator.adapt(mixture)
             for step, value in enumerate(np.asarray(current.adaptation_objective)):
                 mlflow.log_metric(f"adapt.mixture{index:02d}.objective", float(value), step=step)
+        current = current.choose(mixture)  # the finer STFT where the mixture shows a trained hum's lines
         if current.refined_sources:  # trained spectra refined on this mixture (the lags below stream this separator)
             current = current.refine(mixture)
             for step, value in enumerate(np.asarray(current.refinement_objective)):
@@ -103,10 +104,10 @@ def _score_all(task, known: dict, separator, config: ExperimentConfig, progress)
                 for metric in METRICS:
                     collected.setdefault(method, {}).setdefault(name, {}).setdefault(metric, []).append(float(report[metric][k]))
         outputs.append({"mixture": mixture, "references": references, "estimates": fhmm, "gains": gains,
-                        "states": current.state_posteriors(stft(mixture, stft_config))})
+                        "states": current.state_posteriors(stft(mixture, current.options.stft)),
+                        "hop_length": current.options.features.hop_length})
     scores = {m: {n: {k: float(np.mean(v)) for k, v in per.items()} for n, per in src.items()} for m, src in collected.items()}
-    stream_metrics = streamed.metrics(streams, [m.shape[0] / task.sample_rate for m in task.mixtures], task.sample_rate,
-                                      config.features.n_fft, config.features.hop_length) if streams else {}
+    stream_metrics = streamed.metrics(streams, [m.shape[0] / task.sample_rate for m in task.mixtures]) if streams else {}
     return scores, outputs, stream_metrics
 
 
@@ -130,9 +131,9 @@ def _log_artifacts(config, task, separator, outputs, workdir: Path) -> None:
         mlflow.log_artifact(str(plots.spectrograms(plot_dir / f"spectrograms_mixture{index:02d}.png", signals, rate,
                                                    config.features.n_fft, config.features.hop_length)), "plots")
         mlflow.log_artifact(str(plots.masks(plot_dir / f"masks_mixture{index:02d}.png", out["gains"], list(out["estimates"]),
-                                            rate, config.features.hop_length)), "plots")
+                                            rate, out["hop_length"])), "plots")
         mlflow.log_artifact(str(plots.state_posteriors(plot_dir / f"states_mixture{index:02d}.png", out["states"], rate,
-                                                       config.features.hop_length)), "plots")
+                                                       out["hop_length"])), "plots")
     if separator.training_history:
         mlflow.log_artifact(str(plots.training_curves(workdir / "plots" / "training.png", separator.training_history)), "plots")
     saved = separator.save(workdir / "model")

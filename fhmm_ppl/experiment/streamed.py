@@ -27,8 +27,11 @@ def latency_ms(lag: float, sample_rate: int, n_fft: int, hop: int) -> float:
 
 
 def score_lags(separator, mixture: np.ndarray, references: np.ndarray, lags: list, chunk: int) -> dict:
-    """``{lag: (mean SDRi over sources, computing seconds)}`` of ``separator.stream`` on ``mixture``
-    in chunks of ``chunk`` samples; ``references (K, n)`` in ``separator.names`` order."""
+    """``{lag: (mean SDRi over sources, computing seconds, latency ms)}`` of ``separator.stream`` on
+    ``mixture`` in chunks of ``chunk`` samples; ``references (K, n)`` in ``separator.names`` order.
+    The latency is the separator's own (its STFT: a mixture may get the finer one,
+    ``separation.resolution``)."""
+    features = separator.options.features
     chunks = [mixture[i:i + chunk] for i in range(0, mixture.shape[0], chunk)]
     out = {}
     for lag in lags:
@@ -36,17 +39,19 @@ def score_lags(separator, mixture: np.ndarray, references: np.ndarray, lags: lis
         pieces = list(separator.stream(chunks, lag=lag))
         seconds = time.perf_counter() - start
         estimates = np.stack([np.concatenate([p[name] for p in pieces]) for name in separator.names])
-        out[lag] = (float(separation_report(references, estimates, mixture)["sdr_improvement"].mean()), seconds)
+        out[lag] = (float(separation_report(references, estimates, mixture)["sdr_improvement"].mean()), seconds,
+                    latency_ms(lag, separator.sample_rate, features.n_fft, features.hop_length))
     return out
 
 
-def metrics(per_mixture: list, durations: list, sample_rate: int, n_fft: int, hop: int) -> dict:
-    """Flat MLflow metrics from ``score_lags``'s results per mixture and the mixtures' durations (s)."""
+def metrics(per_mixture: list, durations: list) -> dict:
+    """Flat MLflow metrics from ``score_lags``'s results per mixture and the mixtures' durations (s);
+    the latency is the longest of the mixtures'."""
     flat = {}
     for lag in per_mixture[0]:
         flat[metric_name(lag, "sdr_improvement")] = float(np.mean([m[lag][0] for m in per_mixture]))
         flat[metric_name(lag, "rtf")] = float(sum(m[lag][1] for m in per_mixture) / sum(durations))
-        flat[metric_name(lag, "latency_ms")] = latency_ms(lag, sample_rate, n_fft, hop)
+        flat[metric_name(lag, "latency_ms")] = max(m[lag][2] for m in per_mixture)
     return flat
 
 

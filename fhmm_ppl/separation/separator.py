@@ -15,6 +15,7 @@ padded frames observe nothing (``posterior``), and they are dropped before the m
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Optional, Union
@@ -32,6 +33,7 @@ from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
 from fhmm_ppl.separation.refinement import check_refined, refine_models
+from fhmm_ppl.separation.resolution import FINE, LINES_FILE, LineResolved
 from fhmm_ppl.separation.storage import SourceModel, read, write
 from fhmm_ppl.separation.streaming import lag_frames, stream
 
@@ -246,6 +248,10 @@ class Separator:
             marginals = hmm.posteriors(models.log_init, models.log_trans, log_lik, n_frames).marginals
         return {name: np.asarray(m)[:n_frames] for name, m in zip(self.names, marginals)}
 
+    def choose(self, mixture: np.ndarray) -> "Separator":
+        """The separator for ``mixture``: this one (``resolution.LineResolved`` picks an STFT per mixture)."""
+        return self
+
     @numpy_blas_on_one_thread()
     def separate(self, mixture: np.ndarray, *, return_gains: bool = False):
         """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``; with
@@ -367,10 +373,17 @@ class Separator:
     def save(self, folder: Union[str, Path]) -> Path:
         """Write the separator into ``folder`` (``separation.storage``)."""
         adaptation = None if self.adaptation is None else self.adaptation.to_json()
+        shutil.rmtree(Path(folder) / FINE, ignore_errors=True)  # a finer separator saved here before is not this one's
         return write(folder, self.members, self.sample_rate, self.options, adaptation)
 
 
-def load(folder: Union[str, Path]) -> Separator:
-    """Load a separator written by ``Separator.save`` (older formats included)."""
+def load(folder: Union[str, Path]):
+    """Load a separator written by ``Separator.save`` (older formats included) or by
+    ``resolution.LineResolved.save`` (a finer separator in ``folder/fine``)."""
     members, sample_rate, options, adaptation = read(folder)
-    return Separator(members, sample_rate, options, adaptation=None if adaptation is None else Adaptation.from_json(adaptation))
+    separator = Separator(members, sample_rate, options,
+                          adaptation=None if adaptation is None else Adaptation.from_json(adaptation))
+    fine = Path(folder) / FINE
+    if (fine / LINES_FILE).exists():
+        return LineResolved(separator, load(fine), np.load(fine / LINES_FILE))
+    return separator

@@ -26,8 +26,8 @@ import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 11
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+FORMAT_VERSION = 12
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
 
 def _prefix(index: int) -> str:

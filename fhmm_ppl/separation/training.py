@@ -22,6 +22,7 @@ from fhmm_ppl.separation.averaging import check_averaged
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.refinement import check_refined
+from fhmm_ppl.separation.resolution import LineResolved, fine_options, tonal_lines
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.source_models import keep
 from fhmm_ppl.train import fit
@@ -66,7 +67,10 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
             ``emission="complex_gaussian"``, ``trainer="svi"``, ...), applied over ``options``.
 
     Returns:
-        ``Separator``.
+        ``Separator``; where a noise source's (``inference.refine``, ``inference.average``) training
+        audio is mostly steady spectral lines (mains hum)
+        and ``features.line_n_fft`` is above ``n_fft``, a ``resolution.LineResolved`` pair that
+        separates mixtures showing those lines at the finer STFT.
     """
     opts = SeparatorOptions.from_flat(options, **flat) if flat or options is None else options
     if not isinstance(sources, Mapping):
@@ -106,7 +110,15 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
             member[name] = keep(result.params, frames, power, spec, emission, opts.dictionary_size, first_seed)
             if index == 0:
                 history[name] = result.history
-    return Separator(members, sample_rate, opts, history, adaptation)
+    separator = Separator(members, sample_rate, opts, history, adaptation)
+    line_n_fft = opts.features.line_n_fft
+    if adaptation is None and line_n_fft is not None and line_n_fft > opts.features.n_fft:
+        fine = fine_options(opts)
+        noise = set(opts.inference.refine) | set(opts.inference.average)  # speech is never steady lines
+        lines = tonal_lines({n: as_float_audio(a) for n, a in sources.items() if n in noise}, fine.stft)
+        if lines is not None:
+            return LineResolved(separator, fit_separator(sources, sample_rate, fine, progress=progress), lines)
+    return separator
 
 
 def _seconds(audio, sample_rate: int) -> float:
