@@ -40,18 +40,24 @@ LINES_FILE = "lines.npy"
 FINE = "fine"
 
 
-def line_profile(audio: np.ndarray, config: STFTConfig) -> np.ndarray:
-    """``(F,)`` dB of the long-term power spectrum of ``audio (n_samples,)`` over its running median
-    across frequency: steady lines stand out, broadband noise and moving harmonics do not."""
+def long_term_power(audio: np.ndarray, config: STFTConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``audio (n_samples,)``'s mean power per bin ``(F,)`` (float64) and its running median across
+    frequency over ``LINE_WINDOW`` bins ``(F,)``: the spectrum without its lines."""
     power = np.mean(np.abs(stft(np.asarray(audio, np.float32), config)) ** 2, axis=0).astype(np.float64) + 1e-20
-    return 10 * np.log10(power / median_filter(power, size=LINE_WINDOW, mode="nearest"))
+    return power, median_filter(power, size=LINE_WINDOW, mode="nearest")
+
+
+def line_profile(audio: np.ndarray, config: STFTConfig) -> np.ndarray:
+    """``(F,)`` dB of ``audio``'s long-term power spectrum over its running median across frequency:
+    steady lines stand out, broadband noise and moving harmonics do not."""
+    power, floor = long_term_power(audio, config)
+    return 10 * np.log10(power / floor)
 
 
 def line_share(audio: np.ndarray, config: STFTConfig) -> float:
     """The share of ``audio``'s long-term power above its running median across frequency (0-1)."""
-    power = np.mean(np.abs(stft(np.asarray(audio, np.float32), config)) ** 2, axis=0).astype(np.float64)
-    floor = median_filter(power, size=LINE_WINDOW, mode="nearest")
-    return float(np.sum(np.maximum(power - floor, 0)) / max(np.sum(power), 1e-30))
+    power, floor = long_term_power(audio, config)
+    return float(np.sum(np.maximum(power - floor, 0)) / np.sum(power))
 
 
 def tonal_lines(sources: Mapping[str, np.ndarray], config: STFTConfig) -> Optional[np.ndarray]:
