@@ -11,6 +11,8 @@ of the two swapped for the truth:
 * ``true noise``: ``e / (e + |n|^2)``, the true noise's power in each bin and frame;
 * ``noise mean``: ``e`` against the true noise's mean power per bin over the mixture (a perfect
   stationary level);
+* ``clean states``: the default's masks from the states each source model finds in its own clean
+  source (``Separator.state_oracle_gains``) instead of those inferred on the mixture;
 * ``true speech``: ``|s|^2 / (|s|^2 + a)``, the true speech's power against the tracked level;
 * ``IRM``: ``|s|^2 / (|s|^2 + |n|^2)``, at the separator's STFT.
 
@@ -34,7 +36,7 @@ from fhmm_ppl.audio.real import RATE, real_tasks
 from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.separation import fit_separator
 
-ROWS = ("default", "frames", "true noise", "noise mean", "true speech", "IRM")
+ROWS = ("default", "frames", "true noise", "noise mean", "clean states", "true speech", "IRM")
 SISEC = ("dev1_female4_src_1", "dev1_female4_src_3", "dev1_male4_src_2", "dev1_male4_src_4", "arctic_aew")
 
 
@@ -59,11 +61,13 @@ def diagnose(task) -> dict:
     raw = refined.with_average(0).gains(spec).astype(np.float64)
     level = tracked_level(refined, raw, spec) + 1e-20
     mixture_power = np.abs(spec).astype(np.float64) ** 2
-    speech, noise = (np.abs(stft(r, config)).astype(np.float64) ** 2 for r in references)
+    clean = [stft(r, config) for r in references]
+    speech, noise = (np.abs(c).astype(np.float64) ** 2 for c in clean)
     fitted = raw[0] ** 2 * mixture_power
     masks = {"default": refined.gains(spec)[0], "frames": raw[0],
              "true noise": fitted / (fitted + noise + 1e-20),
              "noise mean": fitted / (fitted + noise.mean(axis=0) + 1e-20),
+             "clean states": refined.state_oracle_gains(spec, clean)[0],
              "true speech": speech / (speech + level), "IRM": speech / (speech + noise + 1e-20)}
 
     def sdri(mask: np.ndarray) -> float:
