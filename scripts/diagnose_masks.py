@@ -35,6 +35,7 @@ from fhmm_ppl.audio.features import istft, stft
 from fhmm_ppl.audio.real import RATE, real_tasks
 from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.separation import fit_separator
+from fhmm_ppl.separation.baselines import oracle_masks
 
 ROWS = ("default", "frames", "true noise", "noise mean", "clean states", "true speech", "IRM")
 SISEC = ("dev1_female4_src_1", "dev1_female4_src_3", "dev1_male4_src_2", "dev1_male4_src_4", "arctic_aew")
@@ -58,17 +59,19 @@ def diagnose(task) -> dict:
     config = separator.options.stft
     spec = stft(mixture, config)
     refined = separator.refine(mixture)
-    raw = refined.with_average(0).gains(spec).astype(np.float64)
+    frame_masks = refined.with_average(0).gains(spec)  # the masks before the noise's level is tracked
+    default = refined.power_average()(frame_masks, spec)  # as ``refined.gains`` finishes them
+    raw = frame_masks.astype(np.float64)
     level = tracked_level(refined, raw, spec) + 1e-20
     mixture_power = np.abs(spec).astype(np.float64) ** 2
     clean = [stft(r, config) for r in references]
     speech, noise = (np.abs(c).astype(np.float64) ** 2 for c in clean)
     fitted = raw[0] ** 2 * mixture_power
-    masks = {"default": refined.gains(spec)[0], "frames": raw[0],
+    masks = {"default": default[0], "frames": raw[0],
              "true noise": fitted / (fitted + noise + 1e-20),
              "noise mean": fitted / (fitted + noise.mean(axis=0) + 1e-20),
              "clean states": refined.state_oracle_gains(spec, clean)[0],
-             "true speech": speech / (speech + level), "IRM": speech / (speech + noise + 1e-20)}
+             "true speech": speech / (speech + level), "IRM": oracle_masks(references, mixture, config)[0]}
 
     def sdri(mask: np.ndarray) -> float:
         estimate = istft(mask * spec, config, length=len(mixture))
@@ -91,15 +94,15 @@ def main() -> None:
     else:
         tasks = real_tasks(args.real, talkers=tuple(args.talkers or SISEC), noises=tuple(args.noises), snrs=(0.0,),
                            pairs=())
-    print(f"{'task':<44}" + "".join(f"{row:>12}" for row in ROWS))
+    print(f"{'task':<44}" + "".join(f"{row:>13}" for row in ROWS))
     results = []
     for task in tasks:
         results.append(diagnose(task))
-        print(f"{task.name:<44}" + "".join(f"{results[-1][row]:12.2f}" for row in ROWS), flush=True)
+        print(f"{task.name:<44}" + "".join(f"{results[-1][row]:13.2f}" for row in ROWS), flush=True)
     for kind in args.noises:
         chosen = [r for t, r in zip(tasks, results) if f"+{kind}" in t.name]
-        print(f"{'mean, ' + kind:<44}" + "".join(f"{np.mean([r[row] for r in chosen]):12.2f}" for row in ROWS))
-    print(f"{'mean':<44}" + "".join(f"{np.mean([r[row] for r in results]):12.2f}" for row in ROWS))
+        print(f"{'mean, ' + kind:<44}" + "".join(f"{np.mean([r[row] for r in chosen]):13.2f}" for row in ROWS))
+    print(f"{'mean':<44}" + "".join(f"{np.mean([r[row] for r in results]):13.2f}" for row in ROWS))
 
 
 if __name__ == "__main__":
