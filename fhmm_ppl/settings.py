@@ -190,7 +190,11 @@ class InferenceSettings(Strict):
     refining the speech too loses on recorded dishes (docs/benchmarks.md). ``average``: sources
     whose power the masks take as a level tracked over ``average_seconds`` (0: none) instead of
     frame by frame, by ``average_rule`` (``separation.averaging``; by default the source named
-    ``noise``, tracked by its presence).
+    ``noise``, tracked by its presence). ``pitch_shifts``: where states have NMF dictionaries, each
+    frame may take the sources' that are not noise (``refine``, ``average``) warped in frequency by
+    up to this many quarter tones either way, the warp that fits it best (0: none; ``None``:
+    ``fit_separator`` chooses, 2 where every noise's training audio is steady, else 0;
+    ``separation.warps``).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
@@ -205,6 +209,7 @@ class InferenceSettings(Strict):
     average: list[str] = Field(default_factory=lambda: list(NOISE_SOURCES))
     average_seconds: float = Field(AVERAGE_SECONDS, ge=0, le=3600, allow_inf_nan=False)
     average_rule: AverageRule = "presence"
+    pitch_shifts: Optional[int] = Field(None, ge=0, le=12)
 
     @model_validator(mode="after")
     def _prior_outweighs_a_frame(self) -> "InferenceSettings":

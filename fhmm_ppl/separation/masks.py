@@ -68,11 +68,12 @@ def blend(posterior, models, mixture, emission) -> np.ndarray:
     return 0.5 * (dominance(posterior, models, mixture, emission) + wiener(posterior, models, mixture, emission))
 
 
-def dictionary(posterior, models, mixture, emission, n_chosen: int = 1) -> np.ndarray:
+def dictionary(posterior, models, mixture, emission, n_chosen: int = 1, warps: tuple = (),
+               warped: tuple = ()) -> np.ndarray:
     marginals = posterior.marginals()
     n_chosen = min([n_chosen] + [int(m.shape[1]) for m in marginals])
     states = jnp.stack([jax.lax.top_k(m, n_chosen)[1] for m in marginals], axis=1)  # (T, K, M), most probable first
-    return np.asarray(dictionary_masks(models.dictionaries, states, mixture.magnitude))
+    return np.asarray(dictionary_masks(models.dictionaries, states, mixture.magnitude, warps=warps, warped=warped))
 
 
 def binary(masks: np.ndarray) -> np.ndarray:
@@ -84,11 +85,14 @@ def binary(masks: np.ndarray) -> np.ndarray:
 SOFT_MASKS = {"wiener": (wiener, "expectation"), "dominance": (dominance, "joint"), "blend": (blend, "joint")}
 
 
-def choose(soft_mask: str, dictionary_size: int, dictionary_states: int = 1) -> MaskChoice:
+def choose(soft_mask: str, dictionary_size: int, dictionary_states: int = 1, warps: tuple = (),
+           warped: tuple = ()) -> MaskChoice:
     """The mask of a separator: state dictionaries when it has them (``dictionary_states`` states per
-    source and frame), else its soft mask."""
+    source and frame; the sources numbered in ``warped`` under each frame's best of the pitch
+    ``warps``, ``state_nmf.dictionary_masks``), else its soft mask."""
     if dictionary_size:
-        return MaskChoice(partial(dictionary, n_chosen=dictionary_states), "marginals", shares=False, magnitude=True)
+        return MaskChoice(partial(dictionary, n_chosen=dictionary_states, warps=warps, warped=warped), "marginals",
+                          shares=False, magnitude=True)
     make, form = SOFT_MASKS[soft_mask]
     return MaskChoice(make, form, shares=soft_mask != "dominance", magnitude=False)
 

@@ -36,6 +36,7 @@ from fhmm_ppl.separation.refinement import check_refined, refine_models
 from fhmm_ppl.separation.resolution import FINE, LINES_FILE, LineResolved
 from fhmm_ppl.separation.storage import SourceModel, read, write
 from fhmm_ppl.separation.streaming import lag_frames, stream
+from fhmm_ppl.separation.warps import warp_factors
 
 #: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
 TYPICAL_FRAMES = 1000
@@ -120,8 +121,12 @@ class Separator:
         self.options = options
         self.training_history = dict(training_history or {})
         self.emission = get_emission(options.model.emission)(options.features, self.sample_rate)
-        self.mask = choose(options.soft_mask, options.dictionary_size, options.inference.dictionary_states)
         self.adaptation = adaptation
+        inference = options.inference
+        noise = set(inference.refine) | set(inference.average)  # pitch warps bend the others (speech)
+        self.mask = choose(options.soft_mask, options.dictionary_size, inference.dictionary_states,
+                           tuple(warp_factors(inference.pitch_shifts)) if inference.pitch_shifts else (),
+                           tuple(k for k, name in enumerate(self.names) if name not in noise))
         if adaptation is not None:
             check_adaptable(self.emission.name, [n for n in names if n not in adaptation.unknown], adaptation)
         check_refined(self.options, self.names)

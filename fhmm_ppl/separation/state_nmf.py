@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fhmm_ppl.runtime import run_beside
+from fhmm_ppl.separation.warps import warp_columns
 
 #: Multiplicative-update iterations for a state's dictionary (training) and a frame's activations.
 TRAIN_ITERATIONS = 100
@@ -32,6 +33,10 @@ SEPARATE_ITERATIONS = 22
 #: update is sure to lower the KL divergence; on real frames every one at 1.8 did, many at 2 did
 #: not (docs/benchmarks.md).
 SEPARATE_EXPONENT = 1.8
+#: Where the speech's columns are pitch-warped (``separation.warps``), activation updates per warp
+#: that choose a frame's warp; the chosen warp's fit then takes the rest of ``n_iter``. Choosing from
+#: 6 updates separated real speech as well as full fits of every warp did (docs/benchmarks.md).
+SELECT_ITERATIONS = 6
 #: Frames per chunk when separating: small enough that the gathered dictionaries, (chunk, F, K * R),
 #: stay in a core's cache through all the updates.
 CHUNK = 16
@@ -81,7 +86,7 @@ def state_dictionaries(marginals: np.ndarray, power: np.ndarray, fallback: np.nd
 
 
 def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATIONS,
-                     exponent: float = SEPARATE_EXPONENT) -> np.ndarray:
+                     exponent: float = SEPARATE_EXPONENT, warps: tuple = (), warped: tuple = ()) -> np.ndarray:
     """Masks ``(K, T, F)`` from each source's state dictionaries and its state(s) per frame.
 
     Frames are independent, so a long mixture's second half runs on the helper thread while
@@ -93,6 +98,10 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
             M states at each frame, whose dictionaries all explain it.
         magnitude: ``(T, F)`` mixture STFT magnitudes.
         n_iter: KL-NMF activation updates per frame; exponent: their over-relaxation (1: Lee & Seung's).
+        warps: pitch-warp factors (``warps.warp_factors``); where given, the columns of the sources
+            numbered in ``warped`` are warped by each (``warps.warp_columns``), every frame keeps the
+            warp whose fit leaves the smallest KL divergence after ``SELECT_ITERATIONS`` updates,
+            and that fit takes the rest of the ``n_iter``.
 
     Returns:
         masks summing to one over sources at every bin: ``|W_k h_k|^2 / sum_j |W_j h_j|^2`` (``W_k``: the
@@ -102,19 +111,21 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
     n_frames = magnitude.shape[0]
     states = np.asarray(states)
     states = states[:, :, None] if states.ndim == 2 else states
+    warping = dict(n_iter=n_iter, exponent=exponent, warps=tuple(float(a) for a in warps) if warped else (),
+                   warped=tuple(int(k) for k in warped) if warps else ())
     if n_frames < 4 * CHUNK:
-        return np.array(_masks(dictionaries, states, magnitude, n_iter, exponent))
+        return np.array(_masks(dictionaries, states, magnitude, **warping))
     # two halves of one length (the second padded with silent frames): one compilation for both
     half = -(-n_frames // 2)
     states = np.concatenate([states, np.zeros((2 * half - n_frames,) + states.shape[1:], states.dtype)])
     magnitude = np.concatenate([np.asarray(magnitude), np.zeros((2 * half - n_frames, magnitude.shape[1]), np.float32)])
-    first, second = run_beside(lambda: np.asarray(_masks(dictionaries, states[:half], magnitude[:half], n_iter, exponent)),
-                               lambda: np.asarray(_masks(dictionaries, states[half:], magnitude[half:], n_iter, exponent)))
+    first, second = run_beside(lambda: np.asarray(_masks(dictionaries, states[:half], magnitude[:half], **warping)),
+                               lambda: np.asarray(_masks(dictionaries, states[half:], magnitude[half:], **warping)))
     return np.concatenate([first, second], axis=1)[:, :n_frames]
 
 
-@partial(jax.jit, static_argnames=("n_iter", "exponent"))
-def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float):
+@partial(jax.jit, static_argnames=("n_iter", "exponent", "warps", "warped"))
+def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps: tuple = (), warped: tuple = ()):
     """``dictionary_masks`` in one computation, chunk after chunk of frames."""
     n_frames, n_bins = magnitude.shape
     n_sources, n_chosen = states.shape[1:]
@@ -123,27 +134,55 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float):
     pad = (-n_frames) % chunk
     states = jnp.pad(states, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, n_sources, n_chosen)
     mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
+    # warped sources' columns first, then the others: each source's place among the columns
+    order = list(warped) + [k for k in range(n_sources) if k not in warped]
 
-    def columns(d, chosen):
-        """Source dictionaries ``d (N, F, R)`` at states ``chosen (C, M)`` side by side: ``(C, F, M R)``."""
-        picked = d[chosen]  # (C, M, F, R)
+    # each warped source's dictionaries under every warp, ``(A, N, F, R)``: warped once per call, gathered per chunk
+    bent = {k: warp_columns(dictionaries[k], warps) for k in warped}
+
+    def columns(d, chosen, warp=None):
+        """Source dictionaries ``d (N, F, R)`` (or ``(A, N, F, R)`` at each frame's ``warp (C,)``) at
+        states ``chosen (C, M)`` side by side: ``(C, F, M R)``."""
+        picked = d[chosen] if warp is None else d[warp[:, None], chosen]  # (C, M, F, R)
         return jnp.moveaxis(picked, 1, 2).reshape(chosen.shape[0], n_bins, -1)
 
-    def one(args):
-        chunk_states, V = args
-        W = jnp.concatenate([columns(d, chunk_states[:, k]) for k, d in enumerate(dictionaries)], axis=2)  # (C, F, K M R)
-        norm = W.sum(axis=1) + _TINY  # (C, K R)
-        H0 = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / W.shape[2], norm.shape)
+    def fitted(W, V, H, n_updates: int):
+        """``n_updates`` activation updates from ``H (C, n)`` for columns ``W (C, F, n)`` and magnitudes ``V (C, F)``."""
+        norm = W.sum(axis=1) + _TINY
 
         def update(_, H):
             ratio = V / (jnp.einsum("cfk,ck->cf", W, H) + _TINY)
             step = jnp.einsum("cfk,cf->ck", W, ratio) / norm
             return H * (step if exponent == 1.0 else step**exponent)
 
-        H = jax.lax.fori_loop(0, n_iter, update, H0)
-        parts = jnp.stack([jnp.einsum("cfr,cr->cf", W[:, :, k * n_comp:(k + 1) * n_comp],
-                                      H[:, k * n_comp:(k + 1) * n_comp]) for k in range(n_sources)])
-        power = parts**2 + _TINY**2
+        return jax.lax.fori_loop(0, n_updates, update, H)
+
+    def one(args):
+        chunk_states, V = args
+        W = jnp.concatenate([columns(dictionaries[k], chunk_states[:, k]) for k in order], axis=2)  # (C, F, K M R)
+        H = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / W.shape[2], W.shape[::2])
+        if warps:  # each warp's fit from a few updates, one warp after another; each frame keeps its best
+            frames = V.shape[0]
+            for index in range(len(warps)):
+                at = jnp.full((frames,), index)
+                Wa = jnp.concatenate([columns(bent[k], chunk_states[:, k], at) if k in bent
+                                      else columns(dictionaries[k], chunk_states[:, k]) for k in order], axis=2)
+                Ha = fitted(Wa, V, H, SELECT_ITERATIONS)
+                model = jnp.einsum("cfk,ck->cf", Wa, Ha) + _TINY
+                divergence = jnp.sum(V * jnp.log(V / model) - V + model, axis=1)  # (C,)
+                if index == 0:
+                    least, warp, Hb = divergence, at, Ha
+                else:
+                    better = divergence < least
+                    least, warp, Hb = jnp.where(better, divergence, least), jnp.where(better, index, warp), \
+                        jnp.where(better[:, None], Ha, Hb)
+            W = jnp.concatenate([columns(bent[k], chunk_states[:, k], warp) if k in bent
+                                 else columns(dictionaries[k], chunk_states[:, k]) for k in order], axis=2)
+            H = Hb
+        H = fitted(W, V, H, n_iter - SELECT_ITERATIONS if warps else n_iter)
+        parts = [jnp.einsum("cfr,cr->cf", W[:, :, i * n_comp:(i + 1) * n_comp], H[:, i * n_comp:(i + 1) * n_comp])
+                 for i in range(n_sources)]
+        power = jnp.stack([parts[order.index(k)] for k in range(n_sources)])**2 + _TINY**2
         return power / power.sum(axis=0, keepdims=True)
 
     masks = jax.lax.map(one, (states, mags))  # (n_chunks, K, C, F)

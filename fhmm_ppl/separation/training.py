@@ -25,6 +25,7 @@ from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.resolution import LineResolved, fine_options, tonal_lines
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.source_models import keep
+from fhmm_ppl.separation.warps import auto_shifts
 from fhmm_ppl.train import fit
 
 #: States per second of a source's training audio when ``model.n_states`` is ``None`` (rounded to a
@@ -110,6 +111,11 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
             member[name] = keep(result.params, frames, power, spec, emission, opts.dictionary_size, first_seed)
             if index == 0:
                 history[name] = result.history
+    if opts.inference.pitch_shifts is None:  # steady noise: each frame's speech may take a pitch warp
+        noise = set(opts.inference.refine) | set(opts.inference.average)
+        noises = {n: as_float_audio(a) for n, a in sources.items() if n in noise}
+        shifts = auto_shifts(noises, opts.stft) if opts.dictionary_size else 0
+        opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"pitch_shifts": shifts})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
     line_n_fft = opts.features.line_n_fft
     if adaptation is None and line_n_fft is not None and line_n_fft > opts.features.n_fft:
