@@ -11,10 +11,11 @@ It pays only where the noise model is exact enough that a better fit means a bet
 steady noise. On real talkers it gained 0.3 dB against a hum and 0.1 against pink noise, and lost
 about 0.1 against recorded dishes, the exercise bike and babble (docs/benchmarks.md, "Pitch
 warps"), so ``fit_separator`` turns it on (``AUTO_SHIFTS``) only where every noise source's
-training audio is steady: the median over bins of the spread of its log power across frames below
-``STEADY_SPREAD_DB``. A stationary Gaussian noise spreads by ``10 pi / (ln 10 sqrt 6)`` = 5.57 dB
-(the log of an exponential variable); pink noise and hums measure 5.5-5.6, the exercise bike 5.7,
-babble, dishes and modulated brown noise 8.6-9.2.
+training audio is steady (``steadiness``): each bin's log power spreads across frames as a
+stationary noise's does, ``10 pi / (ln 10 sqrt 6)`` = 5.57 dB for a Gaussian one (the log of an
+exponential variable; pink noise 5.56, hums 2.6-5.5, their lines steadier still; babble, dishes
+and modulated brown noise 8.6-9.7), and its broadband level holds (standard deviation across frames: pink noise and hums
+1.1-1.3 dB, the exercise bike, which swells with each pedal stroke, 2.4, babble 2.3-2.7).
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ from fhmm_ppl.audio.features import STFTConfig, stft
 WARP_STEP = 2.0 ** (1.0 / 24.0)
 #: ``inference.pitch_shifts`` that ``fit_separator`` chooses where the noise is steady.
 AUTO_SHIFTS = 2
-#: Noise is steady where the median over bins of its log power's spread across frames is below this.
+#: Noise is steady where the median over bins of its log power's spread across frames is below
+#: ``STEADY_SPREAD_DB`` and its broadband level's standard deviation across frames below
+#: ``STEADY_LEVEL_DB``; the bins counted are those within ``HELD_DB`` of its strongest.
 STEADY_SPREAD_DB = 6.0
+STEADY_LEVEL_DB = 2.0
+HELD_DB = 30.0
 _TINY = 1e-9
 
 
@@ -55,14 +60,22 @@ def warp_columns(columns, factors: tuple):
     return jnp.stack(out)
 
 
-def log_power_spread(audio: np.ndarray, config: STFTConfig) -> float:
-    """The median over bins of the standard deviation across frames of ``audio``'s log power (dB)."""
+def steadiness(audio: np.ndarray, config: STFTConfig) -> tuple[float, float]:
+    """``audio``'s ``(spread, level swing)`` in dB: the median over the bins that hold it (long-term
+    power within ``HELD_DB`` of its strongest bin) of the standard deviation across frames of each
+    bin's log power, and the standard deviation across frames of its broadband level."""
     power = np.abs(stft(np.asarray(audio, np.float32), config)).astype(np.float64) ** 2
-    return float(np.median(np.std(10 * np.log10(power + _TINY), axis=0)))
+    long_term = power.mean(axis=0)
+    held = long_term >= long_term.max() * 10 ** (-HELD_DB / 10)
+    spread = np.median(np.std(10 * np.log10(power[:, held] + _TINY), axis=0))
+    return float(spread), float(np.std(10 * np.log10(power.sum(axis=1) + _TINY)))
 
 
 def auto_shifts(noises: dict, config: STFTConfig) -> int:
     """``AUTO_SHIFTS`` where there is noise training audio (``{name: samples}``) and all of it is
-    steady (``log_power_spread`` below ``STEADY_SPREAD_DB``), else 0."""
-    steady = bool(noises) and all(log_power_spread(a, config) < STEADY_SPREAD_DB for a in noises.values())
-    return AUTO_SHIFTS if steady else 0
+    steady (``steadiness`` under ``STEADY_SPREAD_DB`` and ``STEADY_LEVEL_DB``), else 0."""
+    def steady(audio) -> bool:
+        spread, swing = steadiness(audio, config)
+        return spread < STEADY_SPREAD_DB and swing < STEADY_LEVEL_DB
+
+    return AUTO_SHIFTS if noises and all(steady(a) for a in noises.values()) else 0
