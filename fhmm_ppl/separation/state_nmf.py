@@ -134,9 +134,6 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
     pad = (-n_frames) % chunk
     states = jnp.pad(states, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, n_sources, n_chosen)
     mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
-    # warped sources' columns first, then the others: each source's place among the columns
-    order = list(warped) + [k for k in range(n_sources) if k not in warped]
-
     # each warped source's dictionaries under every warp, ``(A, N, F, R)``: warped once per call, gathered per chunk
     bent = {k: warp_columns(dictionaries[k], warps) for k in warped}
 
@@ -157,32 +154,37 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
 
         return jax.lax.fori_loop(0, n_updates, update, H)
 
+    def gathered(chunk_states, warp=None):
+        """Every source's columns at its chunk states ``(C, F, K M R)``; the warped sources' at each
+        frame's ``warp (C,)`` where given."""
+        return jnp.concatenate([columns(bent[k], chunk_states[:, k], warp) if warp is not None and k in bent
+                                else columns(d, chunk_states[:, k]) for k, d in enumerate(dictionaries)], axis=2)
+
     def one(args):
         chunk_states, V = args
-        W = jnp.concatenate([columns(dictionaries[k], chunk_states[:, k]) for k in order], axis=2)  # (C, F, K M R)
-        H = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / W.shape[2], W.shape[::2])
-        if warps:  # each warp's fit from a few updates, one warp after another; each frame keeps its best
-            frames = V.shape[0]
+        n_cols = n_sources * n_comp
+        H = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / n_cols, (V.shape[0], n_cols))
+        if not warps:
+            W = gathered(chunk_states)
+            H = fitted(W, V, H, n_iter)
+        else:  # each warp's fit from a few updates, one warp after another; each frame keeps its best
             for index in range(len(warps)):
-                at = jnp.full((frames,), index)
-                Wa = jnp.concatenate([columns(bent[k], chunk_states[:, k], at) if k in bent
-                                      else columns(dictionaries[k], chunk_states[:, k]) for k in order], axis=2)
+                at = jnp.full((V.shape[0],), index)
+                Wa = gathered(chunk_states, at)
                 Ha = fitted(Wa, V, H, SELECT_ITERATIONS)
                 model = jnp.einsum("cfk,ck->cf", Wa, Ha) + _TINY
                 divergence = jnp.sum(V * jnp.log(V / model) - V + model, axis=1)  # (C,)
                 if index == 0:
-                    least, warp, Hb = divergence, at, Ha
+                    least, warp, best = divergence, at, Ha
                 else:
                     better = divergence < least
-                    least, warp, Hb = jnp.where(better, divergence, least), jnp.where(better, index, warp), \
-                        jnp.where(better[:, None], Ha, Hb)
-            W = jnp.concatenate([columns(bent[k], chunk_states[:, k], warp) if k in bent
-                                 else columns(dictionaries[k], chunk_states[:, k]) for k in order], axis=2)
-            H = Hb
-        H = fitted(W, V, H, n_iter - SELECT_ITERATIONS if warps else n_iter)
-        parts = [jnp.einsum("cfr,cr->cf", W[:, :, i * n_comp:(i + 1) * n_comp], H[:, i * n_comp:(i + 1) * n_comp])
-                 for i in range(n_sources)]
-        power = jnp.stack([parts[order.index(k)] for k in range(n_sources)])**2 + _TINY**2
+                    least, warp = jnp.where(better, divergence, least), jnp.where(better, index, warp)
+                    best = jnp.where(better[:, None], Ha, best)
+            W = gathered(chunk_states, warp)
+            H = fitted(W, V, best, n_iter - SELECT_ITERATIONS)
+        parts = jnp.stack([jnp.einsum("cfr,cr->cf", W[:, :, k * n_comp:(k + 1) * n_comp], H[:, k * n_comp:(k + 1) * n_comp])
+                           for k in range(n_sources)])
+        power = parts**2 + _TINY**2
         return power / power.sum(axis=0, keepdims=True)
 
     masks = jax.lax.map(one, (states, mags))  # (n_chunks, K, C, F)
