@@ -173,6 +173,7 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
     options = SeparatorOptions(features=config.features, model=config.model, training=config.training,
                                inference=config.inference, seed=config.seed)
     separator = fit_separator(known, task.sample_rate, options, progress=show_training)
+    mlflow.log_param("pitch_shifts", separator.options.inference.pitch_shifts)  # what inference.pitch_shifts resolved to
     for name, values in separator.training_history.items():
         for step, value in enumerate(np.asarray(values)):
             mlflow.log_metric(f"train.{name}.objective", float(value), step=step)
