@@ -191,10 +191,10 @@ class InferenceSettings(Strict):
     whose power the masks take as a level tracked over ``average_seconds`` (0: none) instead of
     frame by frame, by ``average_rule`` (``separation.averaging``; by default the source named
     ``noise``, tracked by its presence). ``pitch_shifts``: where states have NMF dictionaries, each
-    frame may take the sources' that are not noise (``refine``, ``average``) warped in frequency by
-    up to this many quarter tones either way, the warp that fits it best (0: none; ``None``:
-    ``fit_separator`` chooses, 2 where every noise's training audio is steady, else 0;
-    ``separation.warps``).
+    frame may take the dictionaries of the sources that are not noise (not in ``refine`` or
+    ``average``) warped in frequency by up to this many quarter tones either way, whichever warp
+    fits it best (0: none; ``None``: ``fit_separator`` chooses, 2 where every noise's training
+    audio is steady, else 0; ``separation.warps``).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
