@@ -211,6 +211,11 @@ class InferenceSettings(Strict):
     average_rule: AverageRule = "presence"
     pitch_shifts: Optional[int] = Field(None, ge=0, le=12)
 
+    @property
+    def noise_sources(self) -> set[str]:
+        """The sources taken as the recording's noise, those refined or averaged: the others are speech."""
+        return set(self.refine) | set(self.average)
+
     @model_validator(mode="after")
     def _prior_outweighs_a_frame(self) -> "InferenceSettings":
         if self.refine_iter != 0 and self.refine_strength <= self.refine_stride:  # 0: no refinement to weigh

@@ -123,10 +123,9 @@ class Separator:
         self.emission = get_emission(options.model.emission)(options.features, self.sample_rate)
         self.adaptation = adaptation
         inference = options.inference
-        noise = set(inference.refine) | set(inference.average)  # pitch warps bend the others (speech)
         self.mask = choose(options.soft_mask, options.dictionary_size, inference.dictionary_states,
                            tuple(warp_factors(inference.pitch_shifts)) if inference.pitch_shifts else (),
-                           tuple(k for k, name in enumerate(self.names) if name not in noise))
+                           tuple(k for k, name in enumerate(self.names) if name not in inference.noise_sources))
         if adaptation is not None:
             check_adaptable(self.emission.name, [n for n in names if n not in adaptation.unknown], adaptation)
         check_refined(self.options, self.names)
