@@ -193,8 +193,8 @@ class InferenceSettings(Strict):
     ``noise``, tracked by its presence). ``pitch_shifts``: where states have NMF dictionaries, each
     frame may take the dictionaries of the sources that are not noise (not in ``refine`` or
     ``average``) warped in frequency by up to this many quarter tones either way, whichever warp
-    fits it best (0: none; ``None``: ``fit_separator`` chooses, 2 where every noise's training
-    audio is steady, else 0; ``separation.warps``).
+    fits it best, each such source its own warp (0: none; ``None``: ``fit_separator`` chooses, 2
+    where every noise's training audio is steady or no source is noise, else 0; ``separation.warps``).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"

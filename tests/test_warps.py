@@ -54,30 +54,38 @@ def test_warped_columns_equal_an_interpolation_reference_and_move_a_peak_with_th
 
 
 def reference_warped_masks(dictionaries, states, magnitude, factors, warped, n_iter):
-    """The per-frame warp choice in float64: every warp's fit from ``SELECT_ITERATIONS`` updates, the
-    smallest KL divergence kept, its fit continued to ``n_iter`` updates; ``states (T, K)``."""
+    """The per-frame warp choice in float64: one warped source after another (the others at their
+    chosen warp, or at the factor nearest 1 before their turn), every warp's fit from
+    ``SELECT_ITERATIONS`` more updates, the smallest KL divergence kept; the chosen fit continued to
+    ``n_iter`` updates in all. ``states (T, K)``; returns the masks and each frame's warps ``(T, len(warped))``."""
     masks = np.zeros((len(dictionaries),) + magnitude.shape)
-    chosen = np.zeros(magnitude.shape[0], int)
+    chosen = np.zeros((magnitude.shape[0], len(warped)), int)
+    r = dictionaries[0].shape[2]
 
     def updates(W, v, h, count):
         for _ in range(count):
             h = h * (W.T @ (v / (W @ h + 1e-9)) / (W.sum(axis=0) + 1e-9)) ** SEPARATE_EXPONENT
         return h
 
+    def columns(t, warp):
+        return np.concatenate([reference_warp_block(d[states[t, k]], factors[warp[k]]) if k in warp
+                               else d[states[t, k]].astype(np.float64) for k, d in enumerate(dictionaries)], axis=1)
+
     for t, v in enumerate(np.asarray(magnitude, np.float64) + 1e-9):
-        fits = []
-        for factor in factors:
-            blocks = [reference_warp_block(d[states[t, k]], factor) if k in warped else d[states[t, k]].astype(np.float64)
-                      for k, d in enumerate(dictionaries)]
-            W = np.concatenate(blocks, axis=1)
-            h = updates(W, v, np.full(W.shape[1], v.sum() / W.shape[1]), SELECT_ITERATIONS)
-            model = W @ h + 1e-9
-            fits.append((np.sum(v * np.log(v / model) - v + model), W, h))
-        chosen[t] = int(np.argmin([f[0] for f in fits]))
-        _, W, h = fits[chosen[t]]
-        h = updates(W, v, h, n_iter - SELECT_ITERATIONS)
-        r = dictionaries[0].shape[2]
-        parts = np.stack([W[:, k * r:(k + 1) * r] @ h[k * r:(k + 1) * r] for k in range(len(dictionaries))]) ** 2
+        warp = {k: int(np.argmin(np.abs(np.log(factors)))) for k in warped}
+        h = np.full(len(dictionaries) * r, v.sum() / (len(dictionaries) * r))
+        for position, k in enumerate(warped):
+            fits = []
+            for index in range(len(factors)):
+                W = columns(t, {**warp, k: index})
+                fitted = updates(W, v, h, SELECT_ITERATIONS)
+                model = W @ fitted + 1e-9
+                fits.append((np.sum(v * np.log(v / model) - v + model), fitted))
+            warp[k] = chosen[t, position] = int(np.argmin([f[0] for f in fits]))
+            h = fits[warp[k]][1]
+        W = columns(t, warp)
+        h = updates(W, v, h, n_iter - len(warped) * SELECT_ITERATIONS)
+        parts = np.stack([W[:, k * r:(k + 1) * r] @ h[k * r:(k + 1) * r] for k in range(len(dictionaries))]) ** 2 + 1e-18
         masks[:, t] = parts / parts.sum(axis=0)
     return masks, chosen
 
@@ -106,11 +114,38 @@ def test_each_frame_takes_the_warp_a_float64_reference_takes_and_finds_a_shifted
     got = np.asarray(dictionary_masks(dictionaries, states, magnitude, n_iter=22, warps=factors, warped=(0,)))
     want, chosen = reference_warped_masks(dictionaries, states, magnitude, factors, (0,), 22)
     np.testing.assert_allclose(got, want, atol=2e-3)
-    assert np.mean(chosen == true_warp) > 0.9  # the reference itself finds the warp the frames were made with
+    assert np.mean(chosen[:, 0] == true_warp) > 0.9  # the reference itself finds the warp the frames were made with
     plain = np.asarray(dictionary_masks(dictionaries, states, magnitude, n_iter=22))
     truth = np.stack([reference_warp_block(dictionaries[0][states[t, 0]].astype(np.float64), factors[true_warp[t]])
                       @ np.ones(3) for t in range(n_frames)])
     assert np.abs(got[0] - (truth > 0.05)).mean() < np.abs(plain[0] - (truth > 0.05)).mean()
+
+
+def test_two_talkers_each_take_their_own_warp_as_a_float64_reference_does():
+    rng = np.random.default_rng(5)
+    n_bins, n_frames = 96, 40
+    bins = np.arange(n_bins)
+
+    def combs(f0s):
+        return np.stack([sum(np.exp(-0.5 * ((bins - h * f0) / 0.8) ** 2) for h in range(1, 6)) + 1e-3 for f0 in f0s],
+                        axis=1)
+
+    talkers = (np.stack([combs((7.0, 8.0)), combs((9.0, 10.0))]), np.stack([combs((12.0, 13.5)), combs((15.0, 16.5))]))
+    dictionaries = tuple((d / d.sum(axis=1, keepdims=True)).astype(np.float32) for d in talkers)
+    factors = tuple(warp_factors(2))
+    true_warp = rng.integers(0, len(factors), (n_frames, 2))
+    states = rng.integers(0, 2, (n_frames, 2))
+    magnitude = np.stack([sum(reference_warp_block(dictionaries[k][states[t, k]].astype(np.float64),
+                                                   factors[true_warp[t, k]]) @ rng.gamma(2.0, size=2) for k in (0, 1))
+                          for t in range(n_frames)]).astype(np.float32)
+    got = np.asarray(dictionary_masks(dictionaries, states, magnitude, n_iter=22, warps=factors, warped=(0, 1)))
+    want, chosen = reference_warped_masks(dictionaries, states, magnitude, factors, (0, 1), 22)
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    assert np.mean(chosen == true_warp) > 0.8  # each talker's own warp, not one warp for both
+    shared = np.asarray(dictionary_masks(dictionaries, states, magnitude, n_iter=22))
+    truth = np.stack([reference_warp_block(dictionaries[0][states[t, 0]].astype(np.float64), factors[true_warp[t, 0]])
+                      @ np.ones(2) for t in range(n_frames)])
+    assert np.abs(got[0] - (truth > 0.05)).mean() < np.abs(shared[0] - (truth > 0.05)).mean()
 
 
 def test_one_warp_of_factor_one_separates_exactly_as_no_warps():
@@ -151,10 +186,10 @@ def test_steadiness_of_gaussian_noise_is_the_log_of_an_exponential_and_swelling_
     assert auto_shifts({"noise": steady(rng, 4)}, config) == AUTO_SHIFTS
     assert auto_shifts({"noise": swelling(rng, 4)}, config) == 0
     assert auto_shifts({"noise": steady(rng, 4), "hiss": bursts(rng, 4)}, config) == 0
-    assert auto_shifts({}, config) == 0
+    assert auto_shifts({}, config) == AUTO_SHIFTS  # no noise: talkers against each other
 
 
-def test_fit_separator_warps_the_speech_against_steady_noise_only_and_saves_the_choice(tmp_path):
+def test_fit_separator_warps_the_speech_against_steady_noise_or_none_and_saves_the_choice(tmp_path):
     rng = np.random.default_rng(4)
     speech = low_tones(rng, 4)
     fast = dict(n_states=4, max_iter=5, n_models=1, state_components=2)
@@ -162,7 +197,8 @@ def test_fit_separator_warps_the_speech_against_steady_noise_only_and_saves_the_
     assert steady_sep.options.inference.pitch_shifts == AUTO_SHIFTS
     assert steady_sep.mask.make.keywords["warped"] == (0,)  # the speech, not the noise
     assert fit_separator({"speech": speech, "noise": bursts(rng, 4)}, RATE, **fast).options.inference.pitch_shifts == 0
-    assert fit_separator({"a": speech, "b": low_tones(rng, 4)}, RATE, **fast).options.inference.pitch_shifts == 0
+    talkers = fit_separator({"a": speech, "b": low_tones(rng, 4)}, RATE, **fast)
+    assert talkers.options.inference.pitch_shifts == AUTO_SHIFTS and talkers.mask.make.keywords["warped"] == (0, 1)
     off = fit_separator({"speech": speech, "noise": steady(rng, 4)}, RATE, pitch_shifts=0, **fast)
     assert off.options.inference.pitch_shifts == 0 and off.mask.make.keywords["warps"] == ()
 

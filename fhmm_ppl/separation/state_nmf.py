@@ -99,9 +99,10 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
         magnitude: ``(T, F)`` mixture STFT magnitudes.
         n_iter: KL-NMF activation updates per frame; exponent: their over-relaxation (1: Lee & Seung's).
         warps: pitch-warp factors (``warps.warp_factors``); where given, the columns of the sources
-            numbered in ``warped`` are warped by each (``warps.warp_columns``), every frame keeps the
-            warp whose fit leaves the smallest KL divergence after ``SELECT_ITERATIONS`` updates,
-            and that fit takes the rest of the ``n_iter``.
+            numbered in ``warped`` are warped by each (``warps.warp_columns``). One warped source
+            after another, the others' warps held (those not yet chosen at the factor nearest 1),
+            every frame keeps the warp whose fit leaves the smallest KL divergence after
+            ``SELECT_ITERATIONS`` more updates; the chosen fit takes the rest of the ``n_iter``.
 
     Returns:
         masks summing to one over sources at every bin: ``|W_k h_k|^2 / sum_j |W_j h_j|^2`` (``W_k``: the
@@ -136,6 +137,7 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
     mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
     # each warped source's dictionaries under every warp, ``(A, N, F, R)``: warped once per call, gathered per chunk
     bent = {k: warp_columns(dictionaries[k], warps) for k in warped}
+    nearest_one = int(np.argmin(np.abs(np.log(warps)))) if warps else 0
 
     def columns(d, chosen, warp=None):
         """Source dictionaries ``d (N, F, R)`` (or ``(A, N, F, R)`` at each frame's ``warp (C,)``) at
@@ -154,34 +156,40 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
 
         return jax.lax.fori_loop(0, n_updates, update, H)
 
-    def gathered(chunk_states, warp=None):
-        """Every source's columns at its chunk states ``(C, F, K M R)``; the warped sources' at each
-        frame's ``warp (C,)`` where given."""
-        return jnp.concatenate([columns(bent[k], chunk_states[:, k], warp) if warp is not None and k in bent
-                                else columns(d, chunk_states[:, k]) for k, d in enumerate(dictionaries)], axis=2)
+    def source_columns(chunk_states, k, warp=None):
+        """Source k's columns at its chunk states ``(C, F, M R)``, warped by each frame's ``warp (C,)``
+        (indices into ``warps``) where given."""
+        return columns(dictionaries[k], chunk_states[:, k]) if warp is None else columns(bent[k], chunk_states[:, k], warp)
 
     def one(args):
         chunk_states, V = args
         n_cols = n_sources * n_comp
         H = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / n_cols, (V.shape[0], n_cols))
         if not warps:
-            W = gathered(chunk_states)
+            W = jnp.concatenate([source_columns(chunk_states, k) for k in range(n_sources)], axis=2)
             H = fitted(W, V, H, n_iter)
-        else:  # each warp's fit from a few updates, one warp after another; each frame keeps its best
-            for index in range(len(warps)):
-                at = jnp.full((V.shape[0],), index)
-                Wa = gathered(chunk_states, at)
-                Ha = fitted(Wa, V, H, SELECT_ITERATIONS)
-                model = jnp.einsum("cfk,ck->cf", Wa, Ha) + _TINY
-                divergence = jnp.sum(V * jnp.log(V / model) - V + model, axis=1)  # (C,)
-                if index == 0:
-                    least, warp, best = divergence, at, Ha
-                else:
-                    better = divergence < least
-                    least, warp = jnp.where(better, divergence, least), jnp.where(better, index, warp)
-                    best = jnp.where(better[:, None], Ha, best)
-            W = gathered(chunk_states, warp)
-            H = fitted(W, V, best, n_iter - SELECT_ITERATIONS)
+        else:  # each warped source in turn (the others' warps held): every warp's fit from a few
+            # updates, one warp after another, each frame keeping its best; sources not yet chosen sit
+            # at the warp nearest 1
+            warp = {k: jnp.full((V.shape[0],), nearest_one) for k in warped}
+            best = H
+            for k in warped:
+                held = [source_columns(chunk_states, j, warp.get(j)) for j in range(n_sources)]
+                start = best
+                for index in range(len(warps)):
+                    at = jnp.full((V.shape[0],), index)
+                    Wa = jnp.concatenate(held[:k] + [source_columns(chunk_states, k, at)] + held[k + 1:], axis=2)
+                    Ha = fitted(Wa, V, start, SELECT_ITERATIONS)
+                    model = jnp.einsum("cfk,ck->cf", Wa, Ha) + _TINY
+                    divergence = jnp.sum(V * jnp.log(V / model) - V + model, axis=1)  # (C,)
+                    if index == 0:
+                        least, warp[k], best = divergence, at, Ha
+                    else:
+                        better = divergence < least
+                        least, warp[k] = jnp.where(better, divergence, least), jnp.where(better, index, warp[k])
+                        best = jnp.where(better[:, None], Ha, best)
+            W = jnp.concatenate([source_columns(chunk_states, j, warp.get(j)) for j in range(n_sources)], axis=2)
+            H = fitted(W, V, best, max(0, n_iter - len(warped) * SELECT_ITERATIONS))
         parts = jnp.stack([jnp.einsum("cfr,cr->cf", W[:, :, k * n_comp:(k + 1) * n_comp], H[:, k * n_comp:(k + 1) * n_comp])
                            for k in range(n_sources)])
         power = parts**2 + _TINY**2

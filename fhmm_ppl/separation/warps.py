@@ -3,19 +3,21 @@
 A state's dictionary holds the spectra its training frames had, at the pitches the talker used
 there; the same vowel a little higher puts every harmonic a little off its columns' peaks. Here the
 speech's columns also come warped, ``w_a(f) = w(f / a)`` for ``a`` a few quarter tones either way
-(``inference.pitch_shifts`` each way), and each frame keeps the one warp whose joint fit with the
-noise leaves the smallest KL divergence (``state_nmf``: a few activation updates per warp choose,
-the chosen warp takes the rest).
+(``inference.pitch_shifts`` each way), and each frame keeps, for each talker, the one warp whose
+joint fit with the other sources leaves the smallest KL divergence (``state_nmf``: a few activation
+updates per warp choose, one talker after another, and the chosen warps take the rest).
 
-It pays only where the noise model is exact enough that a better fit means a better speech fit:
-steady noise. On real talkers it gained 0.3 dB against a hum and 0.1 against pink noise, and lost
-about 0.1 against recorded dishes, the exercise bike and babble (docs/benchmarks.md, "Pitch
-warps"), so ``fit_separator`` turns it on (``AUTO_SHIFTS``) only where every noise source's
+Against noise it pays only where the noise model is exact enough that a better fit means a better
+speech fit: steady noise. On real talkers it gained 0.3 dB against a hum and 0.1 against pink
+noise, and lost about 0.1 against recorded dishes, the exercise bike and babble (docs/benchmarks.md,
+"Pitch warps"), so ``fit_separator`` turns it on (``AUTO_SHIFTS``) only where every noise source's
 training audio is steady (``steadiness``): each bin's log power spreads across frames as a
 stationary noise's does, ``10 pi / (ln 10 sqrt 6)`` = 5.57 dB for a Gaussian one (the log of an
 exponential variable; pink noise 5.56, hums 2.6-5.5, their lines steadier still; babble, dishes
 and modulated brown noise 8.6-9.7), and its broadband level holds (standard deviation across frames: pink noise and hums
-1.1-1.3 dB, the exercise bike, which swells with each pedal stroke, 2.4, babble 2.3-2.7).
+1.1-1.3 dB, the exercise bike, which swells with each pedal stroke, 2.4, babble 2.3-2.7). Where no
+source is noise (talkers against each other) every source takes its own warp per frame: on twelve
+real talker pairs that gained 0.37 dB (docs/benchmarks.md, "Pitch warps for talker pairs").
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fhmm_ppl.audio.features import STFTConfig, stft
 
 #: Neighbouring warps are a quarter tone apart.
 WARP_STEP = 2.0 ** (1.0 / 24.0)
-#: ``inference.pitch_shifts`` that ``fit_separator`` chooses where the noise is steady.
+#: ``inference.pitch_shifts`` that ``fit_separator`` chooses where the noise is steady or there is none.
 AUTO_SHIFTS = 2
 #: Noise is steady where the median over bins of its log power's spread across frames is below
 #: ``STEADY_SPREAD_DB`` and its broadband level's standard deviation across frames below
@@ -72,10 +74,10 @@ def steadiness(audio: np.ndarray, config: STFTConfig) -> tuple[float, float]:
 
 
 def auto_shifts(noises: dict, config: STFTConfig) -> int:
-    """``AUTO_SHIFTS`` where there is noise training audio (``{name: samples}``) and all of it is
-    steady (``steadiness`` under ``STEADY_SPREAD_DB`` and ``STEADY_LEVEL_DB``), else 0."""
+    """``AUTO_SHIFTS`` where all noise training audio (``{name: samples}``) is steady (``steadiness``
+    under ``STEADY_SPREAD_DB`` and ``STEADY_LEVEL_DB``) or there is none (talkers only), else 0."""
     def steady(audio) -> bool:
         spread, swing = steadiness(audio, config)
         return spread < STEADY_SPREAD_DB and swing < STEADY_LEVEL_DB
 
-    return AUTO_SHIFTS if noises and all(steady(a) for a in noises.values()) else 0
+    return AUTO_SHIFTS if all(steady(a) for a in noises.values()) else 0
