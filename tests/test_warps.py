@@ -187,6 +187,7 @@ def test_steadiness_of_gaussian_noise_is_the_log_of_an_exponential_and_swelling_
     assert auto_shifts({"noise": swelling(rng, 4)}, config) == 0
     assert auto_shifts({"noise": steady(rng, 4), "hiss": bursts(rng, 4)}, config) == 0
     assert auto_shifts({}, config) == AUTO_SHIFTS  # no noise: talkers against each other
+    assert auto_shifts({}, config, unknown=True) == 0  # a source learnt on the mixture may be any noise
 
 
 def test_fit_separator_warps_the_speech_against_steady_noise_or_none_and_saves_the_choice(tmp_path):
@@ -199,6 +200,8 @@ def test_fit_separator_warps_the_speech_against_steady_noise_or_none_and_saves_t
     assert fit_separator({"speech": speech, "noise": bursts(rng, 4)}, RATE, **fast).options.inference.pitch_shifts == 0
     talkers = fit_separator({"a": speech, "b": low_tones(rng, 4)}, RATE, **fast)
     assert talkers.options.inference.pitch_shifts == AUTO_SHIFTS and talkers.mask.make.keywords["warped"] == (0, 1)
+    semi = fit_separator({"speech": speech}, RATE, unknown=["noise"], unknown_states=2, **fast)
+    assert semi.options.inference.pitch_shifts == 0  # the noise is learnt on each mixture: not known to be steady
     off = fit_separator({"speech": speech, "noise": steady(rng, 4)}, RATE, pitch_shifts=0, **fast)
     assert off.options.inference.pitch_shifts == 0 and off.mask.make.keywords["warps"] == ()
 

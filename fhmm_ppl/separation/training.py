@@ -113,7 +113,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
                 history[name] = result.history
     if opts.inference.pitch_shifts is None:  # steady noise or none: each frame's talkers may take pitch warps
         noises = {n: as_float_audio(a) for n, a in sources.items() if n in opts.inference.noise_sources}
-        shifts = auto_shifts(noises, opts.stft) if opts.dictionary_size else 0
+        shifts = auto_shifts(noises, opts.stft, bool(unknown)) if opts.dictionary_size else 0
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"pitch_shifts": shifts})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
     line_n_fft = opts.features.line_n_fft

@@ -73,11 +73,14 @@ def steadiness(audio: np.ndarray, config: STFTConfig) -> tuple[float, float]:
     return float(spread), float(np.std(10 * np.log10(power.sum(axis=1) + _TINY)))
 
 
-def auto_shifts(noises: dict, config: STFTConfig) -> int:
+def auto_shifts(noises: dict, config: STFTConfig, unknown: bool = False) -> int:
     """``AUTO_SHIFTS`` where all noise training audio (``{name: samples}``) is steady (``steadiness``
-    under ``STEADY_SPREAD_DB`` and ``STEADY_LEVEL_DB``) or there is none (talkers only), else 0."""
+    under ``STEADY_SPREAD_DB`` and ``STEADY_LEVEL_DB``) or there is none and nothing is ``unknown``
+    (learnt on the mixture: trained talkers only), else 0."""
     def steady(audio) -> bool:
         spread, swing = steadiness(audio, config)
         return spread < STEADY_SPREAD_DB and swing < STEADY_LEVEL_DB
 
+    if not noises:
+        return 0 if unknown else AUTO_SHIFTS
     return AUTO_SHIFTS if all(steady(a) for a in noises.values()) else 0
