@@ -34,7 +34,8 @@ SEPARATE_ITERATIONS = 22
 #: not (docs/benchmarks.md).
 SEPARATE_EXPONENT = 1.8
 #: Where the speech's columns are pitch-warped (``separation.warps``), activation updates per warp
-#: that choose a frame's warp; the chosen warp's fit then takes the rest of ``n_iter``. Choosing from
+#: that choose a frame's warp (for each warped source in turn); the chosen fit then takes the rest of
+#: ``n_iter``. Choosing from
 #: 6 updates separated real speech as well as full fits of every warp did (docs/benchmarks.md).
 SELECT_ITERATIONS = 6
 #: Frames per chunk when separating: small enough that the gathered dictionaries, (chunk, F, K * R),
