@@ -238,7 +238,7 @@ def main() -> None:
                         help=f"only the real-speech section, on the recordings in FOLDER (default {REAL_AUDIO})")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args()
-    from fhmm_ppl.audio.real import real_tasks
+    from fhmm_ppl.audio.real import TALKER_PAIRS, real_tasks, talker_pair_task
     from fhmm_ppl.audio.tasks import demo_task
     from fhmm_ppl.runtime import enable_compilation_cache
 
@@ -258,8 +258,6 @@ def main() -> None:
                       f"training: best {best:.4f}, median {median:.4f} of 20; with the most states it gives a "
                       f"source ({MAX_STATES} each, from {MAX_STATES / STATES_PER_SECOND:g} s of training audio): best {most:.4f}, "
                       f"median {most_median:.4f}."]
-        from fhmm_ppl.audio.real import TALKER_PAIRS, talker_pair_task
-
         pair = talker_pair_task(args.real, *TALKER_PAIRS[0])
         pair_best, pair_median = real_time_factor(pair)
         table[-1] += (f" On a talker pair ({pair.name}'s repeated), where each talker takes its own pitch warps: "

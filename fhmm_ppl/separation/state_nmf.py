@@ -140,11 +140,6 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
     bent = {k: warp_columns(dictionaries[k], warps) for k in warped}
     nearest_one = int(np.argmin(np.abs(np.log(warps)))) if warps else 0
 
-    def columns(d, chosen, warp=None):
-        """Source dictionaries ``d (N, F, R)`` (or ``(A, N, F, R)`` at each frame's ``warp (C,)``) at
-        states ``chosen (C, M)`` side by side: ``(C, F, M R)``."""
-        picked = d[chosen] if warp is None else d[warp[:, None], chosen]  # (C, M, F, R)
-        return jnp.moveaxis(picked, 1, 2).reshape(chosen.shape[0], n_bins, -1)
 
     def fitted(W, V, H, n_updates: int):
         """``n_updates`` activation updates from ``H (C, n)`` for columns ``W (C, F, n)`` and magnitudes ``V (C, F)``."""
@@ -158,9 +153,11 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
         return jax.lax.fori_loop(0, n_updates, update, H)
 
     def source_columns(chunk_states, k, warp=None):
-        """Source k's columns at its chunk states ``(C, F, M R)``, warped by each frame's ``warp (C,)``
-        (indices into ``warps``) where given."""
-        return columns(dictionaries[k], chunk_states[:, k]) if warp is None else columns(bent[k], chunk_states[:, k], warp)
+        """Source k's dictionaries at its chunk states side by side, ``(C, F, M R)``; warped by each
+        frame's ``warp (C,)`` (indices into ``warps``) where given."""
+        chosen = chunk_states[:, k]  # (C, M)
+        picked = dictionaries[k][chosen] if warp is None else bent[k][warp[:, None], chosen]  # (C, M, F, R)
+        return jnp.moveaxis(picked, 1, 2).reshape(chosen.shape[0], n_bins, -1)
 
     def one(args):
         chunk_states, V = args

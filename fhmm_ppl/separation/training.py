@@ -111,16 +111,15 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
             member[name] = keep(result.params, frames, power, spec, emission, opts.dictionary_size, first_seed)
             if index == 0:
                 history[name] = result.history
+    noises = {n: as_float_audio(a) for n, a in sources.items() if n in opts.inference.noise_sources}
     if opts.inference.pitch_shifts is None:  # steady noise or none: each frame's talkers may take pitch warps
-        noises = {n: as_float_audio(a) for n, a in sources.items() if n in opts.inference.noise_sources}
         shifts = auto_shifts(noises, opts.stft, bool(unknown)) if opts.dictionary_size else 0
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"pitch_shifts": shifts})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
     line_n_fft = opts.features.line_n_fft
     if adaptation is None and line_n_fft is not None and line_n_fft > opts.features.n_fft:
         fine = fine_options(opts)
-        noise = opts.inference.noise_sources  # speech is never steady lines
-        lines = tonal_lines({n: as_float_audio(a) for n, a in sources.items() if n in noise}, fine.stft)
+        lines = tonal_lines(noises, fine.stft)  # speech is never steady lines
         if lines is not None:
             return LineResolved(separator, fit_separator(sources, sample_rate, fine, progress=progress), lines)
     return separator
