@@ -195,6 +195,10 @@ class InferenceSettings(Strict):
     ``average``) warped in frequency by up to this many quarter tones either way, whichever warp
     fits it best, each such source its own warp (0: none; ``None``: ``fit_separator`` chooses, 2
     where every noise's training audio is steady or no source is noise, else 0; ``separation.warps``).
+    ``phase_sources``: sources whose estimates take a phase of their own, retrieved from their masked
+    magnitudes, the others sharing what they leave (``separation.phase``; ``[]``: none, every
+    estimate keeps the mixture's phase; ``None``: ``fit_separator`` chooses the noise sources whose
+    training audio is mostly spectral lines, such as mains hum).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
@@ -210,6 +214,7 @@ class InferenceSettings(Strict):
     average_seconds: float = Field(AVERAGE_SECONDS, ge=0, le=3600, allow_inf_nan=False)
     average_rule: AverageRule = "presence"
     pitch_shifts: Optional[int] = Field(None, ge=0, le=12)
+    phase_sources: Optional[list[str]] = None
 
     @property
     def noise_sources(self) -> set[str]:
@@ -223,10 +228,10 @@ class InferenceSettings(Strict):
                              f"({self.refine_stride}): the prior weighs refine_strength / refine_stride frames read")
         return self
 
-    @field_validator("refine", "average", mode="before")
+    @field_validator("refine", "average", "phase_sources", mode="before")
     @classmethod
     def _one_source(cls, value: Any) -> Any:
-        """``refine: noise`` names one source as ``[noise]`` does (and so for ``average``)."""
+        """``refine: noise`` names one source as ``[noise]`` does (and so for ``average`` and ``phase_sources``)."""
         return [value] if isinstance(value, str) else value
 
     @field_validator("likelihood_scale", mode="before")

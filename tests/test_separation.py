@@ -101,7 +101,7 @@ def test_separating_keeps_numpy_blas_on_one_thread_and_gives_it_back(trained, mo
     from threadpoolctl import threadpool_limits
     from test_runtime import blas_threads
 
-    from fhmm_ppl.separation import separator as module
+    from fhmm_ppl.separation import phase as module
 
     sep, refs = trained
     seen = []

@@ -9,7 +9,6 @@ interruption (Ctrl-C, SIGTERM) KILLED, with the traceback saved as ``error.txt``
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Callable, Optional
 
 import mlflow
 import numpy as np
-from mlflow.tracking import MlflowClient
 import yaml
+from mlflow.tracking import MlflowClient
 
 from fhmm_ppl.audio.features import STFTConfig, stft
 from fhmm_ppl.audio.io import write_audio
@@ -27,8 +26,8 @@ from fhmm_ppl.experiment.classify import run_classification
 from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.experiment.data import fingerprint, load_task
 from fhmm_ppl.experiment.prepare import prepare
-from fhmm_ppl.experiment.pyfunc import log_separator_model
 from fhmm_ppl.experiment.provenance import run_tags
+from fhmm_ppl.experiment.pyfunc import log_separator_model
 from fhmm_ppl.experiment.tracking import open_experiment, tracked_run, tracking_uri
 from fhmm_ppl.metrics import separation_report
 from fhmm_ppl.runtime import enable_compilation_cache, release_compiled_programs_if_crowded
@@ -174,6 +173,7 @@ def _separation(config: ExperimentConfig, progress, on_status, workdir: Path,
                                inference=config.inference, seed=config.seed)
     separator = fit_separator(known, task.sample_rate, options, progress=show_training)
     mlflow.log_param("pitch_shifts", separator.options.inference.pitch_shifts)  # what inference.pitch_shifts resolved to
+    mlflow.log_param("phase_sources", ",".join(separator.options.inference.phase_sources or ()) or "none")
     for name, values in separator.training_history.items():
         for step, value in enumerate(np.asarray(values)):
             mlflow.log_metric(f"train.{name}.objective", float(value), step=step)

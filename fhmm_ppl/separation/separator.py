@@ -24,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from fhmm_ppl import hmm
-from fhmm_ppl.audio.features import istft, stft
+from fhmm_ppl.audio.features import stft
 from fhmm_ppl.runtime import numpy_blas_on_one_thread, padded, run_each
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
 from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
-from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.emissions import get_emission
+from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.options import SeparatorOptions
+from fhmm_ppl.separation.phase import check_phased, waveforms
 from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
 from fhmm_ppl.separation.refinement import check_refined, refine_models
 from fhmm_ppl.separation.resolution import FINE, LINES_FILE, LineResolved
@@ -130,6 +131,7 @@ class Separator:
             check_adaptable(self.emission.name, [n for n in names if n not in adaptation.unknown], adaptation)
         check_refined(self.options, self.names)
         check_averaged(self.options, self.names)
+        check_phased(self.options, self.names)
         #: the adaptation objective per EM iteration (first model set), where ``adapt`` made this separator
         self.adaptation_objective: Optional[np.ndarray] = None
         #: the refinement objective before each EM iteration (first model set), where ``refine`` made this separator
@@ -259,22 +261,16 @@ class Separator:
     @numpy_blas_on_one_thread()
     def separate(self, mixture: np.ndarray, *, return_gains: bool = False):
         """Split a mono mixture ``(n_samples,)`` into ``{source name: (n_samples,)}``; with
-        ``return_gains`` also return the masks ``(K, T, F)``."""
+        ``return_gains`` also return the masks ``(K, T, F)`` (the ``inference.phase_sources``'
+        estimates take their masked magnitudes with a phase of their own: ``separation.phase``)."""
         mixture = checked_mixture(mixture, self.options.features.n_fft)
         if self.pending:
             return self.adapt(mixture).separate(mixture, return_gains=return_gains)
         config = self.options.stft
         spec = stft(mixture, config)
         gains = self._refined(spec).gains(spec)
-        n = mixture.shape[0]
-        if np.allclose(gains.sum(axis=0), 1.0, atol=1e-5):
-            # masks that sum to one split the mixture: the last estimate is what the others leave
-            # (one inverse STFT fewer, and the estimates sum to the mixture exactly)
-            waves = [istft(g * spec, config, length=n) for g in gains[:-1]]
-            waves.append((mixture - np.sum(waves, axis=0)).astype(np.float32))
-        else:
-            waves = [istft(g * spec, config, length=n) for g in gains]
-        estimates = dict(zip(self.names, waves))
+        phased = source_indices(self.options.inference.phase_sources or (), self.names)
+        estimates = dict(zip(self.names, waveforms(mixture, spec, gains, config, phased)))
         return (estimates, gains) if return_gains else estimates
 
     def stream(self, chunks: Iterable, lag: float = 0.1) -> Iterator[dict[str, np.ndarray]]:

@@ -21,6 +21,7 @@ from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
 from fhmm_ppl.separation.averaging import check_averaged
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
+from fhmm_ppl.separation.phase import check_phased, line_sources
 from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.resolution import LineResolved, fine_options, tonal_lines
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
@@ -93,6 +94,7 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
                          f"({chosen.reason}); use fewer states (n_states, unknown_states) or fewer sources")
     check_refined(opts, list(sources) + list(unknown))  # before training (a clash with unknown is refused above)
     check_averaged(opts, list(sources) + list(unknown))
+    check_phased(opts, list(sources) + list(unknown))
     if opts.refine_iter and chosen.method != "exact" and set(opts.inference.refine) & set(sources):
         raise ValueError(f"refining sources on the mixture needs exact inference, but the plan here is {chosen.method} "
                          f"({chosen.reason}); set inference.refine_iter to 0 or use fewer states or sources")
@@ -115,6 +117,9 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if opts.inference.pitch_shifts is None:  # steady noise or none: each frame's talkers may take pitch warps
         shifts = auto_shifts(noises, opts.stft, bool(unknown)) if opts.dictionary_size else 0
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"pitch_shifts": shifts})})
+    if opts.inference.phase_sources is None:  # mains hum: its estimate takes a phase of its own
+        phased = line_sources(noises, opts.stft)
+        opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"phase_sources": phased})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
     line_n_fft = opts.features.line_n_fft
     if adaptation is None and line_n_fft is not None and line_n_fft > opts.features.n_fft:

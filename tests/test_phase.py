@@ -1,0 +1,108 @@
+"""A phase of its own for line noise (``separation.phase``): the phase retrieval, the split, when it is on."""
+
+import json
+
+import librosa
+import numpy as np
+import pytest
+from test_separation import RATE, low_tones, mid_noise
+
+from fhmm_ppl.audio.features import STFTConfig, istft, stft
+from fhmm_ppl.audio.real import jittery_hum
+from fhmm_ppl.separation import fit_separator, load
+from fhmm_ppl.separation.phase import PHASE_ITERATIONS, consistent_estimate, line_sources, waveforms
+
+CONFIG = STFTConfig(256, 64)
+
+
+def hum(seconds: float, seed: int) -> np.ndarray:
+    return jittery_hum(seconds, seed, RATE).astype(np.float32)
+
+
+def test_phase_retrieval_equals_librosas_griffin_lim_and_leaves_a_consistent_stft_alone():
+    rng = np.random.default_rng(0)
+    audio = (rng.normal(size=4000) * np.hanning(4000)).astype(np.float32)
+    magnitude = np.abs(stft(audio, CONFIG))
+    gain = rng.uniform(0.2, 1.0, size=magnitude.shape)
+    # from phase zero (a real, positive "mixture"), plain Griffin-Lim without momentum is librosa's
+    for n_iter in (1, PHASE_ITERATIONS, 5):
+        ours = consistent_estimate(gain, magnitude.astype(np.complex64), CONFIG, 4000, n_iter)
+        theirs = librosa.griffinlim((gain * magnitude).T, n_iter=n_iter, hop_length=CONFIG.hop_length,
+                                    n_fft=CONFIG.n_fft, window=CONFIG.window, length=4000, momentum=0.0, init=None)
+        np.testing.assert_allclose(ours, theirs, atol=2e-5 * np.abs(theirs).max())
+    # a whole signal's own STFT is consistent: retrieval keeps it
+    np.testing.assert_allclose(consistent_estimate(np.ones_like(magnitude), stft(audio, CONFIG), CONFIG, 4000),
+                               audio, atol=1e-5)
+
+
+def test_a_tones_phase_of_its_own_is_nearer_the_tone_than_the_mixtures_phase():
+    rng = np.random.default_rng(1)
+    t = np.arange(3 * RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 230 * t) + 0.2 * np.sin(2 * np.pi * 460 * t + 1.0)).astype(np.float32)
+    noise = (0.4 * rng.normal(size=t.shape[0])).astype(np.float32)  # white: it shares the tone's bins
+    mixture = tone + noise
+    spec = stft(mixture, CONFIG)
+    power = np.stack([np.abs(stft(tone, CONFIG)) ** 2, np.abs(stft(noise, CONFIG)) ** 2])
+    gains = power / power.sum(axis=0)  # the oracle ratio masks: their magnitudes are right, the phase is not
+
+    def error_db(estimate):
+        return 10 * np.log10(np.sum((estimate - tone) ** 2) / np.sum(tone**2))
+
+    plain_tone, plain_noise = waveforms(mixture, spec, gains, CONFIG)
+    phased_tone, phased_noise = waveforms(mixture, spec, gains, CONFIG, phased=(0,))
+    np.testing.assert_allclose(plain_tone, istft(gains[0] * spec, CONFIG, length=mixture.shape[0]), atol=1e-6)
+    np.testing.assert_allclose(phased_tone, consistent_estimate(gains[0], spec, CONFIG, mixture.shape[0]), atol=1e-6)
+    for a, b in ((plain_tone, plain_noise), (phased_tone, phased_noise)):
+        np.testing.assert_allclose(a + b, mixture, atol=1e-5)  # the other source takes the rest
+    assert error_db(phased_tone) < error_db(plain_tone) - 0.5  # -12.8 against -11.9 dB
+
+
+def test_the_unphased_sources_share_the_rest_by_their_masks():
+    rng = np.random.default_rng(2)
+    mixture = rng.normal(size=2000).astype(np.float32)
+    spec = stft(mixture, CONFIG)
+    gains = rng.dirichlet(np.ones(3), size=spec.shape).transpose(2, 0, 1)
+    waves = waveforms(mixture, spec, gains, CONFIG, phased=(1,))
+    rest = mixture - waves[1]
+    shares = gains[[0, 2]] / gains[[0, 2]].sum(axis=0)
+    np.testing.assert_allclose(waves[0], istft(shares[0] * stft(rest, CONFIG), CONFIG, length=2000), atol=1e-5)
+    np.testing.assert_allclose(waves[0] + waves[1] + waves[2], mixture, atol=1e-5)
+    # every source named: the last still takes the rest
+    everything = waveforms(mixture, spec, gains[:2] / gains[:2].sum(axis=0), CONFIG, phased=(0, 1))
+    np.testing.assert_allclose(everything[0] + everything[1], mixture, atol=1e-5)
+
+
+def test_hum_is_lines_and_other_noise_is_not():
+    rng = np.random.default_rng(3)
+    config = STFTConfig(512, 128)
+    white = rng.normal(size=4 * RATE).astype(np.float32)
+    assert line_sources({"noise": hum(4, 0), "hiss": mid_noise(rng, 4), "white": white}, config) == ["noise"]
+
+
+def test_fit_separator_phases_a_hum_and_saves_the_choice(tmp_path):
+    rng = np.random.default_rng(4)
+    speech = low_tones(rng, 4)
+    fast = dict(n_states=4, max_iter=5, n_models=1, state_components=2, line_n_fft=None)
+    hummed = fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, **fast)
+    assert hummed.options.inference.phase_sources == ["noise"]
+    assert fit_separator({"speech": speech, "noise": mid_noise(rng, 4)}, RATE, **fast).options.inference.phase_sources == []
+    off = fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, phase_sources=[], **fast)
+    with pytest.raises(ValueError, match="phase_sources names hum, not one of the sources"):
+        fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, phase_sources="hum", **fast)
+
+    mixture = low_tones(rng, 3) + hum(3, 1)
+    want = hummed.separate(mixture)
+    plain = off.separate(mixture)
+    assert np.max(np.abs(want["noise"] - plain["noise"])) > 1e-3  # the noise's phase is its own
+    np.testing.assert_allclose(want["speech"] + want["noise"], mixture, atol=1e-5)
+    hummed.save(tmp_path / "sep")
+    again = load(tmp_path / "sep")
+    assert again.options.inference.phase_sources == ["noise"]
+    np.testing.assert_allclose(again.separate(mixture)["noise"], want["noise"], atol=1e-5)
+    # a format-13 folder (before phases of their own) reads with none
+    meta_path = tmp_path / "sep" / "separator.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format_version"] = 13
+    del meta["options"]["inference"]["phase_sources"]
+    meta_path.write_text(json.dumps(meta))
+    np.testing.assert_allclose(load(tmp_path / "sep").separate(mixture)["noise"], plain["noise"], atol=1e-5)
