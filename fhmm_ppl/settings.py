@@ -197,8 +197,8 @@ class InferenceSettings(Strict):
     where every noise's training audio is steady or no source is noise, else 0; ``separation.warps``).
     ``phase_sources``: sources whose estimates take a phase of their own, retrieved from their masked
     magnitudes, the others sharing what they leave (``separation.phase``; ``[]``: none, every
-    estimate keeps the mixture's phase; ``None``: ``fit_separator`` chooses the noise sources whose
-    training audio is mostly spectral lines, such as mains hum).
+    estimate keeps the mixture's phase; ``None``: ``fit_separator`` chooses, where states have NMF
+    dictionaries, the noise sources whose training audio is mostly spectral lines, such as mains hum).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"

@@ -87,6 +87,8 @@ def test_fit_separator_phases_a_hum_and_saves_the_choice(tmp_path):
     assert hummed.options.inference.phase_sources == ["noise"]
     assert fit_separator({"speech": speech, "noise": mid_noise(rng, 4)}, RATE, **fast).options.inference.phase_sources == []
     off = fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, phase_sources=[], **fast)
+    gaussian = {**fast, "emission": "complex_gaussian", "state_components": None}  # no dictionaries: no phase
+    assert fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, **gaussian).options.inference.phase_sources == []
     with pytest.raises(ValueError, match="phase_sources names hum, not one of the sources"):
         fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, phase_sources="hum", **fast)
 

@@ -6,13 +6,11 @@ speech dominates the phase of a bin its window's main lobe reaches, and at ``fea
 (Griffin & Lim: keep the masked magnitude ``g |Y|``, take the phase of the STFT of the current
 estimate's inverse STFT) give the hum an estimate whose frames agree with each other; the other
 sources then share what it leaves of the mixture by their masks, so the estimates still sum to the
-mixture. On the real benchmark's jittery hum (ten SiSEC/ARCTIC tasks at 0 and 5 dB, separated at
-n_fft 1024) two rounds gained 0.28 dB speech SDRi (one 0.24, four 0.26, eight 0.15), against the
-demo's hum separated at ``features.line_n_fft`` 2048 it changed nothing (+0.01), and over pink noise
-it lost 0.19: so only the noise sources whose training audio is mostly lines
-(``resolution.line_share``) take it (docs/benchmarks.md, "A consistent phase for hum"). Every source
-taking it (Gunawan & Sen's MISI) lost 0.03-0.20 dB on every noise kind but hum: the speech's masked
-magnitudes are not good enough to take a phase from.
+mixture. It pays only where the phased source's masked magnitudes are good and the mixture's
+phase is not: a hum separated at n_fft 1024 gains, one separated at n_fft 2048 is level, and pink
+noise, or every source phased (MISI), loses; so by default only the noise sources whose training
+audio is mostly lines (``resolution.line_share``) take it (docs/separation.md, "A phase of its own
+for hum"; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
