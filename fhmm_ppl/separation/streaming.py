@@ -17,7 +17,9 @@ emission's log-likelihoods and the smoother in blocks of up to ``BLOCK`` frames 
 two, so each kernel compiles at most five times), the frames leaving the lag get the separator's masks (averaged over its
 model sets) and are overlap-added. Everything held is the lag's window, one frame of samples
 and the current chunk: memory does not grow with the stream's length. With a lag covering the
-whole stream the output is the offline ``Separator.separate``'s.
+whole stream the output is the offline ``Separator.separate``'s, except for the
+``inference.phase_sources`` (a hum), whose estimates a stream leaves in the mixture's phase
+(``separation.phase`` looks frames ahead).
 
 Masks are per frame (a frame's mask reads only its posterior, its own mixture frame and the
 causal running average of the noise's power, ``separation.averaging``, carried along), so every
