@@ -10,7 +10,7 @@ from test_separation import RATE, low_tones, mid_noise
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 from fhmm_ppl.audio.real import jittery_hum
 from fhmm_ppl.separation import fit_separator, load
-from fhmm_ppl.separation.phase import PHASE_ITERATIONS, consistent_estimate, line_sources, waveforms
+from fhmm_ppl.separation.phase import PHASE_ITERATIONS, StreamSynthesis, consistent_estimate, line_sources, waveforms
 
 CONFIG = STFTConfig(256, 64)
 
@@ -70,6 +70,25 @@ def test_the_unphased_sources_share_the_rest_by_their_masks():
     # every source named: the last still takes the rest
     everything = waveforms(mixture, spec, gains[:2] / gains[:2].sum(axis=0), CONFIG, phased=(0, 1))
     np.testing.assert_allclose(everything[0] + everything[1], mixture, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_sources,phased", [(2, (1,)), (3, (0,)), (3, (1, 2)), (3, ())])
+def test_streamed_synthesis_gives_the_offline_waveforms_from_blocks_of_any_size(n_sources, phased):
+    rng = np.random.default_rng(n_sources + len(phased))
+    n = 5000 - 37  # ends inside a hop
+    mixture = rng.normal(size=n).astype(np.float32)
+    spec = stft(mixture, CONFIG)
+    gains = rng.dirichlet(np.ones(n_sources), size=spec.shape).transpose(2, 0, 1).astype(np.float32)
+    want = np.stack(waveforms(mixture, spec, gains, CONFIG, phased))
+    synthesis, parts, lo = StreamSynthesis(CONFIG, n_sources, phased), [], 0
+    while lo < spec.shape[0]:  # blocks of 0-8 frames, each with the samples its frames have read
+        hi = min(spec.shape[0], lo + int(rng.integers(0, 9)))
+        parts.append(synthesis.add(gains[:, lo:hi], spec[lo:hi], min(n, (hi - 1) * CONFIG.hop_length + CONFIG.n_fft // 2)))
+        lo = hi
+    parts.append(synthesis.finish(n))
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), want, atol=2e-6)
+    held = sum(r[1].buffer.shape[0] for r in synthesis.retrievals[0].rounds) if phased else 0
+    assert held <= PHASE_ITERATIONS * CONFIG.n_fft  # a frame of samples per round, not the stream
 
 
 def test_hum_is_lines_and_other_noise_is_not():

@@ -12,7 +12,7 @@ from fhmm_ppl.audio.tasks import demo_task
 from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import Separator, fit_separator
-from fhmm_ppl.separation.streaming import Framer, OverlapAdd
+from fhmm_ppl.separation.framing import Framer, OverlapAdd
 from test_separation import RATE, high_noise, low_tones
 
 
@@ -90,8 +90,9 @@ CASES = [
     ("logmax", {}),
     ("log_mel", {}),  # state dictionaries (the default)
     ("log_mel", {"state_components": 0}),  # blended dominance and Wiener masks
+    ("log_mel", {"phase_sources": ["tones"]}),  # a phase of their own for the tones (separation.phase)
 ]
-IDS = ["complex_gaussian-ensemble", "complex_gaussian-mean_field", "logmax", "log_mel", "log_mel-blend"]
+IDS = ["complex_gaussian-ensemble", "complex_gaussian-mean_field", "logmax", "log_mel", "log_mel-blend", "log_mel-phased"]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_a_lag_covering_the_stream_gives_the_offline_separation(separators, test
         np.testing.assert_allclose(online[key], offline[key], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["complex_gaussian-ensemble", "complex_gaussian-mean_field", "log_mel"])
+@pytest.mark.parametrize("name", ["complex_gaussian-ensemble", "complex_gaussian-mean_field", "log_mel", "log_mel-phased"])
 def test_chunk_sizes_change_nothing_and_every_sample_comes_out(separators, test_mix, name):
     separator, (mixture, _) = separators[name], test_mix
     whole = streamed(separator, [mixture], lag=0.1)

@@ -16,10 +16,12 @@ for hum"; figures in docs/benchmarks.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import numpy as np
 
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
+from fhmm_ppl.separation.framing import Framer, OverlapAdd
 from fhmm_ppl.separation.resolution import LINE_SHARE, line_share
 
 #: Rounds of phase retrieval for the ``inference.phase_sources``' estimates (two gained most).
@@ -80,3 +82,110 @@ def waveforms(mixture: np.ndarray, spec: np.ndarray, gains: np.ndarray, config: 
         waves[k] = istft(share * rest_spec, config, length=n)
     waves[others[-1]] = (rest - np.sum([waves[k] for k in others[:-1]], axis=0)).astype(np.float32)
     return [waves[k] for k in range(len(gains))]
+
+
+
+class _Retrieval:
+    """One source's rounds of phase retrieval on a stream of its masked frames: each round an
+    ``OverlapAdd`` into a ``Framer``, so a frame's new phase is known once the frames its window
+    overlaps are in (``n_fft / hop - 1`` frames later per round)."""
+
+    def __init__(self, config: STFTConfig, n_iter: int) -> None:
+        self.rounds = [(OverlapAdd(config, 1), Framer(config)) for _ in range(n_iter)]
+        self.magnitudes = [np.zeros((0, config.n_bins), np.float32) for _ in range(n_iter)]
+
+    def push(self, frames: np.ndarray, limit: int, n_samples: Optional[int] = None) -> np.ndarray:
+        """The next masked frames ``(n, F)`` in, the frames ``(m, F)`` whose last round is done out
+        (with ``n_samples``, the stream's length: all the rest)."""
+        magnitude = np.abs(frames)
+        for r, (synthesis, framer) in enumerate(self.rounds):
+            self.magnitudes[r] = np.concatenate([self.magnitudes[r], magnitude])
+            samples = synthesis.add(frames[None], limit)[0]
+            rebuilt = framer.push(samples)
+            if n_samples is not None:
+                rebuilt = np.concatenate([rebuilt, framer.push(synthesis.finish(n_samples)[0]), framer.finish()])
+            count = rebuilt.shape[0]
+            frames = self.magnitudes[r][:count] * np.exp(1j * np.angle(rebuilt))
+            self.magnitudes[r], magnitude = self.magnitudes[r][count:], np.abs(frames)
+        return frames
+
+
+class StreamSynthesis:
+    """``waveforms`` for a stream: ``add(gains (K, n, F), spec (n, F), limit)`` with the masks and
+    mixture frames of the next ``n`` frames returns the ``(K, m)`` samples now final (none at or past
+    sample ``limit``), ``finish(n_samples)`` the rest; together, ``waveforms``' estimates.
+
+    Without phased sources it is one ``OverlapAdd``. With them, each phased source's frames go
+    through its ``_Retrieval``, the mixture is overlap-added again beside them, and the other
+    sources share what the phased ones leave by their masks, through one more ``Framer`` where
+    there are several. Every source's samples come out together, as late as the slowest's.
+    """
+
+    def __init__(self, config: STFTConfig, n_sources: int, phased: Sequence[int] = (),
+                 n_iter: int = PHASE_ITERATIONS) -> None:
+        self.n_sources, self.n_bins = n_sources, config.n_bins
+        self.phased = sorted(set(phased))[: n_sources - 1]
+        self.others = [k for k in range(n_sources) if k not in self.phased]
+        if not self.phased:
+            self.plain = OverlapAdd(config, n_sources)
+            return
+        self.retrievals = [_Retrieval(config, n_iter) for _ in self.phased]
+        self.mixture_out = OverlapAdd(config, 1)  # the mixture again (istft of its stft), as it becomes final
+        self.phased_out = OverlapAdd(config, len(self.phased))
+        self.shared = len(self.others) > 1  # the rest split again by the others' masks
+        self.rest_framer = Framer(config)
+        self.shares = np.zeros((len(self.others), 0, config.n_bins), np.float32)
+        self.shared_out = OverlapAdd(config, len(self.others) - 1)
+        # samples not yet released (from the same sample on): mixture, phased estimates, the shared others
+        self.mixture = np.zeros(0, np.float32)
+        self.phased_samples = np.zeros((len(self.phased), 0), np.float32)
+        self.shared_samples = np.zeros((len(self.others) - 1, 0), np.float32)
+        self.rest_fed = 0  # samples of the rest (counted from the first unreleased one) in rest_framer
+
+    def add(self, gains: np.ndarray, spec: np.ndarray, limit: int) -> np.ndarray:
+        if not self.phased:
+            return self.plain.add(gains * spec[None], limit)
+        return self._step(gains, spec, limit)
+
+    def finish(self, n_samples: int) -> np.ndarray:
+        if not self.phased:
+            return self.plain.finish(n_samples)
+        empty = np.zeros((self.n_sources, 0, self.n_bins), np.float32)
+        return self._step(empty, empty[0], n_samples, n_samples)
+
+    def _step(self, gains, spec, limit: int, n_samples: Optional[int] = None) -> np.ndarray:
+        final = n_samples is not None
+        if self.shared:
+            total = np.sum(gains[self.others], axis=0)
+            self.shares = np.concatenate([self.shares, gains[self.others] / np.where(total > 0, total, 1.0)], axis=1)
+        self.mixture = np.concatenate([self.mixture, self._final(self.mixture_out, spec[None], limit, n_samples)[0]])
+        frames = np.stack([r.push(gains[k] * spec, limit, n_samples) for r, k in zip(self.retrievals, self.phased)])
+        samples = self._final(self.phased_out, frames, limit, n_samples)
+        self.phased_samples = np.concatenate([self.phased_samples, samples], axis=1)
+        ready = min(self.mixture.shape[0], self.phased_samples.shape[1])
+        rest = self.mixture[:ready] - np.sum(self.phased_samples[:, :ready], axis=0)
+        if self.shared:
+            rebuilt = self.rest_framer.push(rest[self.rest_fed:].astype(np.float32))
+            if final:
+                rebuilt = np.concatenate([rebuilt, self.rest_framer.finish()])
+            self.rest_fed = ready
+            count = rebuilt.shape[0]
+            shared = self._final(self.shared_out, self.shares[:-1, :count] * rebuilt[None], limit, n_samples)
+            self.shares = self.shares[:, count:]
+            self.shared_samples = np.concatenate([self.shared_samples, shared], axis=1)
+            ready = min(ready, self.shared_samples.shape[1])
+        out = np.zeros((self.n_sources, ready), np.float32)
+        out[self.phased] = self.phased_samples[:, :ready]
+        if self.shared:
+            out[self.others[:-1]] = self.shared_samples[:, :ready]
+        out[self.others[-1]] = rest[:ready] - np.sum(out[self.others[:-1]], axis=0)
+        self.mixture, self.phased_samples = self.mixture[ready:], self.phased_samples[:, ready:]
+        self.shared_samples = self.shared_samples[:, ready:]
+        self.rest_fed -= ready
+        return out
+
+    @staticmethod
+    def _final(synthesis: OverlapAdd, frames: np.ndarray, limit: int, n_samples: Optional[int]) -> np.ndarray:
+        """``synthesis``'s samples made final by ``frames (S, n, F)``; with ``n_samples``, all the rest."""
+        samples = synthesis.add(frames, limit)
+        return samples if n_samples is None else np.concatenate([samples, synthesis.finish(n_samples)], axis=1)

@@ -2,24 +2,24 @@
 
 Three parts, each testable alone:
 
-- ``Framer``: an incremental centred STFT. It buffers samples and returns each frame as soon as
-  every sample it covers has arrived, the frames ``audio.features.stft`` makes of the whole
+- ``framing.Framer``: an incremental centred STFT. It buffers samples and returns each frame as
+  soon as every sample it covers has arrived, the frames ``audio.features.stft`` makes of the whole
   signal (zero centre padding at both ends; ``finish`` makes the last frames).
 - a smoother (``SMOOTHERS``, chosen once from the separator's plan): ``ExactLag``, the exact
   posterior of frame ``t - L`` once frame ``t`` is in (``hmm.fixed_lag``; ``L`` frames = the lag),
   or ``MeanFieldLag``, structured mean field on a window of ``L + 1`` frames; the frames still
   inside the lag when the stream ends get the posterior given every frame.
-- ``OverlapAdd``: the inverse STFT of ``audio.features.istft``, sample by sample as they become
-  final (no later frame covers them), normalised by the same window sum of squares.
+- ``phase.StreamSynthesis``: the estimates of ``phase.waveforms``, sample by sample as they become
+  final: ``framing.OverlapAdd`` (the inverse STFT of ``audio.features.istft``) of the masked
+  frames, and for the ``inference.phase_sources`` (a hum) their rounds of phase retrieval, a few
+  frames later.
 
 ``stream`` wires them for a ``Separator``: per input chunk the new frames go through the
 emission's log-likelihoods and the smoother in blocks of up to ``BLOCK`` frames (padded to a power of
 two, so each kernel compiles at most five times), the frames leaving the lag get the separator's masks (averaged over its
 model sets) and are overlap-added. Everything held is the lag's window, one frame of samples
 and the current chunk: memory does not grow with the stream's length. With a lag covering the
-whole stream the output is the offline ``Separator.separate``'s, except for the
-``inference.phase_sources`` (a hum), whose estimates a stream leaves in the mixture's phase
-(``separation.phase`` looks frames ahead).
+whole stream the output is the offline ``Separator.separate``'s.
 
 Masks are per frame (a frame's mask reads only its posterior, its own mixture frame and the
 causal running average of the noise's power, ``separation.averaging``, carried along), so every
@@ -34,12 +34,13 @@ from collections.abc import Iterable, Iterator
 
 import jax.numpy as jnp
 import numpy as np
-from scipy.signal import get_window
 
-from fhmm_ppl.audio.features import STFTConfig
 from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
 from fhmm_ppl.runtime import numpy_blas_on_one_thread
+from fhmm_ppl.separation.averaging import source_indices
+from fhmm_ppl.separation.framing import Framer
 from fhmm_ppl.separation.masks import Mixture
+from fhmm_ppl.separation.phase import StreamSynthesis
 from fhmm_ppl.separation.posterior import Factored, Joint, scaled_log_lik
 
 #: Frames per block through log-likelihoods, smoother and masks (one compilation per kernel).
@@ -61,101 +62,6 @@ def lag_frames(lag: float, sample_rate: int, hop_length: int) -> int:
     if not math.isfinite(lag) or lag < 0:
         raise ValueError(f"lag must be a finite number of seconds >= 0 (0: causal), got {lag}")
     return math.ceil(float(lag) * sample_rate / hop_length - 1e-9)
-
-
-class Framer:
-    """Incremental centred STFT: ``push(samples)`` returns the newly complete frames ``(n, F)``
-    complex64, ``finish()`` the rest; together, the frames of ``stft`` of everything pushed."""
-
-    def __init__(self, config: STFTConfig) -> None:
-        self.n_fft, self.hop = config.n_fft, config.hop_length
-        self.half = config.n_fft // 2
-        self.window = get_window(config.window, config.n_fft, fftbins=True)
-        self.buffer = np.zeros(self.half, np.float32)  # the centre padding before sample 0
-        self.buffer_start = -self.half  # sample index of buffer[0]
-        self.next_frame = 0
-        self.n_samples = 0
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        self.buffer = np.concatenate([self.buffer, samples])
-        self.n_samples += samples.shape[0]
-        return self._frames(self.n_samples)
-
-    def finish(self) -> np.ndarray:
-        """The frames whose windows reach into the zero padding after the last sample."""
-        if self.n_samples == 0:
-            return np.zeros((0, self.n_fft // 2 + 1), np.complex64)
-        self.buffer = np.concatenate([self.buffer, np.zeros(self.n_fft - self.half, np.float32)])
-        return self._frames(self.n_samples + self.n_fft - self.half)
-
-    def _frames(self, end: int) -> np.ndarray:
-        """Frames ``next_frame ..`` whose windows end at or before sample ``end``; drops what no later frame reads."""
-        first = self.next_frame
-        stop = max(first, (end - self.n_fft + self.half) // self.hop + 1)
-        offset = first * self.hop - self.half - self.buffer_start
-        count = stop - first
-        if count:
-            view = np.lib.stride_tricks.sliding_window_view(self.buffer[offset:], self.n_fft)[::self.hop][:count]
-            spec = np.fft.rfft(view * self.window, axis=1).astype(np.complex64)
-        else:
-            spec = np.zeros((0, self.n_fft // 2 + 1), np.complex64)
-        self.next_frame = stop
-        keep_from = stop * self.hop - self.half
-        self.buffer = self.buffer[max(0, keep_from - self.buffer_start):]
-        self.buffer_start = max(self.buffer_start, keep_from)
-        return spec
-
-
-class OverlapAdd:
-    """Incremental ``istft`` of several signals at once: ``add(frames)`` with ``(K, n, F)`` spectra of
-    the next ``n`` frames returns the ``(K, m)`` samples that no later frame can change; ``finish(n_samples)``
-    the rest, up to the signal's length."""
-
-    def __init__(self, config: STFTConfig, n_signals: int) -> None:
-        self.n_fft, self.hop, self.half = config.n_fft, config.hop_length, config.n_fft // 2
-        self.window = get_window(config.window, config.n_fft, fftbins=True)
-        self.sums = np.zeros((n_signals, 0))  # overlap-added frames from padded position `start` on
-        self.weights = np.zeros(0)  # the window's sum of squares over the same positions
-        self.start = 0  # padded position (sample index + half) of sums[:, 0]
-        self.n_frames = 0
-        self.released = 0  # samples returned so far
-
-    def add(self, spectra: np.ndarray, limit: int) -> np.ndarray:
-        """Overlap-add the next frames; return the samples now final, none at or past sample ``limit``."""
-        n = spectra.shape[1]
-        end = (self.n_frames + n - 1) * self.hop + self.n_fft - self.start
-        if n and end > self.weights.shape[0]:
-            grow = end - self.weights.shape[0]
-            self.sums = np.pad(self.sums, ((0, 0), (0, grow)))
-            self.weights = np.pad(self.weights, (0, grow))
-        frames = np.fft.irfft(spectra, n=self.n_fft, axis=2) * self.window  # (K, n, n_fft)
-        square = self.window**2
-        for i in range(n):
-            at = (self.n_frames + i) * self.hop - self.start
-            self.sums[:, at:at + self.n_fft] += frames[:, i]
-            self.weights[at:at + self.n_fft] += square
-        self.n_frames += n
-        return self._release(min(self.n_frames * self.hop - self.half, limit))
-
-    def finish(self, n_samples: int) -> np.ndarray:
-        return self._release(n_samples, pad=True)
-
-    def _release(self, stop: int, pad: bool = False) -> np.ndarray:
-        """Samples ``released .. stop`` (divided by the window's sum of squares where it is not
-        tiny), dropped from the buffers; ``pad``: zeros past what the frames cover, as ``istft``'s length."""
-        stop = max(stop, self.released)
-        lo, hi = self.released + self.half - self.start, stop + self.half - self.start
-        if pad and hi > self.weights.shape[0]:
-            self.sums = np.pad(self.sums, ((0, 0), (0, hi - self.weights.shape[0])))
-            self.weights = np.pad(self.weights, (0, hi - self.weights.shape[0]))
-        out, weight = self.sums[:, lo:hi], self.weights[lo:hi]
-        nonzero = weight > np.finfo(np.float32).tiny
-        out = np.where(nonzero, out / np.where(nonzero, weight, 1.0), out).astype(np.float32)
-        drop = max(0, min(hi, self.n_frames * self.hop - self.start))  # the next frame starts there
-        self.sums, self.weights = self.sums[:, drop:], self.weights[drop:]
-        self.start += drop
-        self.released = stop
-        return out
 
 
 class ExactLag:
@@ -255,7 +161,7 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
     config = separator.options.stft
     names = separator.names
     framer = Framer(config)
-    synthesis = OverlapAdd(config, len(names))
+    synthesis = StreamSynthesis(config, len(names), source_indices(separator.options.inference.phase_sources or (), names))
     smoother = SMOOTHERS[method](separator, n_lag)
     average = separator.power_average()  # causal: carried from block to block
     pending = np.zeros((0, config.n_bins), np.complex64)  # frames fed to the smoother, not yet masked
@@ -284,7 +190,7 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
             block = pending[lo:min(lo + BLOCK, n_ready)]
             part = [smoother.posterior(tuple(r[lo:lo + BLOCK] for r in rows), models)
                     for rows, models in zip(posts, separator.sets)]
-            out.append(synthesis.add(masks(separator, block, part, average) * block[None], framer.n_samples))
+            out.append(synthesis.add(masks(separator, block, part, average), block, framer.n_samples))
         pending = pending[n_ready:]
         return np.concatenate(out, axis=1)
 
