@@ -4,8 +4,9 @@ against offline smoothing of each prefix, and ``Separator.stream`` against ``Sep
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import random_problem
+from test_separation import RATE, high_noise, low_tones
+
 from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 from fhmm_ppl.audio.tasks import demo_task
@@ -13,7 +14,6 @@ from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import Separator, fit_separator
 from fhmm_ppl.separation.framing import Framer, OverlapAdd
-from test_separation import RATE, high_noise, low_tones
 
 
 def random_cuts(rng, n: int, largest: int) -> list[int]:

@@ -38,7 +38,8 @@ import numpy as np
 from scipy.signal import lfilter
 
 from fhmm_ppl.runtime import padded
-from fhmm_ppl.settings import AVERAGE_RULES as RULES, check_noise_sources
+from fhmm_ppl.settings import AVERAGE_RULES as RULES
+from fhmm_ppl.settings import check_noise_sources
 
 
 class PowerAverage:

@@ -28,7 +28,6 @@ Measured on real speech in docs/benchmarks.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import lru_cache
 
 import jax
