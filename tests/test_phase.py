@@ -104,6 +104,9 @@ def test_fit_separator_phases_a_hum_and_saves_the_choice(tmp_path):
     fast = dict(n_states=4, max_iter=5, n_models=1, state_components=2, line_n_fft=None)
     hummed = fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, **fast)
     assert hummed.options.inference.phase_sources == ["noise"]
+    pair = fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, **{**fast, "line_n_fft": 2048})
+    assert pair.coarse.options.inference.phase_sources == ["noise"]  # the finer STFT resolves the lines
+    assert pair.fine.options.inference.phase_sources == []
     assert fit_separator({"speech": speech, "noise": mid_noise(rng, 4)}, RATE, **fast).options.inference.phase_sources == []
     off = fit_separator({"speech": speech, "noise": hum(4, 0)}, RATE, phase_sources=[], **fast)
     gaussian = {**fast, "emission": "complex_gaussian", "state_components": None}  # no dictionaries: no phase
