@@ -84,7 +84,6 @@ def waveforms(mixture: np.ndarray, spec: np.ndarray, gains: np.ndarray, config: 
     return [waves[k] for k in range(len(gains))]
 
 
-
 class _Retrieval:
     """One source's rounds of phase retrieval on a stream of its masked frames: each round an
     ``OverlapAdd`` into a ``Framer``, so a frame's new phase is known once the frames its window
@@ -105,8 +104,9 @@ class _Retrieval:
             if n_samples is not None:
                 rebuilt = np.concatenate([rebuilt, framer.push(synthesis.finish(n_samples)[0]), framer.finish()])
             count = rebuilt.shape[0]
-            frames = self.magnitudes[r][:count] * np.exp(1j * np.angle(rebuilt))
-            self.magnitudes[r], magnitude = self.magnitudes[r][count:], np.abs(frames)
+            magnitude = self.magnitudes[r][:count]  # the masked magnitudes, in the order the next round reads them
+            frames = magnitude * np.exp(1j * np.angle(rebuilt))
+            self.magnitudes[r] = self.magnitudes[r][count:]
         return frames
 
 
