@@ -185,7 +185,7 @@ def test_config_errors_caught_before_a_run_starts(tmp_path):
     with pytest.raises(ConfigError, match=r"data.test_clean names \['a', 'c'\], but the training sources are \['a', 'b'\]"):
         load_config(write_yaml(tmp_path / "names.yaml", {**TINY, "data": files}))
     named = {**files, "test_clean": {"a": files["train"]["a"], "b": files["train"]["b"]}}
-    for key in ("refine", "average"):  # a source named for the noise's treatment must be one of the sources
+    for key in ("refine", "average", "phase_sources"):  # a source named for the noise's treatment must be one of them
         with pytest.raises(ConfigError, match=rf"inference.{key} names hiss, not one of the sources \(a, b\)"):
             load_config(write_yaml(tmp_path / "noise.yaml", {**TINY, "data": named, "inference": {key: "hiss"}}))
     load_config(write_yaml(tmp_path / "plain.yaml", {**TINY, "data": named, "inference": {"average": "hiss",
