@@ -140,7 +140,6 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
     bent = {k: warp_columns(dictionaries[k], warps) for k in warped}
     nearest_one = int(np.argmin(np.abs(np.log(warps)))) if warps else 0
 
-
     def fitted(W, V, H, n_updates: int):
         """``n_updates`` activation updates from ``H (C, n)`` for columns ``W (C, F, n)`` and magnitudes ``V (C, F)``."""
         norm = W.sum(axis=1) + _TINY
