@@ -198,8 +198,9 @@ class InferenceSettings(Strict):
     ``phase_sources``: sources whose estimates take a phase of their own, retrieved from their masked
     magnitudes, the others sharing what they leave (``separation.phase``; ``[]``: none, every
     estimate keeps the mixture's phase; ``None``: ``fit_separator`` chooses, where states have NMF
-    dictionaries, the noise sources whose training audio is mostly spectral lines, such as mains hum,
-    but none for the separator at ``features.line_n_fft``, which resolves the lines).
+    dictionaries, the noise sources whose training audio is mostly spectral lines (at
+    ``features.line_n_fft``), such as mains hum, but none for the separator at ``line_n_fft``, which
+    resolves the lines).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"

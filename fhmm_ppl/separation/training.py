@@ -117,17 +117,19 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if opts.inference.pitch_shifts is None:  # steady noise or none: each frame's talkers may take pitch warps
         shifts = auto_shifts(noises, opts.stft, bool(unknown)) if opts.dictionary_size else 0
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"pitch_shifts": shifts})})
+    line_n_fft = opts.features.line_n_fft
+    finer = line_n_fft is not None and line_n_fft > opts.features.n_fft
+    lines_at = fine_options(opts).stft if finer else opts.stft  # where lines stand out from the rest best
     chosen_phase = opts.inference.phase_sources is None
     if chosen_phase:  # mains hum against dictionary fits: a phase of its own
-        phased = line_sources(noises, opts.stft) if opts.dictionary_size else []
+        phased = line_sources(noises, lines_at) if opts.dictionary_size else []
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"phase_sources": phased})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
-    line_n_fft = opts.features.line_n_fft
-    if adaptation is None and line_n_fft is not None and line_n_fft > opts.features.n_fft:
+    if adaptation is None and finer:
         fine = fine_options(opts)
         if chosen_phase:  # at the finer STFT the lines are resolved: their phase of their own gains nothing
             fine = fine.replace(phase_sources=[])
-        lines = tonal_lines(noises, fine.stft)  # speech is never steady lines
+        lines = tonal_lines(noises, lines_at)  # speech is never steady lines
         if lines is not None:
             return LineResolved(separator, fit_separator(sources, sample_rate, fine, progress=progress), lines)
     return separator
