@@ -64,13 +64,19 @@ UNKNOWN_PRIORS = {"psd": "shared_shape"}
 NOISE_SOURCES = ("noise",)
 
 
-def check_noise_sources(key: str, wanted, names, active: bool) -> None:
-    """One-line ``ValueError`` where ``wanted`` (the sources ``key``, ``inference.refine`` or
-    ``inference.average``, names) holds a name not in ``names`` (the sources there are) while the
-    setting is ``active``; the default, ``NOISE_SOURCES``, is skipped where it is missing."""
+def check_named(key: str, wanted, names) -> None:
+    """One-line ``ValueError`` where ``wanted`` (the sources the setting ``key`` names) holds a name
+    not in ``names`` (the sources there are)."""
     missing = [n for n in wanted if n not in names]
-    if missing and active and tuple(wanted) != NOISE_SOURCES:
+    if missing:
         raise ValueError(f"{key} names {', '.join(missing)}, not one of the sources ({', '.join(names)})")
+
+
+def check_noise_sources(key: str, wanted, names, active: bool) -> None:
+    """``check_named`` for ``inference.refine`` or ``inference.average`` while the setting is
+    ``active``; the default, ``NOISE_SOURCES``, is skipped where it is missing."""
+    if active and tuple(wanted) != NOISE_SOURCES:
+        check_named(key, wanted, names)
 
 
 #: seconds over which the masks average the power of the ``inference.average`` sources

@@ -11,7 +11,8 @@ from fhmm_ppl.audio.demo import noise as demo_noise
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 from fhmm_ppl.audio.real import jittery_hum
 from fhmm_ppl.separation import fit_separator, load
-from fhmm_ppl.separation.phase import PHASE_ITERATIONS, StreamSynthesis, consistent_estimate, line_sources, waveforms
+from fhmm_ppl.separation.phase import PHASE_ITERATIONS, StreamSynthesis, consistent_estimate, waveforms
+from fhmm_ppl.separation.resolution import line_sources
 
 CONFIG = STFTConfig(256, 64)
 

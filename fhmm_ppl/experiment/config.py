@@ -33,6 +33,7 @@ from fhmm_ppl.settings import (
     SettingError,
     TrainingSettings,
     check_classification,
+    check_named,
     check_noise_sources,
 )
 
@@ -212,7 +213,7 @@ class ExperimentConfig(_Strict):
             sources = sorted(set(self.data.train) | unknown)
             check_noise_sources("inference.refine", self.inference.refine, sources, self.inference.refine_iter != 0)
             check_noise_sources("inference.average", self.inference.average, sources, self.inference.average_seconds > 0)
-            check_noise_sources("inference.phase_sources", self.inference.phase_sources or [], sources, True)
+            check_named("inference.phase_sources", self.inference.phase_sources or [], sources)
             named = [("data.test_clean", sorted(self.data.test_clean))] if self.data.test_clean else []
             named += [(f"data.test[{i}].references", sorted(item.references)) for i, item in enumerate(self.data.test)]
             for where, names in named:

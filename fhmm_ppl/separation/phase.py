@@ -9,38 +9,29 @@ sources then share what it leaves of the mixture by their masks, so the estimate
 mixture. It pays only where the phased source's masked magnitudes are good and the mixture's
 phase is not: a hum separated at n_fft 1024 gains, one separated at n_fft 2048 is level, and pink
 noise, or every source phased (MISI), loses; so by default only the noise sources whose training
-audio is mostly lines (``resolution.line_share``) take it (docs/separation.md, "A phase of its own
+audio is mostly lines (``resolution.line_sources``) take it (docs/separation.md, "A phase of its own
 for hum"; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
 
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 from fhmm_ppl.separation.framing import Framer, OverlapAdd
-from fhmm_ppl.separation.resolution import LINE_SHARE, line_share
+from fhmm_ppl.settings import check_named
 
 #: Rounds of phase retrieval for the ``inference.phase_sources``' estimates (two gained most).
 PHASE_ITERATIONS = 2
 
 
-def line_sources(sources: Mapping[str, np.ndarray], config: STFTConfig) -> list[str]:
-    """The names in ``sources`` (``{name: training audio (n_samples,)}``) whose training audio is
-    mostly steady lines at ``config`` (``line_share`` above ``LINE_SHARE``)."""
-    return [name for name, audio in sources.items() if line_share(audio, config) > LINE_SHARE]
-
-
 def check_phased(options, names: Sequence[str]) -> None:
     """One-line ``ValueError`` where ``inference.phase_sources`` names a source not in ``names``
     (the separator's sources)."""
-    missing = [n for n in options.inference.phase_sources or () if n not in names]
-    if missing:
-        raise ValueError(f"inference.phase_sources names {', '.join(missing)}, not one of the sources "
-                         f"({', '.join(names)})")
+    check_named("inference.phase_sources", options.inference.phase_sources or (), names)
 
 
 def consistent_estimate(gain: np.ndarray, spec: np.ndarray, config: STFTConfig, length: int,

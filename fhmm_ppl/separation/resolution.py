@@ -60,10 +60,15 @@ def line_share(audio: np.ndarray, config: STFTConfig) -> float:
     return float(np.sum(np.maximum(power - floor, 0)) / np.sum(power))
 
 
+def line_sources(sources: Mapping[str, np.ndarray], config: STFTConfig) -> list[str]:
+    """The names in ``sources`` (``{name: training audio (n_samples,)}``) whose training audio is
+    mostly steady lines at ``config`` (``line_share`` above ``LINE_SHARE``)."""
+    return [name for name, audio in sources.items() if line_share(audio, config) > LINE_SHARE]
+
+
 def tonal_lines(sources: Mapping[str, np.ndarray], config: STFTConfig) -> Optional[np.ndarray]:
-    """The line bins ``(F,)`` (bool) of the sources whose training audio is mostly lines
-    (``line_share`` above ``LINE_SHARE``), or ``None`` where no source is."""
-    lines = [line_profile(audio, config) > LINE_DB for audio in sources.values() if line_share(audio, config) > LINE_SHARE]
+    """The line bins ``(F,)`` (bool) of the ``line_sources``, or ``None`` where no source is lines."""
+    lines = [line_profile(sources[name], config) > LINE_DB for name in line_sources(sources, config)]
     lines = [mask for mask in lines if mask.any()]
     return np.any(lines, axis=0) if lines else None
 

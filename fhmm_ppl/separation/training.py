@@ -21,9 +21,9 @@ from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
 from fhmm_ppl.separation.averaging import check_averaged
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.options import SeparatorOptions
-from fhmm_ppl.separation.phase import check_phased, line_sources
+from fhmm_ppl.separation.phase import check_phased
 from fhmm_ppl.separation.refinement import check_refined
-from fhmm_ppl.separation.resolution import LineResolved, fine_options, tonal_lines
+from fhmm_ppl.separation.resolution import LineResolved, fine_options, line_sources, tonal_lines
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, as_float_audio, plan
 from fhmm_ppl.separation.source_models import keep
 from fhmm_ppl.separation.warps import auto_shifts
@@ -118,15 +118,14 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
         shifts = auto_shifts(noises, opts.stft, bool(unknown)) if opts.dictionary_size else 0
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"pitch_shifts": shifts})})
     line_n_fft = opts.features.line_n_fft
-    finer = line_n_fft is not None and line_n_fft > opts.features.n_fft
-    lines_at = fine_options(opts).stft if finer else opts.stft  # where lines stand out from the rest best
+    fine = fine_options(opts) if line_n_fft is not None and line_n_fft > opts.features.n_fft else None
+    lines_at = opts.stft if fine is None else fine.stft  # where lines stand out from the rest best
     chosen_phase = opts.inference.phase_sources is None
     if chosen_phase:  # mains hum against dictionary fits: a phase of its own
         phased = line_sources(noises, lines_at) if opts.dictionary_size else []
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"phase_sources": phased})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
-    if adaptation is None and finer:
-        fine = fine_options(opts)
+    if adaptation is None and fine is not None:
         if chosen_phase:  # at the finer STFT the lines are resolved: their phase of their own gains nothing
             fine = fine.replace(phase_sources=[])
         lines = tonal_lines(noises, lines_at)  # speech is never steady lines
