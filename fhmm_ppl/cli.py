@@ -321,7 +321,7 @@ def separate(
             info = None
         duration = info.duration if info is not None else 0.0
         if duration > LONG_RECORDING and not stream:
-            trained = f", refined on its first {REFINE_HEAD:g} s" if separator.refined_sources else ""
+            trained = f", fitted to its first {REFINE_HEAD:g} s" if separator.fits_recording else ""
             typer.echo(f"{mixture}: {duration / 60:.1f} minutes, separated block by block with a {OFFLINE_LAG:g} s lag "
                        f"(whole-file smoothing to within 0.01 dB; memory bounded{trained})", err=True)
             stream, lag = True, OFFLINE_LAG

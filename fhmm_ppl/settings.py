@@ -206,7 +206,9 @@ class InferenceSettings(Strict):
     estimate keeps the mixture's phase; ``None``: ``fit_separator`` chooses, where states have NMF
     dictionaries, the noise sources whose training audio is mostly spectral lines (at
     ``features.line_n_fft``), such as mains hum, but none for the separator at ``line_n_fft``, which
-    resolves the lines).
+    resolves the lines). ``match_level``: every source's spectra scaled to the recording's level
+    (its mean power against the models') before separating, so that a recording made louder or
+    quieter than the training audio separates as one at it (``separation.level``).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
@@ -223,6 +225,7 @@ class InferenceSettings(Strict):
     average_rule: AverageRule = "presence"
     pitch_shifts: Optional[int] = Field(None, ge=0, le=12)
     phase_sources: Optional[list[str]] = None
+    match_level: bool = True
 
     @property
     def noise_sources(self) -> set[str]:

@@ -82,9 +82,12 @@ def _score_all(task, known: dict, separator, config: ExperimentConfig, progress)
             for step, value in enumerate(np.asarray(current.adaptation_objective)):
                 mlflow.log_metric(f"adapt.mixture{index:02d}.objective", float(value), step=step)
         current = current.choose(mixture)  # the finer STFT where the mixture shows a trained hum's lines
-        if current.refined_sources:  # trained spectra refined on this mixture (the lags below stream this separator)
+        if current.fits_recording:  # level and spectra fitted to this mixture (the lags below stream this separator)
             current = current.refine(mixture)
-            for step, value in enumerate(np.asarray(current.refinement_objective)):
+            if current.recording_level is not None:
+                mlflow.log_metric(f"level.mixture{index:02d}", current.recording_level)
+            for step, value in enumerate(np.asarray(current.refinement_objective if current.refinement_objective
+                                                    is not None else ())):
                 mlflow.log_metric(f"refine.mixture{index:02d}.objective", float(value), step=step)
         fhmm, gains = current.separate(mixture, return_gains=True)
         if config.evaluation.stream_lags:

@@ -3,9 +3,10 @@
 Audio is read a block at a time (``audio.io.read_blocks``: a file, or standard input with or without
 a header), separated by ``Separator.stream`` and written as it comes: one file per source
 (``audio.io.AudioWriter``) or interleaved raw PCM on standard output (``audio.io.PcmWriter``).
-Memory does not grow with the input. A separator that refines its trained spectra on each
-mixture (``separation.refinement``) is refined on a file's first ``REFINE_HEAD`` seconds before
-its stream starts (standard input is separated as it arrives, with the spectra as trained).
+Memory does not grow with the input. A separator that fits itself to each mixture (its spectra
+scaled to the recording's level, ``separation.level``; the noise's refined, ``separation.refinement``)
+is fitted to a file's first ``REFINE_HEAD`` seconds before its stream starts (standard input is
+separated as it arrives, with the spectra as trained).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from tqdm.auto import tqdm
 
 from fhmm_ppl.audio.io import AudioWriter, PcmWriter, read_blocks
 
-#: seconds at the start of a streamed file that a refining separator is refined on (bounded memory;
-#: on real speech a few seconds of mixture already carry most of what refinement gains)
+#: seconds at the start of a streamed file that a separator is fitted to (level, refinement; bounded
+#: memory; on real speech a few seconds of mixture already carry most of what refinement gains)
 REFINE_HEAD = 60.0
 
 
@@ -61,9 +62,10 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
 
 
 def refined_on_head(separator, mixture: Path):
-    """``separator`` refined on the first ``REFINE_HEAD`` seconds of the file ``mixture`` where it
-    refines (``Separator.refined_sources``) and the file holds at least a frame; else as it is."""
-    if str(mixture) == "-" or not separator.refined_sources:
+    """``separator`` fitted (level, refined spectra) to the first ``REFINE_HEAD`` seconds of the file
+    ``mixture`` where it fits to a recording (``Separator.fits_recording``) and the file holds at least a
+    frame; else as it is."""
+    if str(mixture) == "-" or not separator.fits_recording:
         return separator
     blocks, _ = read_blocks(mixture, REFINE_HEAD, sample_rate=separator.sample_rate)
     head = next(iter(blocks))

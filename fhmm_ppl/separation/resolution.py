@@ -106,7 +106,7 @@ class LineResolved:
         return self.choose(mixture).separate(mixture, return_gains=return_gains)
 
     def refine(self, mixture: np.ndarray):
-        """The chosen separator refined on ``mixture`` (``Separator.refine``): a plain ``Separator``."""
+        """The chosen separator fitted to ``mixture`` (``Separator.refine``): a plain ``Separator``."""
         return self.choose(mixture).refine(mixture)
 
     def _both(self, method: str, *args, **kwargs) -> "LineResolved":
@@ -118,6 +118,9 @@ class LineResolved:
 
     def with_average(self, seconds: float) -> "LineResolved":
         return self._both("with_average", seconds)
+
+    def with_level_matching(self, on: bool) -> "LineResolved":
+        return self._both("with_level_matching", on)
 
     def _with_options(self, **flat) -> "LineResolved":
         return self._both("_with_options", **flat)

@@ -29,6 +29,8 @@ from fhmm_ppl.runtime import numpy_blas_on_one_thread, padded, run_each
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
 from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
 from fhmm_ppl.separation.emissions import get_emission
+from fhmm_ppl.separation.inputs import checked_mixture, stream_chunk
+from fhmm_ppl.separation.level import recording_level, scaled_members
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.phase import check_phased, waveforms
@@ -41,44 +43,6 @@ from fhmm_ppl.separation.warps import warp_factors
 
 #: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
 TYPICAL_FRAMES = 1000
-
-
-def as_float_audio(samples) -> np.ndarray:
-    """Samples as float32; integer PCM (``int16`` from ``scipy.io.wavfile``, ...) is scaled to [-1, 1) as
-    soundfile reads it, so a model trained on files read as floats sees the same levels."""
-    samples = np.asarray(samples)
-    if np.issubdtype(samples.dtype, np.integer):
-        info = np.iinfo(samples.dtype)
-        if info.min == 0:  # unsigned PCM (8-bit WAV) is centred on the middle of its range
-            return ((samples.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(np.float32)
-        return (samples / float(-info.min)).astype(np.float32)
-    return samples.astype(np.float32, copy=False)
-
-
-def stream_chunk(chunk, number: int) -> np.ndarray:
-    """Chunk ``number`` of a stream as float32 ``(n,)`` (``as_float_audio``), or a one-line error."""
-    samples = np.asarray(chunk)
-    if samples.dtype.kind not in "fiu":
-        raise ValueError(f"stream chunk {number}: dtype {samples.dtype} is not audio; pass float or integer PCM samples")
-    if samples.ndim != 1:
-        raise ValueError(f"stream chunk {number} must be mono (n_samples,), got shape {samples.shape}")
-    samples = as_float_audio(samples)
-    if not np.all(np.isfinite(samples)):
-        raise ValueError(f"stream chunk {number} contains NaN or infinite samples")
-    return samples
-
-
-def checked_mixture(mixture, n_fft: int) -> np.ndarray:
-    """A mixture as float32 ``(n_samples,)`` (``as_float_audio``), or a one-line error: not mono,
-    NaN or infinite samples, shorter than one frame of ``n_fft`` samples."""
-    mixture = as_float_audio(mixture)
-    if mixture.ndim != 1:
-        raise ValueError(f"mixture must be mono (n_samples,), got shape {mixture.shape}")
-    if not np.all(np.isfinite(mixture)):
-        raise ValueError("mixture contains NaN or infinite samples")
-    if mixture.shape[0] < n_fft:
-        raise ValueError(f"mixture has {mixture.shape[0]} samples, fewer than one frame ({n_fft})")
-    return mixture
 
 
 def plan(emission, n_states: tuple, n_frames: int, method: str = "auto"):
@@ -136,6 +100,9 @@ class Separator:
         self.adaptation_objective: Optional[np.ndarray] = None
         #: the refinement objective before each EM iteration (first model set), where ``refine`` made this separator
         self.refinement_objective: Optional[np.ndarray] = None
+        #: the level ``refine`` scaled the spectra by, dB against the training audio (``separation.level``),
+        #: where it matched one
+        self.recording_level: Optional[float] = None
         self.sets = [] if self.pending else [self._model_set(m) for m in self.members]
 
     @property
@@ -309,33 +276,54 @@ class Separator:
         adapted.adaptation_objective = results[0].objective
         return adapted
 
+    @property
+    def matches_level(self) -> bool:
+        """Whether ``refine`` scales every source's spectra to the recording's level
+        (``inference.match_level``, ``separation.level``): for supervised separators whose emission
+        takes scaled spectra (a semi-supervised one learns its unknown sources at the mixture's level)."""
+        return self.options.inference.match_level and self.adaptation is None and self.emission.refinable
+
+    @property
+    def fits_recording(self) -> bool:
+        """Whether ``refine`` fits anything to a recording: its level (``matches_level``) or the spectra
+        of ``refined_sources``."""
+        return bool(self.refined_sources) or self.matches_level
+
     @numpy_blas_on_one_thread()
     def refine(self, mixture: np.ndarray) -> "Separator":
-        """This separator with the state spectra of ``refined_sources`` re-estimated on ``mixture
-        (n_samples,)`` (``separation.refinement``; each model set on its own), the other sources held
-        fixed. The result does not refine again (``inference.refine_iter`` 0): it separates, streams
-        and saves as fitted to this recording. ``separate`` refines first where ``refined_sources``
-        is not empty; ``stream`` cannot (refinement reads the recording first), so a stream
-        separates with the spectra as trained unless it is given a refined separator (the CLI
-        refines on a file's first minute: ``separation.files``)."""
+        """This separator fitted to ``mixture (n_samples,)``: every source's spectra scaled to the
+        recording's level (``matches_level``), then the state
+        spectra of ``refined_sources`` re-estimated on it (``separation.refinement``; each model set on
+        its own), the other sources held fixed. The result does not fit again (``inference.refine_iter``
+        0, ``match_level`` false): it separates, streams and saves as fitted to this recording.
+        ``separate`` fits first where ``fits_recording``; ``stream`` cannot (it reads the recording
+        first), so a stream separates with the spectra as trained unless it is given a fitted
+        separator (the CLI fits on a file's first minute: ``separation.files``)."""
         if self.pending:
             return self.adapt(mixture).refine(mixture)
-        if not self.refined_sources:
+        if not self.fits_recording:
             return self
         return self._refined(stft(checked_mixture(mixture, self.options.features.n_fft), self.options.stft))
 
     def _refined(self, mixture_stft: np.ndarray) -> "Separator":
         """``refine`` on the mixture's STFT ``(T, F)``."""
-        chosen = self.refined_sources
-        if not chosen:
+        if not self.fits_recording:
             return self
         inference = self.options.inference
-        members, objective = refine_models(self.members, chosen, np.abs(mixture_stft) ** 2, self.emission,
-                                           inference.refine_strength, self.options.refine_iter, inference.refine_stride)
-        refined = Separator(members, self.sample_rate, self.options.replace(refine_iter=0), self.training_history,
-                            self.adaptation)
+        power = np.abs(mixture_stft) ** 2
+        members, level, objective = self.members, None, None
+        if self.matches_level:
+            level = recording_level(members, power)
+            members = members if level is None else scaled_members(members, self.emission, level)
+        chosen = self.refined_sources
+        if chosen:
+            members, objective = refine_models(members, chosen, power, self.emission, inference.refine_strength,
+                                               self.options.refine_iter, inference.refine_stride)
+        refined = Separator(members, self.sample_rate, self.options.replace(refine_iter=0, match_level=False),
+                            self.training_history, self.adaptation)
         refined.adaptation_objective = self.adaptation_objective
-        refined.refinement_objective = objective[0]
+        refined.refinement_objective = None if objective is None else objective[0]
+        refined.recording_level = level
         return refined
 
     def with_refinement(self, n_iter: int, sources=None) -> "Separator":
@@ -350,6 +338,11 @@ class Separator:
         """This separator averaging the ``inference.average`` sources' power over ``seconds`` in its
         masks (0: frame by frame; ``separation.averaging``)."""
         return self._with_options(average_seconds=seconds)
+
+    def with_level_matching(self, on: bool) -> "Separator":
+        """This separator scaling its spectra to each recording's level, or not (``inference.match_level``;
+        ``separation.level``)."""
+        return self._with_options(match_level=bool(on))
 
     def _with_options(self, **flat) -> "Separator":
         """This separator's models with its options changed by the flat keywords ``flat``."""

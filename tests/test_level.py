@@ -1,0 +1,118 @@
+"""The recording's level: the chains' stationary distributions against their long run, the level read
+exactly off a gain and at zero off a model's own samples, and a separator that separates a recording
+at any gain as one at its training level, saved as fitted."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_separation import RATE, low_tones
+
+from fhmm_ppl import hmm
+from fhmm_ppl.metrics import bss_eval
+from fhmm_ppl.separation import fit_separator, load
+from fhmm_ppl.separation.level import recording_level, stationary
+from fhmm_ppl.separation.options import SeparatorOptions
+from fhmm_ppl.separation.storage import SourceModel
+
+
+def random_models(rng, n_states=(3, 4), n_bins=6):
+    """Two chains' ``(log_init, log_trans, psd)`` with sticky transitions and spectra a decade apart."""
+    log_init = tuple(jnp.log(jnp.asarray(rng.dirichlet(np.ones(n)), jnp.float32)) for n in n_states)
+    trans = [0.8 * np.eye(n) + 0.2 * rng.dirichlet(np.ones(n), size=n) for n in n_states]
+    log_trans = tuple(jnp.log(jnp.asarray(t, jnp.float32)) for t in trans)
+    psd = tuple(jnp.asarray(10 ** rng.uniform(-1, 1, (n, n_bins)), jnp.float32) for n in n_states)
+    return log_init, log_trans, psd
+
+
+def sampled_power(rng, log_init, log_trans, psd, n_frames):
+    """``|x_tf|^2`` of complex-Gaussian frames drawn from the FHMM: states from the chains' prior,
+    ``x_tf ~ CN(0, sum_k psd_k[s_tk, f])``."""
+    path = np.asarray(hmm.sample_prior(jax.random.PRNGKey(int(rng.integers(1 << 30))), log_init, log_trans, n_frames))
+    variance = sum(np.asarray(p)[path[:, k]] for k, p in enumerate(psd))  # (T, F)
+    x = np.sqrt(variance / 2) * (rng.normal(size=variance.shape) + 1j * rng.normal(size=variance.shape))
+    return (np.abs(x) ** 2).astype(np.float32)
+
+
+def test_the_stationary_distribution_is_the_chains_long_run():
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 7):
+        trans = 0.9 * np.eye(n) + 0.1 * rng.dirichlet(np.ones(n), size=n)
+        long_run = np.linalg.matrix_power(trans, 5000)[0]  # float64 reference: any start, many steps
+        np.testing.assert_allclose(stationary(trans), long_run, atol=1e-10)
+
+
+def test_the_level_reads_a_gain_exactly_and_a_models_own_samples_at_their_level():
+    rng = np.random.default_rng(1)
+    log_init, log_trans, psd = random_models(rng)
+    member = {name: SourceModel(np.exp(np.asarray(li, np.float64)), np.exp(np.asarray(lt, np.float64)), {"psd": np.asarray(p)})
+              for name, li, lt, p in zip(("a", "b"), log_init, log_trans, psd)}
+    power = sampled_power(rng, log_init, log_trans, psd, 20000)
+    assert recording_level([member, member], power) == pytest.approx(0.0, abs=0.3)  # E|x|^2 = V
+    for gain_db in (-60.0, -7.5, 23.0):
+        shifted = recording_level([member], power * np.float32(10 ** (gain_db / 10)))
+        assert shifted - recording_level([member], power) == pytest.approx(gain_db, abs=1e-4)
+    assert recording_level([member], np.zeros_like(power)) is None  # silence has no level
+    assert recording_level([member], power * np.float32(1e-30)) == -96.0  # nor has what underflows
+
+
+def low_noise(rng, seconds):
+    """Noise band-limited to 0.1-1.2 kHz, over the tones, with a fast envelope."""
+    n = int(seconds * RATE)
+    spec = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / RATE)
+    spec[(freqs < 100) | (freqs > 1200)] = 0
+    sig = np.fft.irfft(spec, n) * (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 0.9 * np.arange(n) / RATE)))
+    return (0.3 * sig / sig.std()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def task():
+    rng = np.random.default_rng(3)
+    train = {"tones": low_tones(rng, 4), "noise": low_noise(rng, 4)}
+    refs = np.stack([low_tones(rng, 3), low_noise(rng, 3)])
+    return train, refs
+
+
+@pytest.fixture(scope="module")
+def separator(task):
+    train, _ = task
+    return fit_separator(train, RATE, n_states=4, max_iter=8, n_mels=24, n_models=2)
+
+
+def tones_sdr(separator, refs, gain):
+    """SDR (dB) of the tones separated from the mixture recorded at ``gain`` times the training level."""
+    estimate = separator.separate(refs.sum(0) * np.float32(gain))["tones"] / gain
+    return float(bss_eval(refs[:1], estimate[None]).sdr[0])
+
+
+def test_a_recording_far_from_the_training_level_separates_as_one_at_it(separator, task):
+    _, refs = task
+    assert SeparatorOptions().inference.match_level
+    at_level = separator.refine(refs.sum(0))
+    assert abs(at_level.recording_level) < 1.0  # the test audio is as loud as the training audio
+    quiet = separator.refine(refs.sum(0) * np.float32(10 ** (-30 / 20)))
+    assert quiet.recording_level == pytest.approx(at_level.recording_level - 30.0, abs=1e-4)
+    ratio = quiet.members[1]["tones"].emission["psd"] / separator.members[1]["tones"].emission["psd"]
+    np.testing.assert_allclose(ratio, 10 ** (quiet.recording_level / 10), rtol=1e-4)
+    plain = separator._with_options(match_level=False)
+    reference = tones_sdr(separator, refs, 1.0)
+    for gain in (10 ** (-30 / 20), 10 ** (25 / 20)):
+        assert tones_sdr(separator, refs, gain) == pytest.approx(reference, abs=0.2)
+    assert tones_sdr(separator, refs, 10 ** (25 / 20)) > tones_sdr(plain, refs, 10 ** (25 / 20)) + 1.0
+
+
+def test_a_fitted_separator_keeps_its_level_when_saved_and_older_formats_never_match(separator, task, tmp_path):
+    _, refs = task
+    quiet = refs.sum(0) * np.float32(0.01)
+    fitted = separator.refine(quiet)
+    assert not fitted.options.inference.match_level and not fitted.matches_level
+    loaded = load(fitted.save(tmp_path / "fitted"))
+    np.testing.assert_allclose(loaded.separate(quiet)["tones"], separator.separate(quiet)["tones"], atol=1e-6)
+    older = separator.save(tmp_path / "older") / "separator.json"
+    meta = json.loads(older.read_text())
+    assert meta["format_version"] == 15 and meta["options"]["inference"].pop("match_level") is True
+    older.write_text(json.dumps(meta | {"format_version": 14}))
+    assert not load(older.parent).options.inference.match_level
