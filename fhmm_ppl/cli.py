@@ -275,6 +275,10 @@ def separate(
                                                "default: the separator's, usually noise)."),
     average_seconds: Optional[float] = typer.Option(None, "--average-seconds", help="Seconds over which the masks "
                                                     "average the noise's power (0: frame by frame; default: the separator's)."),
+    match_level: Optional[bool] = typer.Option(None, "--match-level/--no-match-level", help="Scale the trained spectra "
+                                               "to the recording's level first (default: the separator's)."),
+    no_phase: bool = typer.Option(False, "--no-phase", help="Every estimate keeps the mixture's phase (default: the "
+                                  "separator's, which gives a hum's estimate a phase of its own)."),
     raw_input: bool = typer.Option(False, "--raw-input", help="Standard input is headerless mono PCM (--pcm, --rate)."),
     rate: Optional[int] = typer.Option(None, "--rate", help="Sample rate of --raw-input (default: the separator's)."),
     pcm: str = typer.Option("f32", "--pcm", help="Raw PCM format of --raw-input and of -o -: f32 or s16."),
@@ -310,6 +314,10 @@ def separate(
                                                   refine or None)
         if average_seconds is not None:
             separator = separator.with_average(average_seconds)
+        if match_level is not None:
+            separator = separator.with_level_matching(match_level)
+        if no_phase:
+            separator = separator.with_phase_sources([])
         import soundfile as sf
 
         from fhmm_ppl.separation.files import REFINE_HEAD, pcm_sink, separate_streaming

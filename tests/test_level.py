@@ -116,3 +116,23 @@ def test_a_fitted_separator_keeps_its_level_when_saved_and_older_formats_never_m
     assert meta["format_version"] == 15 and meta["options"]["inference"].pop("match_level") is True
     older.write_text(json.dumps(meta | {"format_version": 14}))
     assert not load(older.parent).options.inference.match_level
+
+
+def test_the_cli_matches_the_level_as_the_separator_says_or_as_told(separator, task, tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from fhmm_ppl.cli import app
+
+    _, refs = task
+    folder = separator.save(tmp_path / "model")
+    mixture = refs.sum(0) * np.float32(10 ** (25 / 20))
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    plain = separator.with_level_matching(False)
+    for args, expected in (([], separator), (["--no-match-level"], plain), (["--match-level"], separator)):
+        out = tmp_path / f"out{'-'.join(args)}"
+        result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "-o", str(out), *args])
+        assert result.exit_code == 0, result.output
+        wave, _ = sf.read(out / "mix_tones.wav", dtype="float32")
+        np.testing.assert_allclose(wave, expected.separate(mixture)["tones"], atol=1e-5)
+    assert np.abs(plain.separate(mixture)["tones"] - separator.separate(mixture)["tones"]).max() > 1e-2

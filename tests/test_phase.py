@@ -132,6 +132,28 @@ def test_fit_separator_phases_a_hum_and_saves_the_choice(tmp_path):
     meta_path = tmp_path / "sep" / "separator.json"
     meta = json.loads(meta_path.read_text())
     meta["format_version"] = 13
-    del meta["options"]["inference"]["phase_sources"]
+    del meta["options"]["inference"]["phase_sources"], meta["options"]["inference"]["match_level"]
     meta_path.write_text(json.dumps(meta))
-    np.testing.assert_allclose(load(tmp_path / "sep").separate(mixture)["noise"], plain["noise"], atol=1e-5)
+    old = off.with_level_matching(False).separate(mixture)  # and at the level as trained (format 15 on)
+    np.testing.assert_allclose(load(tmp_path / "sep").separate(mixture)["noise"], old["noise"], atol=1e-5)
+
+
+def test_the_cli_keeps_the_mixtures_phase_when_told(tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from fhmm_ppl.cli import app
+
+    rng = np.random.default_rng(6)
+    fast = dict(n_states=4, max_iter=5, n_models=1, state_components=2, line_n_fft=None)
+    hummed = fit_separator({"speech": low_tones(rng, 4), "noise": hum(4, 0)}, RATE, **fast)
+    folder = hummed.save(tmp_path / "model")
+    mixture = low_tones(rng, 3) + hum(3, 1)
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    for args, expected in (([], hummed), (["--no-phase"], hummed.with_phase_sources([]))):
+        out = tmp_path / f"out{'-'.join(args)}"
+        result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "-o", str(out), *args])
+        assert result.exit_code == 0, result.output
+        wave, _ = sf.read(out / "mix_noise.wav", dtype="float32")
+        np.testing.assert_allclose(wave, expected.separate(mixture)["noise"], atol=1e-5)
+    assert hummed.with_phase_sources([]).options.inference.phase_sources == []

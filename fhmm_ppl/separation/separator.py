@@ -344,6 +344,11 @@ class Separator:
         ``separation.level``)."""
         return self._with_options(match_level=bool(on))
 
+    def with_phase_sources(self, sources) -> "Separator":
+        """This separator giving the estimates of ``sources`` (names; ``[]``: none) a phase of their own
+        (``inference.phase_sources``; ``separation.phase``)."""
+        return self._with_options(phase_sources=list(sources))
+
     def _with_options(self, **flat) -> "Separator":
         """This separator's models with its options changed by the flat keywords ``flat``."""
         return Separator(self.members, self.sample_rate, self.options.replace(**flat), self.training_history,
