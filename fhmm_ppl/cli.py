@@ -113,10 +113,10 @@ def _run(config: Path, overrides: list, debug: bool, serve_artifacts: bool = Fal
         cfg = load_config(config, overrides)
         from tqdm.auto import tqdm
 
+        from fhmm_ppl.experiment.interrupts import Terminated, signals_raise
         from fhmm_ppl.experiment.prepare import prepare
         from fhmm_ppl.experiment.runner import run_experiment
         from fhmm_ppl.experiment.sweep import run_sweep, sweep_table
-        from fhmm_ppl.experiment.interrupts import Terminated, signals_raise
 
         for _, variant in cfg.variants():  # errors name the file, before any run is created
             prepare(variant, str(config))

@@ -33,9 +33,8 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 import benchdoc
+import numpy as np
 
 
 def timings(fn, repeats: int, warm_up: bool = True) -> list[float]:

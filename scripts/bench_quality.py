@@ -31,9 +31,8 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 import benchdoc
+import numpy as np
 
 #: The real recordings, from the project root (see their PROVENANCE.md).
 REAL_AUDIO = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-audio")

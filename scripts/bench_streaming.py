@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 import benchdoc
+import numpy as np
 
 from fhmm_ppl.audio.tasks import demo_task
 from fhmm_ppl.metrics import bss_eval, separation_report

@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 import benchdoc
+import yaml
 
 #: 8 points: 4 state counts x 2 likelihood scales on the demo's speech-in-pink-noise task.
 GRID = {"model.n_states": [8, 12, 16, 24], "inference.likelihood_scale": [0.5, 1.0]}

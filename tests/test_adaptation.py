@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
+from test_separation import RATE, high_noise, low_tones
 
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.audio.tasks import demo_task
@@ -15,7 +16,6 @@ from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import Separator, fit_separator, load
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, e_step, m_step, unknown_spec
 from fhmm_ppl.separation.baselines import fit_semi_supervised_nmf, kl_divergence
-from test_separation import RATE, high_noise, low_tones
 
 
 def brute_log_marginal(log_init, log_trans, psd, power):

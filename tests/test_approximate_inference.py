@@ -3,8 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import random_problem
+
 from fhmm_ppl import hmm
 
 

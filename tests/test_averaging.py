@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from test_separation import RATE, high_noise, low_tones
 
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.separation import Separator, fit_separator
 from fhmm_ppl.separation.averaging import PowerAverage, source_indices
-from test_separation import RATE, high_noise, low_tones
 
 
 def reference_average(masks, magnitude, sources, frames, rule="presence"):

@@ -4,12 +4,12 @@ for a mixture of a new length inside a bucket that has been compiled."""
 import jax
 import numpy as np
 import pytest
+from test_separation import RATE, high_noise, low_tones
 
-from fhmm_ppl.audio.features import stft
 from fhmm_ppl import runtime
+from fhmm_ppl.audio.features import stft
 from fhmm_ppl.runtime import FRAME_BUCKET_STEPS, MIN_FRAME_BUCKET, frame_bucket
 from fhmm_ppl.separation import fit_separator
-from test_separation import RATE, high_noise, low_tones
 
 HOP = 256  # the default hop: a mixture of n_frames frames has (n_frames - 1) * HOP samples
 

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fhmm_ppl.classification import (ClassifierOptions, demo_recordings, evaluate, fit_classifier,
-                                     make_splits, mma_recordings)
+from fhmm_ppl.classification import (
+    ClassifierOptions,
+    demo_recordings,
+    evaluate,
+    fit_classifier,
+    make_splits,
+    mma_recordings,
+)
 from fhmm_ppl.metrics import classification_report
 
 

@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_separation import RATE, high_noise, low_tones
 
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import EMISSIONS, fit_separator, load, register_emission
 from fhmm_ppl.separation.emissions import Emission
 from fhmm_ppl.separation.emissions.base import state_power_spectra
-from test_separation import RATE, high_noise, low_tones
 
 
 class IsotropicParams(NamedTuple):

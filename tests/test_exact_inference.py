@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from brute import brute_force, dense_smoother
+from conftest import random_problem, sticky_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brute import brute_force, dense_smoother
-from conftest import random_problem, sticky_problem
 from fhmm_ppl import hmm
 
 SHAPES = [(3,), (2, 3), (3, 2, 2)]

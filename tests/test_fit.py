@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from test_training import hmm_data
 
 from fhmm_ppl.models import FHMMSpec, make_family
 from fhmm_ppl.settings import TrainingSettings
 from fhmm_ppl.train import fit, fit_em, fit_svi, initial_params
-from test_training import hmm_data
 
 
 @pytest.fixture(scope="module")

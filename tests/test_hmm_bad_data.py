@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import random_problem
+
 from fhmm_ppl import hmm
 
 T = 6

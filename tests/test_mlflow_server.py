@@ -10,10 +10,10 @@ import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
+from test_experiment import TINY, write_yaml
 from typer.testing import CliRunner
 
 from fhmm_ppl.cli import app
-from test_experiment import TINY, write_yaml
 
 
 def _free_port():

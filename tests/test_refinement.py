@@ -5,14 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import optimize, stats
+from test_separation import RATE, high_noise, low_tones
 
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator, load
 from fhmm_ppl.separation.options import SeparatorOptions
-from fhmm_ppl.separation.separator import Separator
 from fhmm_ppl.separation.refinement import inverse_gamma_log_prior, refine_models, refine_spectra, strided
+from fhmm_ppl.separation.separator import Separator
 from fhmm_ppl.settings import SettingError
-from test_separation import RATE, high_noise, low_tones
 
 
 def band_noise(rng, seconds, low, high):

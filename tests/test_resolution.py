@@ -4,6 +4,7 @@ mixtures show them, and the pair of separators that chooses per mixture."""
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from test_experiment import TINY, write_yaml
 from typer.testing import CliRunner
 
 from fhmm_ppl.audio.demo import noise
@@ -13,7 +14,6 @@ from fhmm_ppl.cli import app
 from fhmm_ppl.experiment.streamed import latency_ms
 from fhmm_ppl.separation import Separator, fit_separator, load
 from fhmm_ppl.separation.resolution import LineResolved, line_share, lines_present, tonal_lines
-from test_experiment import TINY, write_yaml
 
 RATE = 16000
 FINE = STFTConfig(2048, 512)

@@ -10,11 +10,17 @@ import threading
 import jax
 import jax.numpy as jnp
 import pytest
-
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fhmm_ppl.runtime import (ONE_THREAD, memory_maps, numpy_blas_on_one_thread, one_thread_env,
-                              release_compiled_programs_if_crowded, run_beside, run_each)
+from fhmm_ppl.runtime import (
+    ONE_THREAD,
+    memory_maps,
+    numpy_blas_on_one_thread,
+    one_thread_env,
+    release_compiled_programs_if_crowded,
+    run_beside,
+    run_each,
+)
 
 
 def test_run_beside_runs_the_second_callable_on_the_helper_thread():

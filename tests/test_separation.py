@@ -98,8 +98,8 @@ def test_disjoint_spectra_separate_cleanly(trained):
 
 
 def test_separating_keeps_numpy_blas_on_one_thread_and_gives_it_back(trained, monkeypatch):
-    from threadpoolctl import threadpool_limits
     from test_runtime import blas_threads
+    from threadpoolctl import threadpool_limits
 
     from fhmm_ppl.separation import phase as module
 
@@ -214,9 +214,8 @@ def test_state_oracle_masks_match_inference_where_states_are_plain(trained):
     """With disjoint spectra the mixture reveals every source's states, so masks from the states found
     in the clean sources equal the masks inferred from the mixture; both separate cleanly."""
     from fhmm_ppl.audio.features import stft
-    from fhmm_ppl.separation.baselines import apply_masks
-
     from fhmm_ppl.separation import Separator
+    from fhmm_ppl.separation.baselines import apply_masks
 
     sep, refs = trained
     sep = Separator(sep.members, RATE, sep.options.replace(average_seconds=0.0))  # the states' own masks, frame by frame
@@ -255,7 +254,6 @@ def reference_wiener_gains(sep, spec):
 
 def test_exact_wiener_gains_equal_the_posterior_weighted_shares(trained):
     from fhmm_ppl.audio.features import stft
-
     from fhmm_ppl.separation import Separator
 
     sep, refs = trained

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from test_separation import RATE, high_noise, low_tones, make_older
 
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator, load
-from test_separation import RATE, high_noise, low_tones, make_older
 
 
 def test_logmax_separator_separates_disjoint_spectra(tmp_path):

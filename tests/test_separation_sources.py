@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from test_separation import RATE, high_noise, low_tones, mid_noise
 
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator
-from test_separation import RATE, high_noise, low_tones, mid_noise
 
 
 def test_three_sources_with_exact_and_mean_field_inference():

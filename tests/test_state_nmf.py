@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from test_separation import RATE, high_noise, low_tones, make_older, mid_noise
 
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.metrics import bss_eval
@@ -13,7 +14,6 @@ from fhmm_ppl.separation.state_nmf import (
     kl_nmf,
     state_dictionaries,
 )
-from test_separation import RATE, high_noise, low_tones, make_older, mid_noise
 
 
 def kl(V, L):

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from brute import brute_force, dense_smoother, path_scores
 from conftest import random_problem, sticky_problem
+
 from fhmm_ppl import hmm
 from fhmm_ppl.hmm import two_filter
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from test_separation import RATE, low_tones, mid_noise
 
 from fhmm_ppl.audio.features import STFTConfig
 from fhmm_ppl.separation import fit_separator, load
@@ -18,7 +19,6 @@ from fhmm_ppl.separation.warps import (
     warp_columns,
     warp_factors,
 )
-from test_separation import RATE, low_tones, mid_noise
 
 
 def reference_warp(column: np.ndarray, factor: float) -> np.ndarray:

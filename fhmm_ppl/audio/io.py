@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
-import numpy as np
 import librosa
+import numpy as np
 import soundfile as sf
 import soxr
 

@@ -28,7 +28,6 @@ from fhmm_ppl.settings import (
     FeatureSettings,
     ModelSettings,
     TaskOptions,
-    TrainingSettings,
     check_classification,
 )
 from fhmm_ppl.train import fit, pad_sequences

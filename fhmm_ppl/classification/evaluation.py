@@ -9,7 +9,6 @@ prediction comes from a model whose scaler and HMMs never saw that recording.
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence
 

@@ -18,8 +18,16 @@ import mlflow
 import numpy as np
 import yaml
 
-from fhmm_ppl.classification import (ClassifierOptions, LabelledRecordings, demo_recordings, evaluate, features,
-                                     file_recordings, make_splits, mma_recordings)
+from fhmm_ppl.classification import (
+    ClassifierOptions,
+    LabelledRecordings,
+    demo_recordings,
+    evaluate,
+    features,
+    file_recordings,
+    make_splits,
+    mma_recordings,
+)
 from fhmm_ppl.experiment import plots
 from fhmm_ppl.experiment.config import ExperimentConfig
 from fhmm_ppl.experiment.data import fingerprint_arrays

@@ -18,8 +18,8 @@ import optuna
 
 from fhmm_ppl.experiment.config import ConfigError, ExperimentConfig
 from fhmm_ppl.experiment.executors import Job
-from fhmm_ppl.experiment.sweep_config import SearchRange
 from fhmm_ppl.experiment.runner import RunResult
+from fhmm_ppl.experiment.sweep_config import SearchRange
 
 #: Trials that complete before the pruner may stop one (fewer would prune on one curve's noise).
 PRUNE_AFTER_TRIALS = 2

@@ -26,7 +26,6 @@ from mlflow.tracking import MlflowClient
 
 from fhmm_ppl.experiment.interrupts import Terminated
 
-
 #: The tag naming the process that runs a run, ``host:pid``.
 PROCESS_TAG = "fhmm_ppl.worker"
 #: The tag naming the process's pid namespace: a container sharing the host's name has its own pids.

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax import Array, lax
+from jax import Array
 
 from fhmm_ppl.hmm._validate import is_traced, state_shape, validate
 from fhmm_ppl.hmm.filtering import (

@@ -27,8 +27,8 @@ from sklearn.cluster import KMeans
 
 from fhmm_ppl.hmm import emissions
 from fhmm_ppl.models.priors import (
-    FlatPrior,
     FlatCovariancePrior,
+    FlatPrior,
     PositiveFlatPrior,
     map_update,
 )

@@ -37,7 +37,6 @@ import numpy as np
 import numpyro.distributions as dist
 from jax import Array
 
-
 #: Smallest probability EM's Dirichlet M-step returns (float32-safe in log space).
 PROBABILITY_FLOOR = 1e-12
 

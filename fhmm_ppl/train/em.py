@@ -29,7 +29,6 @@ from fhmm_ppl.models.fhmm import FHMMParams, FHMMSpec, log_prior
 from fhmm_ppl.models.priors import map_update
 from fhmm_ppl.train.batching import pad_sequences
 
-
 #: Relative change below which a decrease is float32 rounding, not a real decrease: the objective
 #: sums T * D terms in float32, whose rounding error grows to about 1e-5 of their magnitude.
 FLOAT32_SLACK = 2e-5
