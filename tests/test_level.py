@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_refinement import band_noise
 from test_separation import RATE, low_tones
 
 from fhmm_ppl import hmm
@@ -19,7 +20,7 @@ from fhmm_ppl.separation.storage import SourceModel
 
 
 def random_models(rng, n_states=(3, 4), n_bins=6):
-    """Two chains' ``(log_init, log_trans, psd)`` with sticky transitions and spectra a decade apart."""
+    """Two chains' ``(log_init, log_trans, psd)`` with sticky transitions and spectra over two decades."""
     log_init = tuple(jnp.log(jnp.asarray(rng.dirichlet(np.ones(n)), jnp.float32)) for n in n_states)
     trans = [0.8 * np.eye(n) + 0.2 * rng.dirichlet(np.ones(n), size=n) for n in n_states]
     log_trans = tuple(jnp.log(jnp.asarray(t, jnp.float32)) for t in trans)
@@ -60,12 +61,7 @@ def test_the_level_reads_a_gain_exactly_and_a_models_own_samples_at_their_level(
 
 def low_noise(rng, seconds):
     """Noise band-limited to 0.1-1.2 kHz, over the tones, with a fast envelope."""
-    n = int(seconds * RATE)
-    spec = np.fft.rfft(rng.normal(size=n))
-    freqs = np.fft.rfftfreq(n, 1 / RATE)
-    spec[(freqs < 100) | (freqs > 1200)] = 0
-    sig = np.fft.irfft(spec, n) * (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 0.9 * np.arange(n) / RATE)))
-    return (0.3 * sig / sig.std()).astype(np.float32)
+    return band_noise(rng, seconds, 100, 1200, lambda t: 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 0.9 * t)))
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,15 @@ from fhmm_ppl.separation.separator import Separator
 from fhmm_ppl.settings import SettingError
 
 
-def band_noise(rng, seconds, low, high):
-    """Noise band-limited to ``low``-``high`` Hz, ``(n,)``."""
+def band_noise(rng, seconds, low, high, envelope=None):
+    """Noise band-limited to ``low``-``high`` Hz, ``(n,)``, times ``envelope(t)`` (``t`` in seconds) if given."""
     n = int(seconds * RATE)
     spec = np.fft.rfft(rng.normal(size=n))
     freqs = np.fft.rfftfreq(n, 1 / RATE)
     spec[(freqs < low) | (freqs > high)] = 0
     sig = np.fft.irfft(spec, n)
+    if envelope is not None:
+        sig = sig * envelope(np.arange(n) / RATE)
     return (0.3 * sig / sig.std()).astype(np.float32)
 
 

@@ -86,9 +86,9 @@ def _score_all(task, known: dict, separator, config: ExperimentConfig, progress)
             current = current.refine(mixture)
             if current.recording_level is not None:
                 mlflow.log_metric(f"level.mixture{index:02d}", current.recording_level)
-            for step, value in enumerate(np.asarray(current.refinement_objective if current.refinement_objective
-                                                    is not None else ())):
-                mlflow.log_metric(f"refine.mixture{index:02d}.objective", float(value), step=step)
+            if current.refinement_objective is not None:
+                for step, value in enumerate(np.asarray(current.refinement_objective)):
+                    mlflow.log_metric(f"refine.mixture{index:02d}.objective", float(value), step=step)
         fhmm, gains = current.separate(mixture, return_gains=True)
         if config.evaluation.stream_lags:
             streams.append(streamed.score_lags(current, mixture, refs, config.evaluation.stream_lags,
