@@ -11,7 +11,7 @@ from fhmm_ppl.audio.demo import noise as demo_noise
 from fhmm_ppl.audio.features import STFTConfig, istft, stft
 from fhmm_ppl.audio.real import jittery_hum
 from fhmm_ppl.separation import fit_separator, load
-from fhmm_ppl.separation.phase import PHASE_ITERATIONS, StreamSynthesis, consistent_estimate, waveforms
+from fhmm_ppl.separation.phase import PHASE_ITERATIONS, StreamSynthesis, consistent_estimate, unit_phasors, waveforms
 from fhmm_ppl.separation.resolution import line_sources
 
 CONFIG = STFTConfig(256, 64)
@@ -35,6 +35,16 @@ def test_phase_retrieval_equals_librosas_griffin_lim_and_leaves_a_consistent_stf
     # a whole signal's own STFT is consistent: retrieval keeps it
     np.testing.assert_allclose(consistent_estimate(np.ones_like(magnitude), stft(audio, CONFIG), CONFIG, 4000),
                                audio, atol=1e-5)
+
+
+def test_unit_phasors_are_the_exponential_of_the_angle_and_one_at_zero():
+    rng = np.random.default_rng(1)
+    spec = (rng.normal(size=(7, 5)) + 1j * rng.normal(size=(7, 5))).astype(np.complex64) * 10.0 ** rng.uniform(-30, 3, (7, 5))
+    spec[0, :2] = 0
+    for values in (spec, spec.astype(np.complex128)):
+        phasors = unit_phasors(values)
+        assert phasors.dtype == values.dtype
+        np.testing.assert_allclose(phasors, np.exp(1j * np.angle(values.astype(np.complex128))), atol=1e-6)
 
 
 def test_a_tones_phase_of_its_own_is_nearer_the_tone_than_the_mixtures_phase():

@@ -16,6 +16,7 @@ dictionary size: docs/benchmarks.md.)
 from __future__ import annotations
 
 from functools import partial
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +39,8 @@ SEPARATE_EXPONENT = 1.8
 #: ``n_iter``. Choosing from
 #: 6 updates separated real speech as well as full fits of every warp did (docs/benchmarks.md).
 SELECT_ITERATIONS = 6
-#: Frames per chunk when separating: small enough that the gathered dictionaries, (chunk, F, K * R),
-#: stay in a core's cache through all the updates.
+#: Frames per chunk when separating: small enough that the gathered dictionaries, K blocks of
+#: (chunk, M R, F), stay in a core's cache through all the updates (8 or 32 were slower than 16).
 CHUNK = 16
 _TINY = 1e-9
 
@@ -128,67 +129,72 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
 
 @partial(jax.jit, static_argnames=("n_iter", "exponent", "warps", "warped"))
 def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps: tuple = (), warped: tuple = ()):
-    """``dictionary_masks`` in one computation, chunk after chunk of frames."""
+    """``dictionary_masks`` in one computation, chunk after chunk of frames.
+
+    Each source's chosen columns stay a block of their own, ``(C, M R, F)`` (columns as rows, so a
+    gather is one contiguous copy and no concatenation follows it); the model is the sum of the blocks'
+    products. Against columns side by side in one ``(C, F, K M R)`` array this took the default's
+    masks with pitch warps from 55-65 to 48-57 ms a half (docs/benchmarks.md).
+    """
     n_frames, n_bins = magnitude.shape
     n_sources, n_chosen = states.shape[1:]
-    n_comp = n_chosen * dictionaries[0].shape[2]  # columns per source
     chunk = min(CHUNK, n_frames)  # a few frames (a stream's block) are not padded to a whole chunk
     pad = (-n_frames) % chunk
     states = jnp.pad(states, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, n_sources, n_chosen)
     mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
-    # each warped source's dictionaries under every warp, ``(A, N, F, R)``: warped once per call, gathered per chunk
-    bent = {k: warp_columns(dictionaries[k], warps) for k in warped}
+    rows = [jnp.swapaxes(d, 1, 2) for d in dictionaries]  # (N, R, F)
+    # each warped source's dictionaries under every warp, ``(A, N, R, F)``: warped once per call, gathered per chunk
+    bent = {k: jnp.swapaxes(warp_columns(dictionaries[k], warps), 2, 3) for k in warped}
     nearest_one = int(np.argmin(np.abs(np.log(warps)))) if warps else 0
 
+    def block(k: int, chosen, warp: Optional[int] = None):
+        """Source k's dictionaries at its chunk states ``chosen (C, M)``, ``(C, M R, F)``; all warped
+        by the ``warp``-th factor where given."""
+        picked = rows[k][chosen] if warp is None else bent[k][warp][chosen]  # (C, M, R, F)
+        return picked.reshape(chosen.shape[0], -1, n_bins)
+
+    def model(W, H):
+        """The magnitudes ``(C, F)`` the blocks ``W`` (each ``(C, n, F)``) give at activations ``H`` (each ``(C, n)``)."""
+        return sum(jnp.einsum("cnf,cn->cf", w, h) for w, h in zip(W, H)) + _TINY
+
     def fitted(W, V, H, n_updates: int):
-        """``n_updates`` activation updates from ``H (C, n)`` for columns ``W (C, F, n)`` and magnitudes ``V (C, F)``."""
-        norm = W.sum(axis=1) + _TINY
+        """``n_updates`` activation updates from ``H`` for blocks ``W`` and magnitudes ``V (C, F)``."""
+        norms = [w.sum(axis=2) + _TINY for w in W]
 
         def update(_, H):
-            ratio = V / (jnp.einsum("cfk,ck->cf", W, H) + _TINY)
-            step = jnp.einsum("cfk,cf->ck", W, ratio) / norm
-            return H * (step if exponent == 1.0 else step**exponent)
+            ratio = V / model(W, H)
+            steps = [jnp.einsum("cnf,cf->cn", w, ratio) / norm for w, norm in zip(W, norms)]
+            return tuple(h * (step if exponent == 1.0 else step**exponent) for h, step in zip(H, steps))
 
-        return jax.lax.fori_loop(0, n_updates, update, H)
-
-    def source_columns(chunk_states, k, warp=None):
-        """Source k's dictionaries at its chunk states side by side, ``(C, F, M R)``; warped by each
-        frame's ``warp (C,)`` (indices into ``warps``) where given."""
-        chosen = chunk_states[:, k]  # (C, M)
-        picked = dictionaries[k][chosen] if warp is None else bent[k][warp[:, None], chosen]  # (C, M, F, R)
-        return jnp.moveaxis(picked, 1, 2).reshape(chosen.shape[0], n_bins, -1)
+        return jax.lax.fori_loop(0, n_updates, update, tuple(H))
 
     def one(args):
         chunk_states, V = args
-        n_cols = n_sources * n_comp
-        H = jnp.broadcast_to(V.sum(axis=1, keepdims=True) / n_cols, (V.shape[0], n_cols))
+        n_comp = n_chosen * dictionaries[0].shape[2]  # columns per source
+        H = (jnp.broadcast_to(V.sum(axis=1, keepdims=True) / (n_sources * n_comp), (V.shape[0], n_comp)),) * n_sources
+        # sources not yet warped sit at the warp nearest 1
+        W = [block(k, chunk_states[:, k], nearest_one if k in warped else None) for k in range(n_sources)]
         if not warps:
-            W = jnp.concatenate([source_columns(chunk_states, k) for k in range(n_sources)], axis=2)
             H = fitted(W, V, H, n_iter)
         else:  # each warped source in turn (the others' warps held): every warp's fit from a few
-            # updates, one warp after another, each frame keeping its best; sources not yet chosen sit
-            # at the warp nearest 1
-            warp = {k: jnp.full((V.shape[0],), nearest_one) for k in warped}
-            best = H
+            # updates, one warp after another, each frame keeping its best
             for k in warped:
-                held = [source_columns(chunk_states, j, warp.get(j)) for j in range(n_sources)]
-                start = best
+                start = H
                 for index in range(len(warps)):
-                    at = jnp.full((V.shape[0],), index)
-                    Wa = jnp.concatenate(held[:k] + [source_columns(chunk_states, k, at)] + held[k + 1:], axis=2)
-                    Ha = fitted(Wa, V, start, SELECT_ITERATIONS)
-                    model = jnp.einsum("cfk,ck->cf", Wa, Ha) + _TINY
-                    divergence = jnp.sum(V * jnp.log(V / model) - V + model, axis=1)  # (C,)
+                    trial = W[:k] + [block(k, chunk_states[:, k], index)] + W[k + 1:]
+                    fit = fitted(trial, V, start, SELECT_ITERATIONS)
+                    estimate = model(trial, fit)
+                    divergence = jnp.sum(V * jnp.log(V / estimate) - V + estimate, axis=1)  # (C,)
                     if index == 0:
-                        least, warp[k], best = divergence, at, Ha
+                        least, H, best = divergence, fit, trial[k]
                     else:
                         better = divergence < least
-                        least, warp[k] = jnp.where(better, divergence, least), jnp.where(better, index, warp[k])
-                        best = jnp.where(better[:, None], Ha, best)
-            W = jnp.concatenate([source_columns(chunk_states, j, warp.get(j)) for j in range(n_sources)], axis=2)
-            H = fitted(W, V, best, max(0, n_iter - len(warped) * SELECT_ITERATIONS))
-        parts = jnp.stack([jnp.einsum("cfr,cr->cf", W[:, :, k * n_comp:(k + 1) * n_comp], H[:, k * n_comp:(k + 1) * n_comp])
-                           for k in range(n_sources)])
+                        least = jnp.where(better, divergence, least)
+                        H = tuple(jnp.where(better[:, None], new, old) for new, old in zip(fit, H))
+                        best = jnp.where(better[:, None, None], trial[k], best)
+                W = W[:k] + [best] + W[k + 1:]
+            H = fitted(W, V, H, max(0, n_iter - len(warped) * SELECT_ITERATIONS))
+        parts = jnp.stack([jnp.einsum("cnf,cn->cf", w, h) for w, h in zip(W, H)])
         power = parts**2 + _TINY**2
         return power / power.sum(axis=0, keepdims=True)
 
