@@ -277,6 +277,9 @@ def separate(
                                                     "average the noise's power (0: frame by frame; default: the separator's)."),
     match_level: Optional[bool] = typer.Option(None, "--match-level/--no-match-level", help="Scale the trained spectra "
                                                "to the recording's level first (default: the separator's)."),
+    fit_seconds: Optional[float] = typer.Option(None, "--fit-seconds", help="Streams: seconds at the start that the "
+                                                "separator fits its level and refined noise to first (0: none; default: "
+                                                "60 for a file, 3 for standard input, whose output starts that late)."),
     no_phase: bool = typer.Option(False, "--no-phase", help="Every estimate keeps the mixture's phase (default: the "
                                   "separator's, which gives a hum's estimate a phase of its own)."),
     raw_input: bool = typer.Option(False, "--raw-input", help="Standard input is headerless mono PCM (--pcm, --rate)."),
@@ -320,7 +323,7 @@ def separate(
             separator = separator.with_phase_sources([])
         import soundfile as sf
 
-        from fhmm_ppl.separation.files import REFINE_HEAD, pcm_sink, separate_streaming
+        from fhmm_ppl.separation.files import head_seconds, pcm_sink, separate_streaming
         from fhmm_ppl.separation.streaming import LONG_RECORDING, OFFLINE_LAG
 
         try:
@@ -329,7 +332,8 @@ def separate(
             info = None
         duration = info.duration if info is not None else 0.0
         if duration > LONG_RECORDING and not stream:
-            trained = f", fitted to its first {REFINE_HEAD:g} s" if separator.fits_recording else ""
+            head = head_seconds(mixture) if fit_seconds is None else fit_seconds
+            trained = f", fitted to its first {head:g} s" if separator.fits_recording and head > 0 else ""
             typer.echo(f"{mixture}: {duration / 60:.1f} minutes, separated block by block with a {OFFLINE_LAG:g} s lag "
                        f"(whole-file smoothing to within 0.01 dB; memory bounded{trained})", err=True)
             stream, lag = True, OFFLINE_LAG
@@ -340,7 +344,7 @@ def separate(
             if sink:
                 typer.echo(f"standard output: raw {pcm} little-endian PCM at {separator.sample_rate} Hz, "
                            f"{len(sink[1])} channel(s): {', '.join(sink[1])}", err=True)
-            for path in separate_streaming(separator, mixture, output, lag, block, duration, raw, sink):
+            for path in separate_streaming(separator, mixture, output, lag, block, duration, raw, sink, fit_seconds):
                 typer.echo(str(path), err=piped_out)
             return
 

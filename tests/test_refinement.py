@@ -281,6 +281,64 @@ def test_a_streamed_file_is_refined_on_its_first_seconds(separators, mismatch, t
     head = sep.refine(mixture[: int(1.5 * RATE)])
     np.testing.assert_allclose(wave, streamed(head), atol=1e-5)
     assert np.abs(wave - streamed(sep)).max() > 1e-3  # as trained, the stream would differ
-    result = CliRunner().invoke(app, [*args, "--refine-iter", "0", "-o", str(tmp_path / "plain")])
-    wave, _ = sf.read(tmp_path / "plain" / "mix_tones.wav", dtype="float32")
-    np.testing.assert_allclose(wave, streamed(sep), atol=1e-5)
+    for extra in (["--refine-iter", "0"], ["--fit-seconds", "0"]):
+        result = CliRunner().invoke(app, [*args, *extra, "-o", str(tmp_path / "plain")])
+        wave, _ = sf.read(tmp_path / "plain" / "mix_tones.wav", dtype="float32")
+        np.testing.assert_allclose(wave, streamed(sep), atol=1e-5)
+    result = CliRunner().invoke(app, [*args, "--fit-seconds", "-1"])
+    assert result.exit_code == 1 and "--fit-seconds must be 0 or more" in result.output
+
+
+def test_standard_input_is_fitted_on_its_first_seconds_held_back(separators, mismatch, tmp_path, monkeypatch):
+    """A pipe cannot be read twice: its first ``PIPE_HEAD`` seconds are held while the separator fits
+    itself to them, then streamed; the output is the fitted separator's stream, of the input's length."""
+    import os
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from fhmm_ppl.cli import app
+    from fhmm_ppl.separation import files
+
+    sep, mixture = separators["log_mel"], mismatch[1].sum(0)
+    folder = sep.save(tmp_path / "model")
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    monkeypatch.setattr(files, "PIPE_HEAD", 1.3)
+
+    def piped(*extra):
+        saved = os.dup(0)
+        with open(tmp_path / "mix.wav", "rb") as feed:  # the file as the process's standard input
+            os.dup2(feed.fileno(), 0)
+            try:
+                result = CliRunner().invoke(app, ["separate", str(folder), "-", "--lag", "0.5", "--block", "0.4",
+                                                  "-o", str(tmp_path / "out"), *extra])
+            finally:
+                os.dup2(saved, 0)
+                os.close(saved)
+        assert result.exit_code == 0, result.output
+        return sf.read(tmp_path / "out" / "stdin_tones.wav", dtype="float32")[0]
+
+    def streamed(separator):
+        return np.concatenate([p["tones"] for p in separator.stream([mixture[i:i + 6400] for i in range(0, len(mixture), 6400)], lag=0.5)])
+
+    for extra, expected in (((), sep.refine(mixture[: int(1.3 * RATE)])), (("--fit-seconds", "2"), sep.refine(mixture[: 2 * RATE])),
+                            (("--fit-seconds", "0"), sep)):
+        out = piped(*extra)
+        assert out.shape == mixture.shape
+        np.testing.assert_allclose(out, streamed(expected), atol=1e-5)
+    assert np.abs(piped() - streamed(sep)).max() > 1e-3
+
+
+def test_fitted_on_head_replays_every_block_and_fits_only_where_it_can(separators, mismatch):
+    from fhmm_ppl.separation.files import fitted_on_head
+
+    sep, mixture = separators["log_mel"], mismatch[1].sum(0)
+    pieces = [mixture[i:i + 3000] for i in range(0, len(mixture), 3000)]
+    fitted, blocks = fitted_on_head(sep, iter(pieces), 1.0)
+    np.testing.assert_array_equal(np.concatenate(list(blocks)), mixture)
+    assert fitted.options.refine_iter == 0 and fitted.recording_level is not None
+    np.testing.assert_allclose(fitted.separate(mixture)["tones"], sep.refine(mixture[:RATE]).separate(mixture)["tones"])
+    for separator, seconds, chunks in ((sep, 0.0, pieces), (sep.with_refinement(0).with_level_matching(False), 1.0, pieces),
+                                       (sep, 1.0, [mixture[:100]])):  # nothing to fit, or not a frame of audio
+        same, blocks = fitted_on_head(separator, iter(chunks), seconds)
+        assert same is separator and np.concatenate(list(blocks)).shape[0] == sum(len(c) for c in chunks)

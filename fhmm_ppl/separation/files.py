@@ -5,15 +5,21 @@ a header), separated by ``Separator.stream`` and written as it comes: one file p
 (``audio.io.AudioWriter``) or interleaved raw PCM on standard output (``audio.io.PcmWriter``).
 Memory does not grow with the input. A separator that fits itself to each mixture (its spectra
 scaled to the recording's level, ``separation.level``; the noise's refined, ``separation.refinement``)
-is fitted to a file's first ``REFINE_HEAD`` seconds before its stream starts (standard input is
-separated as it arrives, with the spectra as trained).
+is fitted to the recording's first seconds before its stream starts (``fitted_on_head``): a file's
+first ``REFINE_HEAD``, standard input's first ``PIPE_HEAD``, whose estimates therefore start that
+much later. On real talkers recorded 10 dB louder than their training audio, a stream with the
+spectra as trained lost 2.4 dB of speech SDRi against one fitted to the whole 4 s recording; fitted
+to its first 0.5 / 1 / 2 / 3 s it lost 0.9 / 0.5 / 0.4 / 0.1 (docs/benchmarks.md, "Fitting a stream").
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from fhmm_ppl.audio.io import AudioWriter, PcmWriter, read_blocks
@@ -21,6 +27,8 @@ from fhmm_ppl.audio.io import AudioWriter, PcmWriter, read_blocks
 #: seconds at the start of a streamed file that a separator is fitted to (level, refinement; bounded
 #: memory; on real speech a few seconds of mixture already carry most of what refinement gains)
 REFINE_HEAD = 60.0
+#: the same for standard input, which is held back while it is read: its estimates start this late
+PIPE_HEAD = 3.0
 
 
 def pcm_sink(separator, sources: Optional[list[str]], pcm: str):
@@ -33,16 +41,26 @@ def pcm_sink(separator, sources: Optional[list[str]], pcm: str):
     return PcmWriter(pcm), names  # PcmWriter checks the format
 
 
+def head_seconds(mixture: Path) -> float:
+    """The seconds at the start of ``mixture`` (a file, or ``-``) a separator is fitted to by default."""
+    return PIPE_HEAD if str(mixture) == "-" else REFINE_HEAD
+
+
 def separate_streaming(separator, mixture: Path, output: Path, lag: float, block: float, duration: float,
-                        raw=None, sink=None) -> list:
+                        raw=None, sink=None, head: Optional[float] = None) -> list:
     """Separate ``mixture`` (a file, or ``-``: standard input, ``raw=(rate, pcm)`` where headerless) block by
     block with ``Separator.stream``, writing each source's estimate as it comes (memory does not grow with the
     input) to files in ``output``, or to ``sink`` (``pcm_sink``: raw PCM on standard output), with a progress
-    bar in seconds of audio (``duration``; 0: unknown); the estimates' paths (``["-"]`` for standard output)."""
+    bar in seconds of audio (``duration``; 0: unknown); the estimates' paths (``["-"]`` for standard output).
+    The separator is first fitted to the first ``head`` seconds (``fitted_on_head``; ``None``:
+    ``head_seconds``, 0: not at all)."""
     if not block > 0:
         raise ValueError(f"--block must be positive seconds, got {block}")
-    separator = refined_on_head(separator, mixture)
+    head = head_seconds(mixture) if head is None else head
+    if not head >= 0:
+        raise ValueError(f"--fit-seconds must be 0 or more seconds, got {head}")
     blocks, rate = read_blocks(mixture, block, sample_rate=separator.sample_rate, raw=raw)
+    separator, blocks = fitted_on_head(separator, blocks, head)
     stem = "stdin" if str(mixture) == "-" else mixture.stem
     paths = {} if sink else {name: output / f"{stem}_{name}.wav" for name in separator.names}
     writers = {name: AudioWriter(path, rate) for name, path in paths.items()}
@@ -61,12 +79,20 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
     return list(paths.values()) or ["-"]
 
 
-def refined_on_head(separator, mixture: Path):
-    """``separator`` fitted (level, refined spectra) to the first ``REFINE_HEAD`` seconds of the file
-    ``mixture`` where it fits to a recording (``Separator.fits_recording``) and the file holds at least a
-    frame; else as it is."""
-    if str(mixture) == "-" or not separator.fits_recording:
-        return separator
-    blocks, _ = read_blocks(mixture, REFINE_HEAD, sample_rate=separator.sample_rate)
-    head = next(iter(blocks))
-    return separator.refine(head) if head.shape[0] >= separator.options.stft.n_fft else separator
+def fitted_on_head(separator, blocks: Iterator[np.ndarray], seconds: float) -> tuple:
+    """``(separator, blocks)``: ``separator`` fitted (level, refined spectra; ``Separator.refine``) to the
+    first ``seconds`` of the audio ``blocks`` (1-D float32 at its rate) where it fits to a recording
+    (``Separator.fits_recording``), ``seconds`` is positive and they hold at least a frame, else as it is;
+    and the same blocks from the start again (those read are held until then)."""
+    if not (seconds > 0 and separator.fits_recording):
+        return separator, blocks
+    wanted, held, count = int(round(seconds * separator.sample_rate)), [], 0
+    for piece in blocks:
+        held.append(piece)
+        count += piece.shape[0]
+        if count >= wanted:
+            break
+    head = np.concatenate(held)[:wanted] if held else np.zeros(0, np.float32)
+    if head.shape[0] >= separator.options.stft.n_fft:
+        separator = separator.refine(head)
+    return separator, chain(held, blocks)
