@@ -68,6 +68,7 @@ def test_classification_sweep_logs_metrics_plots_and_predictions(tmp_path, monke
         assert name in metrics, name
     assert metrics["majority.accuracy"] == pytest.approx(32 / 60) and metrics["support.speech"] == 32
     assert params["data.count.speech"] == "32" and params["data.n_groups"] == "4" and params["task"] == "classification"
+    assert params["classification.scaler"] and not [k for k in params if k.startswith(("inference.", "evaluation."))]
     assert child.data.tags["fhmm_ppl.task"] == "classification" and child.data.tags["data_fingerprint"]
     assert len(client.get_metric_history(child.info.run_id, "fold.accuracy")) == 2
     assert len(client.get_metric_history(child.info.run_id, "train.fold0.speech.objective")) >= 2

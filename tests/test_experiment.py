@@ -86,6 +86,7 @@ def test_run_tracks_params_metrics_artifacts(tracked_run):
     assert run.data.params["model.n_states"] == "3" and run.data.params["data.noise"] == "white"
     # inference.pitch_shifts unset resolves to pitch warps: the demo's white noise is steady
     assert run.data.params["inference.pitch_shifts"] == "None" and run.data.params["pitch_shifts"] == "2"
+    assert not [k for k in run.data.params if k.startswith("classification.")]  # what a separation never reads
     metrics = run.data.metrics
     for key in ("fhmm.speech.sdr", "fhmm.mean.sdr_improvement", "irm.noise.sir", "mixture.speech.si_sdr"):
         assert np.isfinite(metrics[key])

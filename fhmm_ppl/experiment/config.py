@@ -143,6 +143,10 @@ class TrackingConfig(_Strict):
     uri: Optional[str] = None
 
 
+#: Per task, the config sections it never reads (not logged as a run's params).
+UNUSED_SECTIONS = {"separation": ("classification",), "classification": ("inference", "evaluation")}
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment: what to separate or classify, how to model and train, what to report."""
 
@@ -229,8 +233,9 @@ class ExperimentConfig(_Strict):
         return value
 
     def flat(self) -> dict[str, Any]:
-        """The config flattened to dotted keys (MLflow params), without the sweep grid."""
-        return _flatten(self.model_dump(mode="json", exclude={"sweep"}))
+        """The config flattened to dotted keys (MLflow params), without the sweep grid and the sections
+        its task does not read (``UNUSED_SECTIONS``), so that runs compare on what made them."""
+        return _flatten(self.model_dump(mode="json", exclude={"sweep", *UNUSED_SECTIONS[self.task]}))
 
     def variants(self) -> list[tuple[dict[str, Any], "ExperimentConfig"]]:
         """Every point of the sweep grid as ``(overrides, validated config)``; one point if no grid.
