@@ -55,22 +55,30 @@ def test_e_step_log_marginal_matches_enumeration(tiny):
     np.testing.assert_allclose(float(log_marg), brute_log_marginal(*tiny), rtol=1e-5)
 
 
-def test_expected_power_is_the_gradient_of_the_log_marginal(tiny):
+@pytest.mark.parametrize("n_chains,unknown", [(2, (1,)), (2, (0,)), (3, (1,)), (3, (2, 0))])
+def test_expected_power_is_the_gradient_of_the_log_marginal(rng, n_chains, unknown):
     """Fisher's identity: d log p(y) / d v_i = (sum_i - weight_i v_i) / v_i^2 with the E-step's
-    expected source powers; held to central differences of the enumerated log marginal."""
-    log_init, log_trans, psd, power = tiny
-    _, (stats,) = run_e_step(*tiny)
-    v = psd[1]
-    from_stats = (np.asarray(stats["sum"]) - np.asarray(stats["weight"])[:, None] * v) / v**2
-    numeric = np.zeros_like(v)
-    for i, f in np.ndindex(v.shape):
-        step = 1e-5 * v[i, f]
-        up, down = v.copy(), v.copy()
-        up[i, f] += step
-        down[i, f] -= step
-        numeric[i, f] = (brute_log_marginal(log_init, log_trans, [psd[0], up], power)
-                         - brute_log_marginal(log_init, log_trans, [psd[0], down], power)) / (2 * step)
-    np.testing.assert_allclose(from_stats, numeric, rtol=2e-3, atol=1e-4)
+    expected source powers; held to central differences of the enumerated log marginal, for every
+    unknown chain wherever it sits among the chains."""
+    probs = lambda shape: rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])  # noqa: E731
+    log_init = [np.log(probs((2,))) for _ in range(n_chains)]
+    log_trans = [np.log(probs((2, 2))) for _ in range(n_chains)]
+    psd = [rng.uniform(0.5, 2.0, (2, 2)) for _ in range(n_chains)]
+    power = rng.exponential(2.0, (3, 2))
+    as32 = lambda xs: tuple(jnp.asarray(x, jnp.float32) for x in xs)  # noqa: E731
+    _, stats = e_step(as32(log_init), as32(log_trans), as32(psd), jnp.asarray(power, jnp.float32), 3, unknown)
+    for k, st in zip(unknown, stats):
+        v = psd[k]
+        from_stats = (np.asarray(st["sum"]) - np.asarray(st["weight"])[:, None] * v) / v**2
+        numeric = np.zeros_like(v)
+        for i, f in np.ndindex(v.shape):
+            step = 1e-5 * v[i, f]
+            up, down = v.copy(), v.copy()
+            up[i, f] += step
+            down[i, f] -= step
+            numeric[i, f] = (brute_log_marginal(log_init, log_trans, psd[:k] + [up] + psd[k + 1:], power)
+                             - brute_log_marginal(log_init, log_trans, psd[:k] + [down] + psd[k + 1:], power)) / (2 * step)
+        np.testing.assert_allclose(from_stats, numeric, rtol=2e-3, atol=1e-4)
 
 
 def test_m_step_maximises_the_expected_complete_log_posterior(tiny):

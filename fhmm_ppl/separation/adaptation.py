@@ -161,21 +161,24 @@ def e_step(log_init, log_trans, psd, power, length, unknown: tuple, counts: bool
         first frame), ``counts (N, N)`` (expected transitions), ``weight (N,)`` (expected visits)
         and ``sum (N, F)`` (expected source power per state, summed over frames).
     """
+    n_frames, n_bins = power.shape
     n_states = tuple(v.shape[0] for v in psd)
     log_lik = complex_gaussian_log_lik(power, psd)
     post = hmm.posteriors(log_init, log_trans, log_lik, length, trans_counts=counts, joint=True)
-    valid = (jnp.arange(power.shape[0]) < length)[:, None]
-    gamma = post.joint.reshape(power.shape[0], -1) * valid  # (T, P)
-    weighted_power = gamma.T @ power  # (P, F): sum_t gamma_t(s) |y_t|^2
-    occupancy = gamma.sum(axis=0)[:, None]  # (P, 1)
-    total = joint_sum(psd).reshape(-1, power.shape[1])  # V (P, F)
+    valid = (jnp.arange(n_frames) < length)[:, None]
     stats = []
     for k in unknown:
-        own = _broadcast_chain(psd[k], k, n_states)
-        share = own / total
-        expected = share**2 * weighted_power + occupancy * own * (1.0 - share)  # (P, F)
-        axes = tuple(j for j in range(len(n_states)) if j != k)
-        per_state = expected.reshape(n_states + (power.shape[1],)).sum(axis=axes)
+        # chain k's states first, the others' joint states second, so that summing over the others is
+        # a reduction over the middle axis: over the leading one it ran 3.7 times slower at F = 1025
+        others = [j for j in range(len(n_states)) if j != k]
+        gamma = post.joint.reshape((n_frames,) + n_states) * valid.reshape((n_frames,) + (1,) * len(n_states))
+        gamma = jnp.transpose(gamma, (0, 1 + k, *(1 + j for j in others))).reshape(n_frames, -1)  # (T, P)
+        weighted_power = (gamma.T @ power).reshape(n_states[k], -1, n_bins)  # sum_t gamma_t(s) |y_t|^2
+        occupancy = gamma.sum(axis=0).reshape(n_states[k], -1, 1)
+        rest = joint_sum([psd[j] for j in others]).reshape(1, -1, n_bins) if others else 0.0
+        own = psd[k][:, None, :]
+        share = own / (own + rest)  # (N_k, P / N_k, F)
+        per_state = (share**2 * weighted_power + occupancy * own * (1.0 - share)).sum(axis=1)
         stats.append({"weight": (post.marginals[k] * valid).sum(axis=0), "sum": per_state}
                      | ({"first": post.marginals[k][0], "counts": post.trans_counts[k]} if counts else {}))
     return post.log_marginal, tuple(stats)

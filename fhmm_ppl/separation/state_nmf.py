@@ -39,10 +39,17 @@ SEPARATE_EXPONENT = 1.8
 #: ``n_iter``. Choosing from
 #: 6 updates separated real speech as well as full fits of every warp did (docs/benchmarks.md).
 SELECT_ITERATIONS = 6
-#: Frames per chunk when separating: small enough that the gathered dictionaries, K blocks of
-#: (chunk, M R, F), stay in a core's cache through all the updates (8 or 32 were slower than 16).
-CHUNK = 16
+#: Frames times frequency bins per chunk when separating: small enough that the gathered
+#: dictionaries, K blocks of ``(chunk, M R, F)``, stay in a core's cache through all the updates
+#: (``chunk_frames``: 16 frames at n_fft 1024, 8 at 2048; at 2048, 16 frames took 58 ms where 8 took
+#: 51, at 1024 4 to 16 frames took the same).
+CHUNK_BINS = 8192
 _TINY = 1e-9
+
+
+def chunk_frames(n_bins: int) -> int:
+    """Frames per chunk of ``dictionary_masks`` at ``n_bins`` frequency bins: ``CHUNK_BINS`` bins' worth."""
+    return max(1, -(-CHUNK_BINS // n_bins))
 
 
 def kl_nmf(magnitude: np.ndarray, n_components: int, rng: np.random.Generator,
@@ -116,7 +123,7 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
     states = states[:, :, None] if states.ndim == 2 else states
     warping = dict(n_iter=n_iter, exponent=exponent, warps=tuple(float(a) for a in warps) if warped else (),
                    warped=tuple(int(k) for k in warped) if warps else ())
-    if n_frames < 4 * CHUNK:
+    if n_frames < 4 * chunk_frames(magnitude.shape[1]):
         return np.array(_masks(dictionaries, states, magnitude, **warping))
     # two halves of one length (the second padded with silent frames): one compilation for both
     half = -(-n_frames // 2)
@@ -138,7 +145,7 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
     """
     n_frames, n_bins = magnitude.shape
     n_sources, n_chosen = states.shape[1:]
-    chunk = min(CHUNK, n_frames)  # a few frames (a stream's block) are not padded to a whole chunk
+    chunk = min(chunk_frames(n_bins), n_frames)  # a few frames (a stream's block) are not padded to a whole chunk
     pad = (-n_frames) % chunk
     states = jnp.pad(states, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, n_sources, n_chosen)
     mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
