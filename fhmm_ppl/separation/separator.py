@@ -298,7 +298,7 @@ class Separator:
         0, ``match_level`` false): it separates, streams and saves as fitted to this recording.
         ``separate`` fits first where ``fits_recording``; ``stream`` cannot (it reads the recording
         first), so a stream separates with the spectra as trained unless it is given a fitted
-        separator (the CLI fits on a file's first minute: ``separation.files``)."""
+        separator (the CLI fits a stream to its first seconds: ``separation.files.fitted_on_head``)."""
         if self.pending:
             return self.adapt(mixture).refine(mixture)
         if not self.fits_recording:
