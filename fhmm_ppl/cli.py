@@ -277,6 +277,9 @@ def separate(
                                                     "average the noise's power (0: frame by frame; default: the separator's)."),
     match_level: Optional[bool] = typer.Option(None, "--match-level/--no-match-level", help="Scale the trained spectra "
                                                "to the recording's level first (default: the separator's)."),
+    source_levels: Optional[bool] = typer.Option(None, "--source-levels/--no-source-levels", help="Give each source "
+                                                 "not refined a level of its own, read off a first separation (twice "
+                                                 "the time; default: the separator's)."),
     fit_seconds: Optional[float] = typer.Option(None, "--fit-seconds", help="Streams: seconds at the start that the "
                                                 "separator fits its level and refined noise to first (0: none; default: "
                                                 "60 for a file, 3 for standard input, whose output starts that late)."),
@@ -319,6 +322,8 @@ def separate(
             separator = separator.with_average(average_seconds)
         if match_level is not None:
             separator = separator.with_level_matching(match_level)
+        if source_levels is not None:
+            separator = separator.with_source_levels(source_levels)
         if no_phase:
             separator = separator.with_phase_sources([])
         import soundfile as sf

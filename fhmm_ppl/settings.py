@@ -208,7 +208,11 @@ class InferenceSettings(Strict):
     ``features.line_n_fft``), such as mains hum, but none for the separator at ``line_n_fft``, which
     resolves the lines). ``match_level``: every source's spectra scaled to the recording's level
     (its mean power against the models') before separating, so that a recording made louder or
-    quieter than the training audio separates as one at it (``separation.level``).
+    quieter than the training audio separates as one at it (``separation.level``). ``source_levels``:
+    after a first separation, each source not refined takes a level of its own, read off the power
+    its mask gives it, and the mixture is separated again (twice the time), for sources whose
+    loudness changed apart from their training audio: talkers at other distances, an interferer
+    mixed quieter than it was trained (``separation.level``).
     """
 
     method: Literal["auto", "exact", "mean_field"] = "auto"
@@ -226,6 +230,7 @@ class InferenceSettings(Strict):
     pitch_shifts: Optional[int] = Field(None, ge=0, le=12)
     phase_sources: Optional[list[str]] = None
     match_level: bool = True
+    source_levels: bool = False
 
     @property
     def noise_sources(self) -> set[str]:

@@ -14,7 +14,8 @@ from test_separation import RATE, low_tones
 from fhmm_ppl import hmm
 from fhmm_ppl.metrics import bss_eval
 from fhmm_ppl.separation import fit_separator, load
-from fhmm_ppl.separation.level import recording_level, stationary
+from fhmm_ppl.separation.emissions import get_emission
+from fhmm_ppl.separation.level import recording_level, scaled_members, source_levels, stationary
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.storage import SourceModel
 
@@ -57,6 +58,29 @@ def test_the_level_reads_a_gain_exactly_and_a_models_own_samples_at_their_level(
         assert shifted - recording_level([member], power) == pytest.approx(gain_db, abs=1e-4)
     assert recording_level([member], np.zeros_like(power)) is None  # silence has no level
     assert recording_level([member], power * np.float32(1e-30)) == -96.0  # nor has what underflows
+
+
+def test_a_sources_own_level_is_the_power_its_mask_gives_it_against_its_model():
+    rng = np.random.default_rng(2)
+    log_init, log_trans, psd = random_models(rng)
+    members = [{name: SourceModel(np.exp(np.asarray(li, np.float64)), np.exp(np.asarray(lt, np.float64)),
+                                  {"psd": np.asarray(p) * scale})
+                for name, li, lt, p in zip(("a", "b"), log_init, log_trans, psd)} for scale in (1.0, 4.0)]
+    power = rng.exponential(3.0, (50, 6)).astype(np.float32)
+    masks = np.stack([np.full((50, 6), 0.5), np.zeros((50, 6))]).astype(np.float32)
+
+    def model_db(member):  # float64 reference: the chain's long run, not the linear solve
+        trans = np.linalg.matrix_power(member["a"].trans, 4000)[0]
+        return 10 * np.log10(trans @ np.asarray(member["a"].emission["psd"], np.float64).mean(axis=1))
+
+    expected = 10 * np.log10(np.mean(0.25 * power.astype(np.float64))) - np.mean([model_db(m) for m in members])
+    levels = source_levels(members, masks, power, ["a", "b"])
+    assert list(levels) == ["a"] and levels["a"] == pytest.approx(expected, abs=1e-3)  # b has no power
+    assert source_levels(members, masks, power, ["a", "b"], skip=["a"]) == {}
+    emission = get_emission("complex_gaussian")(SeparatorOptions().features, RATE)
+    scaled = scaled_members(members, emission, {"a": -6.0})
+    np.testing.assert_allclose(scaled[1]["a"].emission["psd"], members[1]["a"].emission["psd"] * 10 ** -0.6, rtol=1e-6)
+    assert scaled[1]["b"] is members[1]["b"]
 
 
 def low_noise(rng, seconds):
@@ -132,3 +156,37 @@ def test_the_cli_matches_the_level_as_the_separator_says_or_as_told(separator, t
         wave, _ = sf.read(out / "mix_tones.wav", dtype="float32")
         np.testing.assert_allclose(wave, expected.separate(mixture)["tones"], atol=1e-5)
     assert np.abs(plain.separate(mixture)["tones"] - separator.separate(mixture)["tones"]).max() > 1e-2
+
+
+def test_sources_mixed_apart_take_levels_of_their_own(separator, task, tmp_path):
+    """With ``source_levels`` each source not refined is scaled again by the level its first
+    separation's mask reads: tones mixed 12 dB quieter or louder than trained, the noise as trained,
+    read within 1.5 dB of that (the common level reads -1.6 and +7.9); the refined noise keeps its own.
+    Saved fitted, and from the CLI."""
+    _, refs = task
+    own = separator.with_source_levels(True)
+    assert own.fits_recording and not SeparatorOptions().inference.source_levels
+    for db in (-12.0, 12.0):
+        mixture = (refs * np.array([[10 ** (db / 20)], [1.0]], np.float32)).sum(0)
+        fitted = own.refine(mixture)
+        assert list(fitted.source_levels) == ["tones"] and not fitted.reads_source_levels
+        common = separator.refine(mixture)
+        ratio = fitted.members[1]["tones"].emission["psd"] / common.members[1]["tones"].emission["psd"]
+        np.testing.assert_allclose(ratio, 10 ** (fitted.source_levels["tones"] / 10), rtol=1e-4)
+        np.testing.assert_allclose(fitted.members[0]["noise"].emission["psd"], common.members[0]["noise"].emission["psd"])
+        assert fitted.source_levels["tones"] + fitted.recording_level == pytest.approx(db, abs=1.5)
+    loaded = load(fitted.save(tmp_path / "fitted"))
+    np.testing.assert_allclose(loaded.separate(mixture)["tones"], own.separate(mixture)["tones"], atol=1e-6)
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from fhmm_ppl.cli import app
+
+    folder = separator.save(tmp_path / "model")
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "-o", str(tmp_path / "out"),
+                                      "--source-levels"])
+    assert result.exit_code == 0, result.output
+    wave, _ = sf.read(tmp_path / "out" / "mix_tones.wav", dtype="float32")
+    np.testing.assert_allclose(wave, own.separate(mixture)["tones"], atol=1e-5)
+    assert np.abs(wave - separator.separate(mixture)["tones"]).max() > 1e-3

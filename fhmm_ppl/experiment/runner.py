@@ -86,6 +86,8 @@ def _score_all(task, known: dict, separator, config: ExperimentConfig, progress)
             current = current.refine(mixture)
             if current.recording_level is not None:
                 mlflow.log_metric(f"level.mixture{index:02d}", current.recording_level)
+            for name, level in (current.source_levels or {}).items():
+                mlflow.log_metric(f"level.mixture{index:02d}.{name}", level)
             if current.refinement_objective is not None:
                 for step, value in enumerate(np.asarray(current.refinement_objective)):
                     mlflow.log_metric(f"refine.mixture{index:02d}.objective", float(value), step=step)

@@ -122,6 +122,9 @@ class LineResolved:
     def with_level_matching(self, on: bool) -> "LineResolved":
         return self._both("with_level_matching", on)
 
+    def with_source_levels(self, on: bool) -> "LineResolved":
+        return self._both("with_source_levels", on)
+
     def with_phase_sources(self, sources) -> "LineResolved":  # the fine separator resolves the lines: none
         return LineResolved(self.coarse.with_phase_sources(sources), self.fine, self.lines)
 

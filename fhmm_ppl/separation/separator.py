@@ -30,7 +30,7 @@ from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adapt
 from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.inputs import checked_mixture, stream_chunk
-from fhmm_ppl.separation.level import recording_level, scaled_members
+from fhmm_ppl.separation.level import recording_level, scaled_members, source_levels
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.phase import check_phased, waveforms
@@ -103,6 +103,8 @@ class Separator:
         #: the level ``refine`` scaled the spectra by, dB against the training audio (``separation.level``),
         #: where it matched one
         self.recording_level: Optional[float] = None
+        #: each source's own level (dB) that ``refine`` read (``reads_source_levels``), or None
+        self.source_levels: Optional[dict] = None
         self.sets = [] if self.pending else [self._model_set(m) for m in self.members]
 
     @property
@@ -284,10 +286,16 @@ class Separator:
         return self.options.inference.match_level and self.adaptation is None and self.emission.refinable
 
     @property
+    def reads_source_levels(self) -> bool:
+        """Whether ``refine`` gives each source not refined a level of its own, read off a first
+        separation (``inference.source_levels``, ``level.source_levels``), where ``matches_level`` could."""
+        return self.options.inference.source_levels and self.adaptation is None and self.emission.refinable
+
+    @property
     def fits_recording(self) -> bool:
-        """Whether ``refine`` fits anything to a recording: its level (``matches_level``) or the spectra
-        of ``refined_sources``."""
-        return bool(self.refined_sources) or self.matches_level
+        """Whether ``refine`` fits anything to a recording: its level (``matches_level``), its sources'
+        levels (``reads_source_levels``) or the spectra of ``refined_sources``."""
+        return bool(self.refined_sources) or self.matches_level or self.reads_source_levels
 
     @numpy_blas_on_one_thread()
     def refine(self, mixture: np.ndarray) -> "Separator":
@@ -319,11 +327,16 @@ class Separator:
         if chosen:
             members, objective = refine_models(members, chosen, power, self.emission, inference.refine_strength,
                                                self.options.refine_iter, inference.refine_stride)
-        refined = Separator(members, self.sample_rate, self.options.replace(refine_iter=0, match_level=False),
-                            self.training_history, self.adaptation)
+        fitted = self.options.replace(refine_iter=0, match_level=False, source_levels=False)
+        own = None
+        if self.reads_source_levels:  # the refined sources have their own level already
+            first = Separator(members, self.sample_rate, fitted, self.training_history)
+            own = source_levels(members, first.gains(mixture_stft), power, self.names, skip=chosen)
+            members = scaled_members(members, self.emission, own)
+        refined = Separator(members, self.sample_rate, fitted, self.training_history, self.adaptation)
         refined.adaptation_objective = self.adaptation_objective
         refined.refinement_objective = None if objective is None else objective[0]
-        refined.recording_level = level
+        refined.recording_level, refined.source_levels = level, own
         return refined
 
     def with_refinement(self, n_iter: int, sources=None) -> "Separator":
@@ -343,6 +356,11 @@ class Separator:
         """This separator scaling its spectra to each recording's level, or not (``inference.match_level``;
         ``separation.level``)."""
         return self._with_options(match_level=bool(on))
+
+    def with_source_levels(self, on: bool) -> "Separator":
+        """This separator giving each source not refined a level of its own on each recording, or not
+        (``inference.source_levels``; ``separation.level``)."""
+        return self._with_options(source_levels=bool(on))
 
     def with_phase_sources(self, sources) -> "Separator":
         """This separator giving the estimates of ``sources`` (names; ``[]``: none) a phase of their own
