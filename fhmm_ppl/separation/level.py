@@ -42,12 +42,14 @@ def recording_level(members, power: np.ndarray) -> Optional[float]:
     mixture = float(np.mean(np.asarray(power, np.float64)))
     if not mixture > 0:
         return None
-    levels = []
-    for member in members:
-        expected = sum(float(stationary(s.trans) @ np.asarray(s.emission["psd"], np.float64).mean(axis=1))
-                       for s in member.values())
-        levels.append(10.0 * np.log10(mixture / expected))
+    levels = [10.0 * np.log10(mixture / sum(model_power(s) for s in member.values())) for member in members]
     return float(np.clip(np.mean(levels), -LEVEL_LIMIT_DB, LEVEL_LIMIT_DB))
+
+
+def model_power(source: SourceModel) -> float:
+    """A source's mean power under its model, ``sum_s pi(s) mean_f v_s`` (``pi``: its chain's
+    stationary distribution, ``v``: its state spectra ``emission["psd"] (N, F)``), in float64."""
+    return float(stationary(source.trans) @ np.asarray(source.emission["psd"], np.float64).mean(axis=1))
 
 
 def stationary(trans: np.ndarray) -> np.ndarray:
@@ -79,8 +81,7 @@ def source_levels(members, masks: np.ndarray, power: np.ndarray, names: Sequence
         own = float(np.mean(np.asarray(masks[k], np.float64) ** 2 * power))
         if name in skip or not own > 0:
             continue
-        model = np.mean([10.0 * np.log10(stationary(m[name].trans) @ np.asarray(m[name].emission["psd"], np.float64).mean(axis=1))
-                         for m in members])
+        model = np.mean([10.0 * np.log10(model_power(m[name])) for m in members])
         levels[name] = float(np.clip(10.0 * np.log10(own) - model, -LEVEL_LIMIT_DB, LEVEL_LIMIT_DB))
     return levels
 
