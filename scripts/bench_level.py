@@ -7,7 +7,7 @@ models with the spectra as trained. Prints the speech's SDR improvement per task
 level each recording read, and the mean per gain. A separator that follows the recording's level
 scores the same at every gain; one at the training level loses as the gain moves away from 0 dB.
 
-With ``--heads S ...`` it measures instead what a stream gets (``separation.files.fitted_on_head``):
+With ``--heads S ...`` it measures instead what a stream gets (``separation.streaming.fitted_on_head``):
 the default separator fitted (level and refined noise) to each recording's first S seconds only,
 beside the whole recording and the spectra as trained with no refinement (a stream not fitted),
 at each of ``--gains`` (10 dB by default there).

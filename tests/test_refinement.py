@@ -330,7 +330,7 @@ def test_standard_input_is_fitted_on_its_first_seconds_held_back(separators, mis
 
 
 def test_fitted_on_head_replays_every_block_and_fits_only_where_it_can(separators, mismatch):
-    from fhmm_ppl.separation.files import fitted_on_head
+    from fhmm_ppl.separation.streaming import fitted_on_head
 
     sep, mixture = separators["log_mel"], mismatch[1].sum(0)
     pieces = [mixture[i:i + 3000] for i in range(0, len(mixture), 3000)]
@@ -342,3 +342,35 @@ def test_fitted_on_head_replays_every_block_and_fits_only_where_it_can(separator
                                        (sep, 1.0, [mixture[:100]])):  # nothing to fit, or not a frame of audio
         same, blocks = fitted_on_head(separator, iter(chunks), seconds)
         assert same is separator and np.concatenate(list(blocks)).shape[0] == sum(len(c) for c in chunks)
+
+
+def test_a_python_stream_fits_itself_to_its_first_seconds_and_then_streams_from_the_start(separators, mismatch):
+    """``Separator.stream(..., fit_seconds=S)`` is the CLI's head in Python: nothing comes out until S
+    seconds are in, then the stream of the separator fitted to them, from the first sample."""
+    sep, mixture = separators["log_mel"], mismatch[1].sum(0)
+    pcm = np.round(np.clip(mixture, -1, 1) * 32767).astype(np.int16)  # integer PCM, as a sound card gives it
+    pulled = []
+
+    def chunks():
+        for i in range(0, len(pcm), 4000):
+            pulled.append(i)
+            yield pcm[i:i + 4000]
+
+    pieces = sep.stream(chunks(), lag=0.5, fit_seconds=1.2)
+    assert not pulled  # a generator: nothing is read before the first piece is asked for
+    first = next(pieces)
+    assert len(pulled) == -(-int(1.2 * RATE) // 4000)  # the head's chunks were all read first
+    out = np.concatenate([first["tones"]] + [p["tones"] for p in pieces])
+    floats = pcm.astype(np.float32) / 32768
+    fitted = sep.refine(floats[: int(1.2 * RATE)])
+    want = np.concatenate([p["tones"] for p in fitted.stream([floats[i:i + 4000] for i in range(0, len(floats), 4000)], lag=0.5)])
+    assert out.shape == mixture.shape
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    plain = np.concatenate([p["tones"] for p in sep.stream([pcm[i:i + 4000] for i in range(0, len(pcm), 4000)], lag=0.5)])
+    assert np.abs(out - plain).max() > 1e-3  # as trained, it differs
+    for bad, message in ((-1.0, "fit_seconds must be 0 or more"), (float("nan"), "fit_seconds must be 0 or more"),
+                         ("2", "fit_seconds must be 0 or more")):
+        with pytest.raises(ValueError, match=message):
+            sep.stream(chunks(), fit_seconds=bad)
+    with pytest.raises(ValueError, match="lag"):
+        sep.stream(chunks(), lag=-1.0, fit_seconds=1.0)  # at the call, not at the first piece

@@ -80,6 +80,19 @@ def test_a_hum_trained_separator_separates_at_the_finer_stft_where_the_mixture_s
     assert isinstance(load(tmp_path / "pair"), Separator)
 
 
+def test_a_stream_fitted_on_its_first_seconds_takes_the_finer_stft_where_they_show_the_hum(task, paired):
+    mixture = task.mixtures[0]
+    chunks = [mixture[i:i + 3000] for i in range(0, len(mixture), 3000)]
+
+    def joined(pieces):
+        return np.concatenate([p["speech"] for p in pieces])
+
+    fitted = paired.fine.refine(mixture[: 2 * RATE])
+    np.testing.assert_allclose(joined(paired.stream(chunks, lag=0.3, fit_seconds=2.0)),
+                               joined(fitted.stream(chunks, lag=0.3)), atol=1e-5)
+    np.testing.assert_array_equal(joined(paired.stream(chunks, lag=0.3)), joined(paired.coarse.stream(chunks, lag=0.3)))
+
+
 def test_no_finer_separator_without_lines_or_when_switched_off(task):
     options = {"n_states": 3, "max_iter": 2, "n_models": 1}
     assert isinstance(fit_separator(task.train, RATE, line_n_fft=None, **options), Separator)

@@ -5,21 +5,18 @@ a header), separated by ``Separator.stream`` and written as it comes: one file p
 (``audio.io.AudioWriter``) or interleaved raw PCM on standard output (``audio.io.PcmWriter``).
 Memory does not grow with the input. A separator that fits itself to each mixture (its spectra
 scaled to the recording's level, ``separation.level``; the noise's refined, ``separation.refinement``)
-is fitted to the recording's first seconds before its stream starts (``fitted_on_head``): a file's
-first ``REFINE_HEAD``, standard input's first ``PIPE_HEAD``, whose estimates therefore start that
-much later. On real talkers recorded 10 dB louder than their training audio, a stream with the
+is fitted to the recording's first seconds before its stream starts (``Separator.stream``'s
+``fit_seconds``, ``streaming.fitted_on_head``): a file's first ``REFINE_HEAD``, standard input's
+first ``PIPE_HEAD``, whose estimates therefore start that much later. On real talkers recorded 10 dB louder than their training audio, a stream with the
 spectra as trained lost 2.4 dB of speech SDRi against one fitted to the whole 4 s recording; fitted
 to its first 0.5 / 1 / 2 / 3 s it lost 0.9 / 0.5 / 0.4 / 0.1 (docs/benchmarks.md, "Fitting a stream").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import chain
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from fhmm_ppl.audio.io import AudioWriter, PcmWriter, read_blocks
@@ -52,7 +49,7 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
     block with ``Separator.stream``, writing each source's estimate as it comes (memory does not grow with the
     input) to files in ``output``, or to ``sink`` (``pcm_sink``: raw PCM on standard output), with a progress
     bar in seconds of audio (``duration``; 0: unknown); the estimates' paths (``["-"]`` for standard output).
-    The separator is first fitted to the first ``head`` seconds (``fitted_on_head``; ``None``:
+    The separator is first fitted to the first ``head`` seconds (``streaming.fitted_on_head``; ``None``:
     ``head_seconds``, 0: not at all)."""
     if not block > 0:
         raise ValueError(f"--block must be positive seconds, got {block}")
@@ -60,13 +57,12 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
     if not head >= 0:
         raise ValueError(f"--fit-seconds must be 0 or more seconds, got {head}")
     blocks, rate = read_blocks(mixture, block, sample_rate=separator.sample_rate, raw=raw)
-    separator, blocks = fitted_on_head(separator, blocks, head)
     stem = "stdin" if str(mixture) == "-" else mixture.stem
     paths = {} if sink else {name: output / f"{stem}_{name}.wav" for name in separator.names}
     writers = {name: AudioWriter(path, rate) for name, path in paths.items()}
     try:
         with tqdm(total=round(duration, 1) or None, unit="s", desc="separating", leave=False, disable=None) as bar:
-            for pieces in separator.stream(blocks, lag=lag):
+            for pieces in separator.stream(blocks, lag=lag, fit_seconds=head):
                 if sink:
                     sink[0].write([pieces[name] for name in sink[1]])
                 for name, samples in pieces.items():
@@ -78,21 +74,3 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
             writer.close()
     return list(paths.values()) or ["-"]
 
-
-def fitted_on_head(separator, blocks: Iterator[np.ndarray], seconds: float) -> tuple:
-    """``(separator, blocks)``: ``separator`` fitted (level, refined spectra; ``Separator.refine``) to the
-    first ``seconds`` of the audio ``blocks`` (1-D float32 at its rate) where it fits to a recording
-    (``Separator.fits_recording``), ``seconds`` is positive and they hold at least a frame, else as it is;
-    and the same blocks from the start again (those read are held until then)."""
-    if not (seconds > 0 and separator.fits_recording):
-        return separator, blocks
-    wanted, held, count = int(round(seconds * separator.sample_rate)), [], 0
-    for piece in blocks:
-        held.append(piece)
-        count += piece.shape[0]
-        if count >= wanted:
-            break
-    head = np.concatenate(held)[:wanted] if held else np.zeros(0, np.float32)
-    if head.shape[0] >= separator.options.stft.n_fft:
-        separator = separator.refine(head)
-    return separator, chain(held, blocks)

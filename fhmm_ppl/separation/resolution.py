@@ -25,6 +25,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from fhmm_ppl.audio.features import STFTConfig, stft
+from fhmm_ppl.separation.streaming import fitted_stream
 
 #: A bin is a line where the long-term power spectrum stands this many dB above its running median
 #: over ``LINE_WINDOW`` bins (125 Hz at n_fft 2048, 16 kHz).
@@ -86,7 +87,7 @@ class LineResolved:
     def __init__(self, coarse, fine, lines: np.ndarray) -> None:
         self.coarse, self.fine, self.lines = coarse, fine, np.asarray(lines, bool)
 
-    def __getattr__(self, name):  # names, options, sets, sample_rate, stream, gains, ...
+    def __getattr__(self, name):  # names, options, sets, sample_rate, gains, ...
         if name.startswith("__") or name in ("coarse", "fine", "lines"):  # copies and pickles build before __init__
             raise AttributeError(name)
         return getattr(self.coarse, name)
@@ -108,6 +109,11 @@ class LineResolved:
     def refine(self, mixture: np.ndarray):
         """The chosen separator fitted to ``mixture`` (``Separator.refine``): a plain ``Separator``."""
         return self.choose(mixture).refine(mixture)
+
+    def stream(self, chunks, lag: float = 0.1, fit_seconds: float = 0.0):
+        """``Separator.stream``: by the separator chosen and fitted on the first ``fit_seconds``
+        (``streaming.fitted_stream``), or the coarse one as it is where none are fitted to."""
+        return fitted_stream(self, chunks, lag, fit_seconds) if fit_seconds else self.coarse.stream(chunks, lag)
 
     def _both(self, method: str, *args, **kwargs) -> "LineResolved":
         return LineResolved(getattr(self.coarse, method)(*args, **kwargs), getattr(self.fine, method)(*args, **kwargs),

@@ -38,7 +38,7 @@ from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infe
 from fhmm_ppl.separation.refinement import check_refined, refine_models
 from fhmm_ppl.separation.resolution import FINE, LINES_FILE, LineResolved
 from fhmm_ppl.separation.storage import SourceModel, read, write
-from fhmm_ppl.separation.streaming import lag_frames, stream
+from fhmm_ppl.separation.streaming import fitted_stream, lag_frames, stream
 from fhmm_ppl.separation.warps import warp_factors
 
 #: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
@@ -242,17 +242,25 @@ class Separator:
         estimates = dict(zip(self.names, waveforms(mixture, spec, gains, config, phased)))
         return (estimates, gains) if return_gains else estimates
 
-    def stream(self, chunks: Iterable, lag: float = 0.1) -> Iterator[dict[str, np.ndarray]]:
+    def stream(self, chunks: Iterable, lag: float = 0.1, fit_seconds: float = 0.0) -> Iterator[dict[str, np.ndarray]]:
         """Separate a mixture that arrives in chunks: per chunk of ``chunks`` (1-D sample arrays of any
         sizes, empty ones included; float or integer PCM as ``separate`` takes them) yield
         ``{source name: (m,)}``, the samples that became final, then one more with the rest.
 
         Each frame's posterior is its fixed-lag smoothed one, given the frames up to ``lag`` seconds
         after it (0: causal filtering); with a lag covering the whole stream the concatenated
-        pieces are ``separate``'s estimates, and they always have the stream's length. Memory does
-        not grow with the stream (``separation.streaming``). Exact inference, or mean field on a window
-        of the lag's frames where the plan is mean field.
+        pieces are the estimates ``separate`` gives with this separator's spectra, and they always
+        have the stream's length. Memory does not grow with the stream (``separation.streaming``).
+        Exact inference, or mean field on a window of the lag's frames where the plan is mean field.
+
+        ``fit_seconds``: where positive and the separator fits itself to a recording
+        (``fits_recording``), the stream's first seconds are held back, the separator is fitted to them
+        (``refine``) and the stream then separated from its start by the fitted one, so its estimates
+        start that much later (``fhmm-ppl separate -`` holds 3 s: ``files.PIPE_HEAD``). 0: the spectra
+        as they are.
         """
+        if fit_seconds:
+            return fitted_stream(self, chunks, lag, fit_seconds)
         n_lag = lag_frames(lag, self.sample_rate, self.options.stft.hop_length)
         if not self.emission.frame_local:
             raise ValueError(f"the {self.emission.name} emission cannot stream: its model frames depend on the "
@@ -304,9 +312,8 @@ class Separator:
         spectra of ``refined_sources`` re-estimated on it (``separation.refinement``; each model set on
         its own), the other sources held fixed. The result does not fit again (``inference.refine_iter``
         0, ``match_level`` false): it separates, streams and saves as fitted to this recording.
-        ``separate`` fits first where ``fits_recording``; ``stream`` cannot (it reads the recording
-        first), so a stream separates with the spectra as trained unless it is given a fitted
-        separator (the CLI fits a stream to its first seconds: ``separation.files.fitted_on_head``)."""
+        ``separate`` fits first where ``fits_recording``; ``stream`` fits to the stream's first
+        ``fit_seconds`` where asked (the CLI does: ``separation.files``)."""
         if self.pending:
             return self.adapt(mixture).refine(mixture)
         if not self.fits_recording:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from itertools import chain
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +40,7 @@ from fhmm_ppl.hmm.fixed_lag import lag_advance, lag_flush, lag_state
 from fhmm_ppl.runtime import numpy_blas_on_one_thread
 from fhmm_ppl.separation.averaging import source_indices
 from fhmm_ppl.separation.framing import Framer
+from fhmm_ppl.separation.inputs import stream_chunk
 from fhmm_ppl.separation.masks import Mixture
 from fhmm_ppl.separation.phase import StreamSynthesis
 from fhmm_ppl.separation.posterior import Factored, Joint, scaled_log_lik
@@ -198,6 +200,40 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
         yield dict(zip(names, feed(framer.push(convert(chunk, number)))))
     tail = np.concatenate([feed(framer.finish(), flush=True), synthesis.finish(framer.n_samples)], axis=1)
     yield dict(zip(names, tail))
+
+
+def fitted_stream(separator, chunks: Iterable, lag: float, seconds: float) -> Iterator[dict[str, np.ndarray]]:
+    """``separator.stream(chunks, lag)`` by ``separator`` fitted to the stream's first ``seconds``
+    (``fitted_on_head``; a ``resolution.LineResolved`` chooses its STFT on them): nothing is yielded
+    until they are in, then the stream from its start. One-line errors for a bad lag or head at once."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) or not seconds >= 0:
+        raise ValueError(f"fit_seconds must be 0 or more seconds, got {seconds!r}")
+    separator.stream((), lag)  # a bad lag, or an emission that cannot stream: the one-line error now
+
+    def run():
+        fitted, blocks = fitted_on_head(separator, (stream_chunk(c, i) for i, c in enumerate(chunks)), seconds)
+        yield from fitted.stream(blocks, lag=lag)
+
+    return run()
+
+
+def fitted_on_head(separator, blocks: Iterator[np.ndarray], seconds: float) -> tuple:
+    """``(separator, blocks)``: ``separator`` fitted (level, refined spectra; ``Separator.refine``) to the
+    first ``seconds`` of the audio ``blocks`` (1-D float32 at its rate) where it fits to a recording
+    (``Separator.fits_recording``), ``seconds`` is positive and they hold at least a frame, else as it is;
+    and the same blocks from the start again (those read are held until then)."""
+    if not (seconds > 0 and separator.fits_recording):
+        return separator, blocks
+    wanted, held, count = int(round(seconds * separator.sample_rate)), [], 0
+    for piece in blocks:
+        held.append(piece)
+        count += piece.shape[0]
+        if count >= wanted:
+            break
+    head = np.concatenate(held)[:wanted] if held else np.zeros(0, np.float32)
+    if head.shape[0] >= separator.options.stft.n_fft:
+        separator = separator.refine(head)
+    return separator, chain(held, blocks)
 
 
 def masks(separator, spec: np.ndarray, posteriors: list, average) -> np.ndarray:
