@@ -259,6 +259,12 @@ def test_the_cli_refines_as_the_separator_says_or_as_told(separators, mismatch, 
     assert bad.exit_code != 0 and "inference.refine names hiss" in bad.output
 
 
+def streamed(separator, mixture, size: int = 6400) -> np.ndarray:
+    """The tones' estimate of ``separator.stream`` at a 0.5 s lag, ``mixture`` fed in chunks of ``size`` samples."""
+    return np.concatenate([p["tones"] for p in separator.stream([mixture[i:i + size] for i in range(0, len(mixture), size)],
+                                                                 lag=0.5)])
+
+
 def test_a_streamed_file_is_refined_on_its_first_seconds(separators, mismatch, tmp_path, monkeypatch):
     import soundfile as sf
     from typer.testing import CliRunner
@@ -275,16 +281,13 @@ def test_a_streamed_file_is_refined_on_its_first_seconds(separators, mismatch, t
     assert result.exit_code == 0, result.output
     wave, _ = sf.read(tmp_path / "out" / "mix_tones.wav", dtype="float32")
 
-    def streamed(separator):
-        return np.concatenate([p["tones"] for p in separator.stream([mixture[i:i + 6400] for i in range(0, len(mixture), 6400)], lag=0.5)])
-
     head = sep.refine(mixture[: int(1.5 * RATE)])
-    np.testing.assert_allclose(wave, streamed(head), atol=1e-5)
-    assert np.abs(wave - streamed(sep)).max() > 1e-3  # as trained, the stream would differ
+    np.testing.assert_allclose(wave, streamed(head, mixture), atol=1e-5)
+    assert np.abs(wave - streamed(sep, mixture)).max() > 1e-3  # as trained, the stream would differ
     for extra in (["--refine-iter", "0"], ["--fit-seconds", "0"]):
         result = CliRunner().invoke(app, [*args, *extra, "-o", str(tmp_path / "plain")])
         wave, _ = sf.read(tmp_path / "plain" / "mix_tones.wav", dtype="float32")
-        np.testing.assert_allclose(wave, streamed(sep), atol=1e-5)
+        np.testing.assert_allclose(wave, streamed(sep, mixture), atol=1e-5)
     result = CliRunner().invoke(app, [*args, "--fit-seconds", "-1"])
     assert result.exit_code == 1 and "--fit-seconds must be 0 or more" in result.output
 
@@ -318,15 +321,12 @@ def test_standard_input_is_fitted_on_its_first_seconds_held_back(separators, mis
         assert result.exit_code == 0, result.output
         return sf.read(tmp_path / "out" / "stdin_tones.wav", dtype="float32")[0]
 
-    def streamed(separator):
-        return np.concatenate([p["tones"] for p in separator.stream([mixture[i:i + 6400] for i in range(0, len(mixture), 6400)], lag=0.5)])
-
     for extra, expected in (((), sep.refine(mixture[: int(1.3 * RATE)])), (("--fit-seconds", "2"), sep.refine(mixture[: 2 * RATE])),
                             (("--fit-seconds", "0"), sep)):
         out = piped(*extra)
         assert out.shape == mixture.shape
-        np.testing.assert_allclose(out, streamed(expected), atol=1e-5)
-    assert np.abs(piped() - streamed(sep)).max() > 1e-3
+        np.testing.assert_allclose(out, streamed(expected, mixture), atol=1e-5)
+    assert np.abs(piped() - streamed(sep, mixture)).max() > 1e-3
 
 
 def test_fitted_on_head_replays_every_block_and_fits_only_where_it_can(separators, mismatch):
@@ -363,10 +363,10 @@ def test_a_python_stream_fits_itself_to_its_first_seconds_and_then_streams_from_
     out = np.concatenate([first["tones"]] + [p["tones"] for p in pieces])
     floats = pcm.astype(np.float32) / 32768
     fitted = sep.refine(floats[: int(1.2 * RATE)])
-    want = np.concatenate([p["tones"] for p in fitted.stream([floats[i:i + 4000] for i in range(0, len(floats), 4000)], lag=0.5)])
+    want = streamed(fitted, floats, 4000)
     assert out.shape == mixture.shape
     np.testing.assert_allclose(out, want, atol=1e-5)
-    plain = np.concatenate([p["tones"] for p in sep.stream([pcm[i:i + 4000] for i in range(0, len(pcm), 4000)], lag=0.5)])
+    plain = streamed(sep, pcm, 4000)
     assert np.abs(out - plain).max() > 1e-3  # as trained, it differs
     for bad, message in ((-1.0, "fit_seconds must be 0 or more"), (float("nan"), "fit_seconds must be 0 or more"),
                          ("2", "fit_seconds must be 0 or more")):

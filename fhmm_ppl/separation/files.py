@@ -7,9 +7,10 @@ Memory does not grow with the input. A separator that fits itself to each mixtur
 scaled to the recording's level, ``separation.level``; the noise's refined, ``separation.refinement``)
 is fitted to the recording's first seconds before its stream starts (``Separator.stream``'s
 ``fit_seconds``, ``streaming.fitted_on_head``): a file's first ``REFINE_HEAD``, standard input's
-first ``PIPE_HEAD``, whose estimates therefore start that much later. On real talkers recorded 10 dB louder than their training audio, a stream with the
-spectra as trained lost 2.4 dB of speech SDRi against one fitted to the whole 4 s recording; fitted
-to its first 0.5 / 1 / 2 / 3 s it lost 0.9 / 0.5 / 0.4 / 0.1 (docs/benchmarks.md, "Fitting a stream").
+first ``PIPE_HEAD``, whose estimates therefore start that much later. On real talkers recorded
+10 dB louder than their training audio, a stream with the spectra as trained lost 2.4 dB of speech
+SDRi against one fitted to the whole 4 s recording; fitted to its first 0.5 / 1 / 2 / 3 s it lost
+0.9 / 0.5 / 0.4 / 0.1 (docs/benchmarks.md, "Fitting a stream").
 """
 
 from __future__ import annotations

@@ -95,6 +95,7 @@ def scaled_members(members, emission, level_db: Union[float, Mapping[str, float]
     def scaled(name, s):
         if name not in levels:
             return s
-        return SourceModel(s.init, s.trans, emission.with_spectra(s.emission, np.asarray(s.emission["psd"]) * 10.0 ** (levels[name] / 10.0)))
+        gain = 10.0 ** (levels[name] / 10.0)
+        return SourceModel(s.init, s.trans, emission.with_spectra(s.emission, np.asarray(s.emission["psd"]) * gain))
 
     return [{name: scaled(name, s) for name, s in member.items()} for member in members]
