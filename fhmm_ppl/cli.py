@@ -283,6 +283,9 @@ def separate(
     fit_seconds: Optional[float] = typer.Option(None, "--fit-seconds", help="Streams: seconds at the start that the "
                                                 "separator fits its level and refined noise to first (0: none; default: "
                                                 "60 for a file, 3 for standard input, whose output starts that late)."),
+    live: bool = typer.Option(False, "--live", help="Streams: output from the first samples, separated as trained "
+                              "until the --fit-seconds are in and by the separator fitted to them after (default: "
+                              "hold them back; a live microphone wants this)."),
     no_phase: bool = typer.Option(False, "--no-phase", help="Every estimate keeps the mixture's phase (default: the "
                                   "separator's, which gives a hum's estimate a phase of its own)."),
     raw_input: bool = typer.Option(False, "--raw-input", help="Standard input is headerless mono PCM (--pcm, --rate)."),
@@ -299,6 +302,8 @@ def separate(
         _fail(ValueError(f"{mixture}: {problem}"), debug)
     if (raw_input or rate) and not piped_in:
         _fail(ValueError("--raw-input and --rate describe standard input; pass - as the mixture"), debug)
+    if live and not (stream or piped_in or str(output) == "-"):
+        _fail(ValueError("--live is for streams: pass --stream, or - as the mixture or the output"), debug)
     try:
         from fhmm_ppl.audio.io import read_audio, write_audio
         from fhmm_ppl.runtime import enable_compilation_cache
@@ -349,7 +354,8 @@ def separate(
             if sink:
                 typer.echo(f"standard output: raw {pcm} little-endian PCM at {separator.sample_rate} Hz, "
                            f"{len(sink[1])} channel(s): {', '.join(sink[1])}", err=True)
-            for path in separate_streaming(separator, mixture, output, lag, block, duration, raw, sink, fit_seconds):
+            for path in separate_streaming(separator, mixture, output, lag, block, duration, raw, sink, fit_seconds,
+                                           live):
                 typer.echo(str(path), err=piped_out)
             return
 

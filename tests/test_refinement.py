@@ -327,6 +327,11 @@ def test_standard_input_is_fitted_on_its_first_seconds_held_back(separators, mis
         assert out.shape == mixture.shape
         np.testing.assert_allclose(out, streamed(expected, mixture), atol=1e-5)
     assert np.abs(piped() - streamed(sep, mixture)).max() > 1e-3
+    blocks = [mixture[i:i + 3200] for i in range(0, len(mixture), 3200)]  # --block 0.4
+    live = np.concatenate([p["tones"] for p in sep.stream(blocks, lag=0.5, fit_seconds=1.3, live=True)])
+    np.testing.assert_allclose(piped("--live"), live, atol=1e-5)
+    result = CliRunner().invoke(app, ["separate", str(folder), str(tmp_path / "mix.wav"), "--live"])
+    assert result.exit_code == 1 and "--live is for streams: pass --stream" in result.output
 
 
 def test_fitted_on_head_replays_every_block_and_fits_only_where_it_can(separators, mismatch):
@@ -374,3 +379,32 @@ def test_a_python_stream_fits_itself_to_its_first_seconds_and_then_streams_from_
             sep.stream(chunks(), fit_seconds=bad)
     with pytest.raises(ValueError, match="lag"):
         sep.stream(chunks(), lag=-1.0, fit_seconds=1.0)  # at the call, not at the first piece
+
+
+@pytest.mark.parametrize("size", [4000, 333])
+def test_a_live_stream_starts_as_trained_and_hands_over_to_the_fitted_separator(separators, mismatch, size):
+    """``live=True``: a piece per chunk from the first on, as trained; once the head is in, the fitted
+    separator's stream (which ran through the head again) from there, the two crossfaded over a frame."""
+    sep, mixture = separators["log_mel"], mismatch[1].sum(0)
+    chunks = [mixture[i:i + size] for i in range(0, len(mixture), size)]
+    head = int(1.2 * RATE)
+    n_head = -(-head // size)  # chunks read by the end of the head
+    pieces = [p["tones"] for p in sep.stream(iter(chunks), lag=0.5, fit_seconds=1.2, live=True)]
+    assert len(pieces) == len(chunks) + 1  # one per chunk, then the rest
+    out = np.concatenate(pieces)
+    assert out.shape == mixture.shape
+    plain, fitted = streamed(sep, mixture, size), streamed(sep.refine(mixture[:head]), mixture, size)
+    handover = sum(len(p) for p in pieces[:n_head])  # what came out before the head was in
+    fade = sep.options.stft.n_fft
+    assert 0 < handover < n_head * size - int(0.5 * RATE)  # output started early; the lag holds back the rest
+    np.testing.assert_allclose(out[:handover], plain[:handover], atol=1e-5)
+    np.testing.assert_allclose(out[handover + fade:], fitted[handover + fade:], atol=1e-5)
+    w = (np.arange(fade) + 0.5) / fade
+    np.testing.assert_allclose(out[handover:handover + fade],
+                               (1 - w) * plain[handover:handover + fade] + w * fitted[handover:handover + fade], atol=1e-5)
+    assert np.abs(fitted - plain)[handover:].max() > 1e-3  # the two do differ there
+    short = [mixture[:3000], mixture[3000:5000]]  # ends before the head: fitted to what there is
+    out = np.concatenate([p["tones"] for p in sep.stream(iter(short), lag=0.5, fit_seconds=1.2, live=True)])
+    assert out.shape == (5000,)
+    with pytest.raises(ValueError, match="fit_seconds must be 0 or more"):
+        sep.stream(iter(chunks), fit_seconds=-1.0, live=True)

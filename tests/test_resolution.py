@@ -91,6 +91,11 @@ def test_a_stream_fitted_on_its_first_seconds_takes_the_finer_stft_where_they_sh
     np.testing.assert_allclose(joined(paired.stream(chunks, lag=0.3, fit_seconds=2.0)),
                                joined(fitted.stream(chunks, lag=0.3)), atol=1e-5)
     np.testing.assert_array_equal(joined(paired.stream(chunks, lag=0.3)), joined(paired.coarse.stream(chunks, lag=0.3)))
+    live = [p["speech"] for p in paired.stream(chunks, lag=0.3, fit_seconds=2.0, live=True)]
+    handover = sum(len(p) for p in live[:-(-2 * RATE // 3000)])  # out before the head was in: the coarse stream's
+    live, fade = np.concatenate(live), paired.options.stft.n_fft
+    np.testing.assert_allclose(live[:handover], joined(paired.coarse.stream(chunks, lag=0.3))[:handover], atol=1e-5)
+    np.testing.assert_allclose(live[handover + fade:], joined(fitted.stream(chunks, lag=0.3))[handover + fade:], atol=1e-5)
 
 
 def test_no_finer_separator_without_lines_or_when_switched_off(task):

@@ -7,10 +7,11 @@ Memory does not grow with the input. A separator that fits itself to each mixtur
 scaled to the recording's level, ``separation.level``; the noise's refined, ``separation.refinement``)
 is fitted to the recording's first seconds before its stream starts (``Separator.stream``'s
 ``fit_seconds``, ``streaming.fitted_on_head``): a file's first ``REFINE_HEAD``, standard input's
-first ``PIPE_HEAD``, whose estimates therefore start that much later. On real talkers recorded
-10 dB louder than their training audio, a stream with the spectra as trained lost 2.4 dB of speech
-SDRi against one fitted to the whole 4 s recording; fitted to its first 0.5 / 1 / 2 / 3 s it lost
-0.9 / 0.5 / 0.4 / 0.1 (docs/benchmarks.md, "Fitting a stream").
+first ``PIPE_HEAD``, whose estimates therefore start that much later (``--live``: as trained until
+then, ``streaming.handed_over``). On real talkers recorded 10 dB louder than their training audio,
+a stream with the spectra as trained lost 2.4 dB of speech SDRi against one fitted to the whole 4 s
+recording; fitted to its first 0.5 / 1 / 2 / 3 s it lost 0.9 / 0.5 / 0.4 / 0.1 (docs/benchmarks.md,
+"Fitting a stream").
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ def head_seconds(mixture: Path) -> float:
 
 
 def separate_streaming(separator, mixture: Path, output: Path, lag: float, block: float, duration: float,
-                        raw=None, sink=None, head: Optional[float] = None) -> list:
+                        raw=None, sink=None, head: Optional[float] = None, live: bool = False) -> list:
     """Separate ``mixture`` (a file, or ``-``: standard input, ``raw=(rate, pcm)`` where headerless) block by
     block with ``Separator.stream``, writing each source's estimate as it comes (memory does not grow with the
     input) to files in ``output``, or to ``sink`` (``pcm_sink``: raw PCM on standard output), with a progress
     bar in seconds of audio (``duration``; 0: unknown); the estimates' paths (``["-"]`` for standard output).
     The separator is first fitted to the first ``head`` seconds (``streaming.fitted_on_head``; ``None``:
-    ``head_seconds``, 0: not at all)."""
+    ``head_seconds``, 0: not at all; ``live``: separated as trained until then, ``streaming.handed_over``)."""
     if not block > 0:
         raise ValueError(f"--block must be positive seconds, got {block}")
     head = head_seconds(mixture) if head is None else head
@@ -63,7 +64,7 @@ def separate_streaming(separator, mixture: Path, output: Path, lag: float, block
     writers = {name: AudioWriter(path, rate) for name, path in paths.items()}
     try:
         with tqdm(total=round(duration, 1) or None, unit="s", desc="separating", leave=False, disable=None) as bar:
-            for pieces in separator.stream(blocks, lag=lag, fit_seconds=head):
+            for pieces in separator.stream(blocks, lag=lag, fit_seconds=head, live=live):
                 if sink:
                     sink[0].write([pieces[name] for name in sink[1]])
                 for name, samples in pieces.items():

@@ -110,10 +110,13 @@ class LineResolved:
         """The chosen separator fitted to ``mixture`` (``Separator.refine``): a plain ``Separator``."""
         return self.choose(mixture).refine(mixture)
 
-    def stream(self, chunks, lag: float = 0.1, fit_seconds: float = 0.0):
+    def stream(self, chunks, lag: float = 0.1, fit_seconds: float = 0.0, live: bool = False):
         """``Separator.stream``: by the separator chosen and fitted on the first ``fit_seconds``
-        (``streaming.fitted_stream``), or the coarse one as it is where none are fitted to."""
-        return fitted_stream(self, chunks, lag, fit_seconds) if fit_seconds else self.coarse.stream(chunks, lag)
+        (``streaming.fitted_stream``; ``live``: the coarse one until then), or the coarse one as it is
+        where none are fitted to."""
+        if fit_seconds:
+            return fitted_stream(self, chunks, lag, fit_seconds, live)
+        return self.coarse.stream(chunks, lag)
 
     def _both(self, method: str, *args, **kwargs) -> "LineResolved":
         return LineResolved(getattr(self.coarse, method)(*args, **kwargs), getattr(self.fine, method)(*args, **kwargs),

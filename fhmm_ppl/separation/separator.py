@@ -242,7 +242,8 @@ class Separator:
         estimates = dict(zip(self.names, waveforms(mixture, spec, gains, config, phased)))
         return (estimates, gains) if return_gains else estimates
 
-    def stream(self, chunks: Iterable, lag: float = 0.1, fit_seconds: float = 0.0) -> Iterator[dict[str, np.ndarray]]:
+    def stream(self, chunks: Iterable, lag: float = 0.1, fit_seconds: float = 0.0,
+               live: bool = False) -> Iterator[dict[str, np.ndarray]]:
         """Separate a mixture that arrives in chunks: per chunk of ``chunks`` (1-D sample arrays of any
         sizes, empty ones included; float or integer PCM as ``separate`` takes them) yield
         ``{source name: (m,)}``, the samples that became final, then one more with the rest.
@@ -257,10 +258,11 @@ class Separator:
         (``fits_recording``), the stream's first seconds are held back, the separator is fitted to them
         (``refine``) and the stream then separated from its start by the fitted one, so its estimates
         start that much later (``fhmm-ppl separate -`` holds 3 s: ``files.PIPE_HEAD``). 0: the spectra
-        as they are.
+        as they are. ``live``: nothing is held back; the first seconds are separated as trained while
+        they come in, and the fitted separator takes over after them (``streaming.handed_over``).
         """
         if fit_seconds:
-            return fitted_stream(self, chunks, lag, fit_seconds)
+            return fitted_stream(self, chunks, lag, fit_seconds, live)
         n_lag = lag_frames(lag, self.sample_rate, self.options.stft.hop_length)
         if not self.emission.frame_local:
             raise ValueError(f"the {self.emission.name} emission cannot stream: its model frames depend on the "

@@ -21,6 +21,10 @@ model sets) and are overlap-added. Everything held is the lag's window, one fram
 and the current chunk: memory does not grow with the stream's length. With a lag covering the
 whole stream the output is the offline ``Separator.separate``'s.
 
+``fitted_stream`` fits a stream to its first seconds (level, refined noise): held back and then
+streamed from the start (``fitted_on_head``), or live, as trained until they are in and fitted after
+(``handed_over``).
+
 Masks are per frame (a frame's mask reads only its posterior, its own mixture frame and the
 causal running average of the noise's power, ``separation.averaging``, carried along), so every
 built-in emission streams; an emission whose model frames depend on the whole recording says so
@@ -202,19 +206,78 @@ def stream(separator, chunks: Iterable, n_lag: int, method: str, convert) -> Ite
     yield dict(zip(names, tail))
 
 
-def fitted_stream(separator, chunks: Iterable, lag: float, seconds: float) -> Iterator[dict[str, np.ndarray]]:
+def fitted_stream(separator, chunks: Iterable, lag: float, seconds: float,
+                  live: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """``separator.stream(chunks, lag)`` by ``separator`` fitted to the stream's first ``seconds``
     (``fitted_on_head``; a ``resolution.LineResolved`` chooses its STFT on them): nothing is yielded
-    until they are in, then the stream from its start. One-line errors for a bad lag or head at once."""
+    until they are in, then the stream from its start; ``live``: the stream as trained until then,
+    and the fitted one after them (``handed_over``). One-line errors for a bad lag or head at once."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) or not seconds >= 0:
         raise ValueError(f"fit_seconds must be 0 or more seconds, got {seconds!r}")
     separator.stream((), lag)  # a bad lag, or an emission that cannot stream: the one-line error now
 
     def run():
-        fitted, blocks = fitted_on_head(separator, (stream_chunk(c, i) for i, c in enumerate(chunks)), seconds)
+        blocks = (stream_chunk(c, i) for i, c in enumerate(chunks))
+        if live:
+            yield from handed_over(separator, blocks, lag, seconds)
+            return
+        fitted, blocks = fitted_on_head(separator, blocks, seconds)
         yield from fitted.stream(blocks, lag=lag)
 
     return run()
+
+
+def handed_over(separator, blocks: Iterator[np.ndarray], lag: float, seconds: float) -> Iterator[dict[str, np.ndarray]]:
+    """A live stream fitted to its first ``seconds``: pieces from the first block on by ``separator`` as
+    it is, and once those seconds are in (or the stream ends), by ``separator`` fitted to them
+    (``fitted_on_head``), which runs through them again to reach the same point. The last frame's
+    worth of samples (``n_fft``) out of the first stream is held back and crossfaded into the fitted
+    stream's, so that the estimates do not jump where the masks change. One piece per block, as
+    ``stream`` yields, then the rest; the catching up comes out with the first block after the head."""
+    if not (seconds > 0 and separator.fits_recording):
+        yield from separator.stream(blocks, lag)
+        return
+    wanted, held = int(round(seconds * separator.sample_rate)), []
+
+    def head():
+        count = 0
+        for piece in blocks:
+            held.append(piece)
+            count += piece.shape[0]
+            yield piece
+            if count >= wanted:
+                return
+
+    names, fade = separator.names, separator.options.stft.n_fft
+    kept, emitted = np.zeros((len(names), 0), np.float32), 0
+    first_stream = separator.stream(head(), lag)
+    for number, piece in enumerate(first_stream):
+        if number == len(held):  # the first stream's end: its last samples assume the audio ends here
+            first_stream.close()
+            break
+        kept = np.concatenate([kept, _stacked(piece, names)], axis=1)
+        cut = max(0, kept.shape[1] - fade)
+        yield dict(zip(names, kept[:, :cut]))
+        emitted, kept = emitted + cut, kept[:, cut:]
+    fitted, replayed = fitted_on_head(separator, iter(held), seconds)
+    start, ramp, seen, out = emitted, (np.arange(kept.shape[1], dtype=np.float32) + 0.5) / max(kept.shape[1], 1), 0, []
+    for number, piece in enumerate(fitted.stream(chain(replayed, blocks), lag)):
+        samples = _stacked(piece, names)
+        lo, seen = seen, seen + samples.shape[1]
+        samples = samples[:, max(0, start - lo):].copy()
+        first, last = max(lo, start), min(seen, start + kept.shape[1])  # the crossfade's samples in this piece
+        if last > first:
+            w = ramp[first - start:last - start]
+            samples[:, :last - first] = (1 - w) * kept[:, first - start:last - start] + w * samples[:, :last - first]
+        out.append(samples)
+        if number >= len(held):  # a block after the head (or the stream's end)
+            yield dict(zip(names, np.concatenate(out, axis=1)))
+            out = []
+
+
+def _stacked(piece: dict, names) -> np.ndarray:
+    """A stream's piece ``{name: (m,)}`` as ``(K, m)`` in ``names``' order."""
+    return np.stack([piece[name] for name in names])
 
 
 def fitted_on_head(separator, blocks: Iterator[np.ndarray], seconds: float) -> tuple:
