@@ -230,38 +230,43 @@ def fitted_stream(separator, chunks: Iterable, lag: float, seconds: float,
 def handed_over(separator, blocks: Iterator[np.ndarray], lag: float, seconds: float) -> Iterator[dict[str, np.ndarray]]:
     """A live stream fitted to its first ``seconds``: pieces from the first block on by ``separator`` as
     it is, and once those seconds are in (or the stream ends), by ``separator`` fitted to them
-    (``fitted_on_head``), which runs through them again to reach the same point. The last frame's
-    worth of samples (``n_fft``) out of the first stream is held back and crossfaded into the fitted
-    stream's, so that the estimates do not jump where the masks change. One piece per block, as
-    ``stream`` yields, then the rest; the catching up comes out with the first block after the head."""
+    (``fitted_on_head``), which runs through them again, as one chunk, to reach the same point. The
+    last frame's worth of samples (``n_fft``) out of the first stream is held back and crossfaded into
+    the fitted stream's, so that the estimates do not jump where the masks change. One piece per
+    block, as ``stream`` yields, then the rest; the catching up comes out with the first block after
+    the head."""
     if not (seconds > 0 and separator.fits_recording):
         yield from separator.stream(blocks, lag)
         return
-    wanted, held = int(round(seconds * separator.sample_rate)), []
+    wanted, held, complete = int(round(seconds * separator.sample_rate)), [], []
 
     def head():
         count = 0
         for piece in blocks:
             held.append(piece)
             count += piece.shape[0]
-            yield piece
             if count >= wanted:
+                complete.append(True)
+            yield piece
+            if complete:
                 return
 
     names, fade = separator.names, separator.options.stft.n_fft
     kept, emitted = np.zeros((len(names), 0), np.float32), 0
     first_stream = separator.stream(head(), lag)
     for number, piece in enumerate(first_stream):
-        if number == len(held):  # the first stream's end: its last samples assume the audio ends here
-            first_stream.close()
-            break
+        if number == len(held):  # the stream ended within the head: the first stream's last samples
+            break  # assume it ends here, and the fitted stream has them
         kept = np.concatenate([kept, _stacked(piece, names)], axis=1)
         cut = max(0, kept.shape[1] - fade)
         yield dict(zip(names, kept[:, :cut]))
         emitted, kept = emitted + cut, kept[:, cut:]
+        if complete:
+            break
+    first_stream.close()
     fitted, replayed = fitted_on_head(separator, iter(held), seconds)
     start, ramp, seen, out = emitted, (np.arange(kept.shape[1], dtype=np.float32) + 0.5) / max(kept.shape[1], 1), 0, []
-    for number, piece in enumerate(fitted.stream(chain(replayed, blocks), lag)):
+    for number, piece in enumerate(fitted.stream(chain([np.concatenate(list(replayed))], blocks), lag)):
         samples = _stacked(piece, names)
         lo, seen = seen, seen + samples.shape[1]
         samples = samples[:, max(0, start - lo):].copy()
@@ -270,7 +275,7 @@ def handed_over(separator, blocks: Iterator[np.ndarray], lag: float, seconds: fl
             w = ramp[first - start:last - start]
             samples[:, :last - first] = (1 - w) * kept[:, first - start:last - start] + w * samples[:, :last - first]
         out.append(samples)
-        if number >= len(held):  # a block after the head (or the stream's end)
+        if number:  # a block after the head (or the stream's end); piece 0 is the head run through again
             yield dict(zip(names, np.concatenate(out, axis=1)))
             out = []
 
