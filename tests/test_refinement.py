@@ -406,5 +406,7 @@ def test_a_live_stream_starts_as_trained_and_hands_over_to_the_fitted_separator(
     short = [mixture[:3000], mixture[3000:5000]]  # ends before the head: fitted to what there is
     out = np.concatenate([p["tones"] for p in sep.stream(iter(short), lag=0.5, fit_seconds=1.2, live=True)])
     assert out.shape == (5000,)
+    nothing = list(sep.stream(iter([]), lag=0.5, fit_seconds=1.2, live=True))  # as a plain stream: one empty piece
+    assert len(nothing) == 1 and nothing[0]["tones"].shape == (0,)
     with pytest.raises(ValueError, match="fit_seconds must be 0 or more"):
         sep.stream(iter(chunks), fit_seconds=-1.0, live=True)

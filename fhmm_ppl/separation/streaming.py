@@ -252,7 +252,7 @@ def handed_over(separator, blocks: Iterator[np.ndarray], lag: float, seconds: fl
                 return
 
     names, fade = separator.names, separator.options.stft.n_fft
-    kept, emitted = np.zeros((len(names), 0), np.float32), 0
+    kept, emitted = np.zeros((len(names), 0), np.float32), 0  # held back for the crossfade; yielded
     first_stream = separator.stream(head(), lag)
     for number, piece in enumerate(first_stream):
         if number == len(held):  # the stream ended within the head: the first stream's last samples
@@ -265,19 +265,27 @@ def handed_over(separator, blocks: Iterator[np.ndarray], lag: float, seconds: fl
             break
     first_stream.close()
     fitted, replayed = fitted_on_head(separator, iter(held), seconds)
-    start, ramp, seen, out = emitted, (np.arange(kept.shape[1], dtype=np.float32) + 0.5) / max(kept.shape[1], 1), 0, []
-    for number, piece in enumerate(fitted.stream(chain([np.concatenate(list(replayed))], blocks), lag)):
+    again = np.concatenate([np.zeros(0, np.float32), *replayed])  # the head as one chunk (maybe empty)
+    seen, out = 0, []
+    for number, piece in enumerate(fitted.stream(chain([again], blocks), lag)):
         samples = _stacked(piece, names)
-        lo, seen = seen, seen + samples.shape[1]
-        samples = samples[:, max(0, start - lo):].copy()
-        first, last = max(lo, start), min(seen, start + kept.shape[1])  # the crossfade's samples in this piece
-        if last > first:
-            w = ramp[first - start:last - start]
-            samples[:, :last - first] = (1 - w) * kept[:, first - start:last - start] + w * samples[:, :last - first]
-        out.append(samples)
+        out.append(_crossfaded(samples, seen, emitted, kept))
+        seen += samples.shape[1]
         if number:  # a block after the head (or the stream's end); piece 0 is the head run through again
             yield dict(zip(names, np.concatenate(out, axis=1)))
             out = []
+
+
+def _crossfaded(samples: np.ndarray, at: int, start: int, kept: np.ndarray) -> np.ndarray:
+    """What of ``samples (K, m)``, a stream's from sample ``at``, lies from sample ``start`` on, with the
+    part in ``start .. start + n`` crossfaded linearly from ``kept (K, n)``, another stream's there."""
+    end = at + samples.shape[1]
+    samples = samples[:, max(0, start - at):].copy()
+    first, last = max(at, start), min(end, start + kept.shape[1])
+    if last > first:
+        w = (np.arange(first - start, last - start, dtype=np.float32) + 0.5) / kept.shape[1]
+        samples[:, :last - first] = (1 - w) * kept[:, first - start:last - start] + w * samples[:, :last - first]
+    return samples
 
 
 def _stacked(piece: dict, names) -> np.ndarray:
