@@ -11,6 +11,11 @@ the offline estimates.
 Run: ``python scripts/bench_streaming.py`` (the default options, a 10 s mixture; a few minutes
 on two cores, most of it training). ``--emission complex_gaussian --n-models 1`` is quicker.
 
+``--fit-seconds S`` fits the stream to its first S seconds (``Separator.stream``'s ``fit_seconds``),
+held back, or with ``--live`` separated as trained while they come in, the fitted separator taking
+over after them; the slowest chunk is then the one that fits and catches up, and
+``first_output_after_s`` says how much audio was read before the first samples came out.
+
 ``--lag-table`` instead scores the six demo tasks (the default separator) offline and streamed at
 lags 0, 50, 100, 200 ms and 1 s: mean SDR improvement over sources per task and lag.
 """
@@ -38,6 +43,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-states", type=int, default=None)
     parser.add_argument("--n-models", type=int, default=None)
     parser.add_argument("--max-iter", type=int, default=None)
+    parser.add_argument("--fit-seconds", type=float, default=0.0, help="fit the stream to its first seconds")
+    parser.add_argument("--live", action="store_true", help="with --fit-seconds: as trained until then, not held back")
     parser.add_argument("--lag-table", action="store_true", help="SDRi against lag on the six demo tasks")
     parser.add_argument("--write-docs", action="store_true", help="write the timing into docs/benchmarks.md")
     return parser.parse_args(argv)
@@ -72,17 +79,27 @@ def lag_table(chunk: int) -> str:
     return "\n".join(rows)
 
 
-def timed_stream(separator, mixture: np.ndarray, chunk: int, lag: float):
-    """Estimates ``{name: (n,)}`` of the stream, total seconds and the slowest chunk's seconds."""
+def timed_stream(separator, mixture: np.ndarray, chunk: int, lag: float, fit_seconds: float = 0.0, live: bool = False):
+    """Estimates ``{name: (n,)}`` of the stream, total seconds, the slowest chunk's seconds and the
+    samples read before the first samples came out."""
     chunks = [mixture[i:i + chunk] for i in range(0, mixture.shape[0], chunk)]
-    pieces, slowest = [], 0.0
+    read = [0]
+
+    def reading():
+        for piece in chunks:
+            read[0] += piece.shape[0]
+            yield piece
+
+    pieces, slowest, first = [], 0.0, None
     start = last = time.perf_counter()
-    for piece in separator.stream(chunks, lag=lag):
+    for piece in separator.stream(reading(), lag=lag, fit_seconds=fit_seconds, live=live):
         now = time.perf_counter()
         slowest, last = max(slowest, now - last), now
         pieces.append(piece)
+        if first is None and len(piece[separator.names[0]]):
+            first = read[0]
     total = time.perf_counter() - start
-    return {name: np.concatenate([p[name] for p in pieces]) for name in separator.names}, total, slowest
+    return {name: np.concatenate([p[name] for p in pieces]) for name in separator.names}, total, slowest, first
 
 
 def main(argv=None) -> dict:
@@ -101,13 +118,14 @@ def main(argv=None) -> dict:
     duration = mixture.shape[0] / task.sample_rate
 
     separator.separate(mixture)  # compile both paths
-    timed_stream(separator, mixture, args.chunk, args.lag)
+    fitting = dict(fit_seconds=args.fit_seconds, live=args.live)
+    timed_stream(separator, mixture, args.chunk, args.lag, **fitting)
     offline_s, stream_s, slowest_s = np.inf, np.inf, np.inf
     for _ in range(args.repeats):
         start = time.perf_counter()
         offline = separator.separate(mixture)
         offline_s = min(offline_s, time.perf_counter() - start)
-        online, seconds, slowest = timed_stream(separator, mixture, args.chunk, args.lag)
+        online, seconds, slowest, first = timed_stream(separator, mixture, args.chunk, args.lag, **fitting)
         if seconds < stream_s:
             stream_s, slowest_s = seconds, slowest
 
@@ -115,10 +133,12 @@ def main(argv=None) -> dict:
            for kind, est in (("offline", offline), ("stream", online))}
     result = {"seconds": duration, "rtf_offline": offline_s / duration, "rtf_stream": stream_s / duration,
               "stream_over_offline": stream_s / offline_s, "slowest_chunk_over_its_duration":
-              slowest_s / (args.chunk / task.sample_rate), "sdr_offline": sdr["offline"], "sdr_stream": sdr["stream"],
+              slowest_s / (args.chunk / task.sample_rate), "first_output_after_s": first / task.sample_rate,
+              "sdr_offline": sdr["offline"], "sdr_stream": sdr["stream"],
               "max_abs_difference": float(max(np.abs(online[n] - offline[n]).max() for n in separator.names))}
+    fitted = f", fitted to its first {args.fit_seconds:g} s{' live' if args.live else ''}" if args.fit_seconds else ""
     print(f"{duration:.1f} s mixture at {task.sample_rate} Hz, {separator.options.model.emission}, lag {args.lag} s, "
-          f"chunks of {args.chunk} samples")
+          f"chunks of {args.chunk} samples{fitted}")
     for key, value in result.items():
         print(f"  {key:32s} {value:.4g}")
     if args.write_docs:

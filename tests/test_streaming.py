@@ -260,6 +260,10 @@ def test_the_streaming_benchmark_runs(capsys, monkeypatch):
     assert set(result) >= {"rtf_stream", "rtf_offline", "stream_over_offline", "sdr_stream"}
     assert all(np.isfinite(v) for v in result.values())
     assert "rtf_stream" in capsys.readouterr().out
+    fitted = {live: bench.main(["--seconds", "3", "--repeats", "1", "--n-states", "4", "--n-models", "1", "--max-iter",
+                                "2", "--lag", "0.1", "--chunk", "800", "--fit-seconds", "1.5"] + ["--live"] * live)
+              for live in (False, True)}  # held back, the first output waits for the head; live, for the lag
+    assert fitted[False]["first_output_after_s"] >= 1.5 > 0.5 > fitted[True]["first_output_after_s"]
 
 
 def test_separate_command_streams_a_file_block_by_block(separators, test_mix, tmp_path, monkeypatch):
