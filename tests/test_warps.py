@@ -2,13 +2,14 @@
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_separation import RATE, low_tones, mid_noise
 
 from fhmm_ppl.audio.features import STFTConfig
 from fhmm_ppl.separation import fit_separator, load
-from fhmm_ppl.separation.state_nmf import SELECT_ITERATIONS, SEPARATE_EXPONENT, dictionary_masks
+from fhmm_ppl.separation.state_nmf import SELECT_ITERATIONS, SEPARATE_EXPONENT, dictionary_masks, warped_rows
 from fhmm_ppl.separation.warps import (
     AUTO_SHIFTS,
     STEADY_LEVEL_DB,
@@ -115,6 +116,11 @@ def test_each_frame_takes_the_warp_a_float64_reference_takes_and_finds_a_shifted
     want, chosen = reference_warped_masks(dictionaries, states, magnitude, factors, (0,), 22)
     np.testing.assert_allclose(got, want, atol=2e-3)
     assert np.mean(chosen[:, 0] == true_warp) > 0.9  # the reference itself finds the warp the frames were made with
+    rows = warped_rows(tuple(map(jnp.asarray, dictionaries)), tuple(map(float, factors)), (0,))  # made once, as a separator does
+    assert rows[0].shape == (len(factors), 2, 3, n_bins)
+    np.testing.assert_allclose(np.asarray(rows[0][1, 1]).T, reference_warp_block(dictionaries[0][1], factors[1]), atol=1e-6)
+    np.testing.assert_array_equal(dictionary_masks(dictionaries, states, magnitude, n_iter=22, warps=factors, warped=(0,),
+                                                   rows=rows), got)
     plain = np.asarray(dictionary_masks(dictionaries, states, magnitude, n_iter=22))
     truth = np.stack([reference_warp_block(dictionaries[0][states[t, 0]].astype(np.float64), factors[true_warp[t]])
                       @ np.ones(3) for t in range(n_frames)])
@@ -197,6 +203,7 @@ def test_fit_separator_warps_the_speech_against_steady_noise_or_none_and_saves_t
     steady_sep = fit_separator({"speech": speech, "noise": steady(rng, 4)}, RATE, **fast)
     assert steady_sep.options.inference.pitch_shifts == AUTO_SHIFTS
     assert steady_sep.mask.make.keywords["warped"] == (0,)  # the speech, not the noise
+    assert len(steady_sep.sets[0].warped) == 1  # its dictionaries warped once, for every block's masks
     assert fit_separator({"speech": speech, "noise": bursts(rng, 4)}, RATE, **fast).options.inference.pitch_shifts == 0
     talkers = fit_separator({"a": speech, "b": low_tones(rng, 4)}, RATE, **fast)
     assert talkers.options.inference.pitch_shifts == AUTO_SHIFTS and talkers.mask.make.keywords["warped"] == (0, 1)
@@ -204,6 +211,7 @@ def test_fit_separator_warps_the_speech_against_steady_noise_or_none_and_saves_t
     assert semi.options.inference.pitch_shifts == 0  # the noise is learnt on each mixture: not known to be steady
     off = fit_separator({"speech": speech, "noise": steady(rng, 4)}, RATE, pitch_shifts=0, **fast)
     assert off.options.inference.pitch_shifts == 0 and off.mask.make.keywords["warps"] == ()
+    assert off.sets[0].warped is None and len(talkers.sets[0].warped) == 2
 
     mixture = speech + steady(rng, 4)
     want = steady_sep.separate(mixture)

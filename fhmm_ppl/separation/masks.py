@@ -73,7 +73,8 @@ def dictionary(posterior, models, mixture, emission, n_chosen: int = 1, warps: t
     marginals = posterior.marginals()
     n_chosen = min([n_chosen] + [int(m.shape[1]) for m in marginals])
     states = jnp.stack([jax.lax.top_k(m, n_chosen)[1] for m in marginals], axis=1)  # (T, K, M), most probable first
-    return np.asarray(dictionary_masks(models.dictionaries, states, mixture.magnitude, warps=warps, warped=warped))
+    return np.asarray(dictionary_masks(models.dictionaries, states, mixture.magnitude, warps=warps, warped=warped,
+                                       rows=models.warped))
 
 
 def binary(masks: np.ndarray) -> np.ndarray:

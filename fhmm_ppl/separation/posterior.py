@@ -35,6 +35,8 @@ class ModelSet(NamedTuple):
             or ``None`` (made when needed).
         shares: ``(prod N, (K - 1) F)`` Wiener shares (``masks.wiener_shares``) or ``None`` (made when needed).
         dictionaries: K arrays ``(N_k, F, R)`` or ``None``.
+        warped: the pitch-warped sources' dictionaries under every warp, as rows (``state_nmf.warped_rows``),
+            or ``None`` (made when needed): every block of a stream reads them.
     """
 
     log_init: tuple
@@ -43,6 +45,7 @@ class ModelSet(NamedTuple):
     prepared: object
     shares: object
     dictionaries: object
+    warped: object = None
 
     @property
     def n_states(self) -> tuple[int, ...]:

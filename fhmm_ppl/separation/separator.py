@@ -37,6 +37,7 @@ from fhmm_ppl.separation.phase import check_phased, waveforms
 from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
 from fhmm_ppl.separation.refinement import check_refined, refine_models
 from fhmm_ppl.separation.resolution import FINE, LINES_FILE, LineResolved
+from fhmm_ppl.separation.state_nmf import warped_rows
 from fhmm_ppl.separation.storage import SourceModel, read, write
 from fhmm_ppl.separation.streaming import fitted_stream, lag_frames, stream
 from fhmm_ppl.separation.warps import warp_factors
@@ -88,9 +89,10 @@ class Separator:
         self.emission = get_emission(options.model.emission)(options.features, self.sample_rate)
         self.adaptation = adaptation
         inference = options.inference
-        self.mask = choose(options.soft_mask, options.dictionary_size, inference.dictionary_states,
-                           tuple(warp_factors(inference.pitch_shifts)) if inference.pitch_shifts else (),
-                           tuple(k for k, name in enumerate(self.names) if name not in inference.noise_sources))
+        #: the pitch warps of the dictionary masks and the sources they warp (``separation.warps``)
+        self.warping = (tuple(float(a) for a in warp_factors(inference.pitch_shifts)) if inference.pitch_shifts else (),
+                        tuple(k for k, name in enumerate(self.names) if name not in inference.noise_sources))
+        self.mask = choose(options.soft_mask, options.dictionary_size, inference.dictionary_states, *self.warping)
         if adaptation is not None:
             check_adaptable(self.emission.name, [n for n in names if n not in adaptation.unknown], adaptation)
         check_refined(self.options, self.names)
@@ -122,10 +124,12 @@ class Separator:
                         if self.options.dictionary_size else None)
         n_states = tuple(int(s.init.shape[0]) for s in sources)
         exact = hmm.plan_inference(n_states, TYPICAL_FRAMES, method=self.options.inference.method).method == "exact"
+        warps, warped = self.warping
         return ModelSet(tuple(jnp.log(jnp.asarray(s.init, jnp.float32)) for s in sources),
                         tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in sources), params,
                         self.emission.prepare(params, self.options.evidence_scale) if exact else None,
-                        wiener_shares(params.psd) if exact and self.mask.shares else None, dictionaries)
+                        wiener_shares(params.psd) if exact and self.mask.shares else None, dictionaries,
+                        warped_rows(dictionaries, warps, warped) if dictionaries and warps and warped else None)
 
     @property
     def refined_sources(self) -> list[str]:
