@@ -230,7 +230,7 @@ def fitted_stream(separator, chunks: Iterable, lag: float, seconds: float,
 def handed_over(separator, blocks: Iterator[np.ndarray], lag: float, seconds: float) -> Iterator[dict[str, np.ndarray]]:
     """A live stream fitted to its first ``seconds``: pieces from the first block on by ``separator`` as
     it is, and once those seconds are in (or the stream ends), by ``separator`` fitted to them
-    (``fitted_on_head``), which runs through them again, as one chunk, to reach the same point. The
+    (``fitted_to``), which runs through them again, as one chunk, to reach the same point. The
     last frame's worth of samples (``n_fft``) out of the first stream is held back and crossfaded into
     the fitted stream's, so that the estimates do not jump where the masks change. One piece per
     block, as ``stream`` yields, then the rest; the catching up comes out with the first block after
@@ -264,8 +264,8 @@ def handed_over(separator, blocks: Iterator[np.ndarray], lag: float, seconds: fl
         if complete:
             break
     first_stream.close()
-    fitted, replayed = fitted_on_head(separator, iter(held), seconds)
-    again = np.concatenate([np.zeros(0, np.float32), *replayed])  # the head as one chunk (maybe empty)
+    again = np.concatenate([np.zeros(0, np.float32), *held])  # the head as one chunk (maybe empty)
+    fitted = fitted_to(separator, again[:wanted])
     seen, out = 0, []
     for number, piece in enumerate(fitted.stream(chain([again], blocks), lag)):
         samples = _stacked(piece, names)
@@ -307,9 +307,13 @@ def fitted_on_head(separator, blocks: Iterator[np.ndarray], seconds: float) -> t
         if count >= wanted:
             break
     head = np.concatenate(held)[:wanted] if held else np.zeros(0, np.float32)
-    if head.shape[0] >= separator.options.stft.n_fft:
-        separator = separator.refine(head)
-    return separator, chain(held, blocks)
+    return fitted_to(separator, head), chain(held, blocks)
+
+
+def fitted_to(separator, head: np.ndarray):
+    """``separator`` fitted to the audio ``head (n,)`` (``Separator.refine``) where it holds at least a
+    frame, else as it is."""
+    return separator.refine(head) if head.shape[0] >= separator.options.stft.n_fft else separator
 
 
 def masks(separator, spec: np.ndarray, posteriors: list, average) -> np.ndarray:
