@@ -165,7 +165,10 @@ class TrainingSettings(Strict):
     ``svi_steps``: SVI steps. ``n_init`` runs from seeds ``seed, seed + 1, ...`` keep the best final
     objective (EM finds local optima); ``n_models`` independently trained models per source are an
     ensemble whose masks a separator averages. ``adapt_iter``: EM iterations of each adaptation of
-    the unknown sources to a mixture.
+    the unknown sources to a mixture. ``reconstruction``: where states have NMF dictionaries, the
+    sources not refined on each mixture learn factors for their shares of the fit on mixtures of
+    the training audio (``separation.reconstruction``); ``None``: where every noise's training
+    audio repeats its long-term spectrum, or there is none.
     """
 
     method: Literal["em", "svi"] = "em"
@@ -174,6 +177,7 @@ class TrainingSettings(Strict):
     n_init: int = Field(1, ge=1, le=20)
     n_models: int = Field(3, ge=1, le=10)
     adapt_iter: int = Field(30, ge=1, le=1000)
+    reconstruction: Optional[bool] = None
 
 
 class InferenceSettings(Strict):

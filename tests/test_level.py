@@ -133,7 +133,7 @@ def test_a_fitted_separator_keeps_its_level_when_saved_and_older_formats_never_m
     np.testing.assert_allclose(loaded.separate(quiet)["tones"], separator.separate(quiet)["tones"], atol=1e-6)
     older = separator.save(tmp_path / "older") / "separator.json"
     meta = json.loads(older.read_text())
-    assert meta["format_version"] == 15 and meta["options"]["inference"].pop("match_level") is True
+    assert meta["format_version"] == 16 and meta["options"]["inference"].pop("match_level") is True
     older.write_text(json.dumps(meta | {"format_version": 14}))
     assert not load(older.parent).options.inference.match_level
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from fhmm_ppl.hmm.emissions import joint_sum, logmax_dominance, logmax_terms
 from fhmm_ppl.separation.posterior import Factored
-from fhmm_ppl.separation.state_nmf import dictionary_masks
+from fhmm_ppl.separation.state_nmf import column_terms, dictionary_masks
 
 #: Frames per chunk for the ``(T, prod N, F)`` dominance tensors.
 DOMINANCE_CHUNK = 16
@@ -70,11 +70,24 @@ def blend(posterior, models, mixture, emission) -> np.ndarray:
 
 def dictionary(posterior, models, mixture, emission, n_chosen: int = 1, warps: tuple = (),
                warped: tuple = ()) -> np.ndarray:
+    return np.asarray(dictionary_masks(models.dictionaries, chosen_states(posterior, n_chosen), mixture.magnitude,
+                                       warps=warps, warped=warped, rows=models.warped, factors=models.factors))
+
+
+def dictionary_terms(posterior, models, mixture, emission, n_chosen: int = 1, warps: tuple = (),
+                     warped: tuple = ()) -> tuple:
+    """``dictionary``'s states ``(T, K, M)`` and its fit's column terms (``state_nmf.column_terms``),
+    without factors: what ``separation.reconstruction`` learns them on."""
+    states = chosen_states(posterior, n_chosen)
+    return states, column_terms(models.dictionaries, states, mixture.magnitude, warps=warps, warped=warped,
+                                rows=models.warped)
+
+
+def chosen_states(posterior, n_chosen: int):
+    """Each source's ``n_chosen`` most probable states per frame (most probable first), ``(T, K, M)``."""
     marginals = posterior.marginals()
     n_chosen = min([n_chosen] + [int(m.shape[1]) for m in marginals])
-    states = jnp.stack([jax.lax.top_k(m, n_chosen)[1] for m in marginals], axis=1)  # (T, K, M), most probable first
-    return np.asarray(dictionary_masks(models.dictionaries, states, mixture.magnitude, warps=warps, warped=warped,
-                                       rows=models.warped))
+    return jnp.stack([jax.lax.top_k(m, n_chosen)[1] for m in marginals], axis=1)
 
 
 def binary(masks: np.ndarray) -> np.ndarray:

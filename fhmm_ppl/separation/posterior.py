@@ -37,6 +37,8 @@ class ModelSet(NamedTuple):
         dictionaries: K arrays ``(N_k, F, R)`` or ``None``.
         warped: the pitch-warped sources' dictionaries under every warp, as rows (``state_nmf.warped_rows``),
             or ``None`` (made when needed): every block of a stream reads them.
+        factors: K arrays ``(N_k, F, R)`` or ``None``s, each source's reconstruction factors
+            (``separation.reconstruction``), or ``None`` where no source has them.
     """
 
     log_init: tuple
@@ -46,6 +48,7 @@ class ModelSet(NamedTuple):
     shares: object
     dictionaries: object
     warped: object = None
+    factors: object = None
 
     @property
     def n_states(self) -> tuple[int, ...]:

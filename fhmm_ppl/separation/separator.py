@@ -35,6 +35,7 @@ from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.phase import check_phased, waveforms
 from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
+from fhmm_ppl.separation.reconstruction import FACTORS
 from fhmm_ppl.separation.refinement import check_refined, refine_models
 from fhmm_ppl.separation.resolution import FINE, LINES_FILE, LineResolved
 from fhmm_ppl.separation.state_nmf import warped_rows
@@ -125,11 +126,13 @@ class Separator:
         n_states = tuple(int(s.init.shape[0]) for s in sources)
         exact = hmm.plan_inference(n_states, TYPICAL_FRAMES, method=self.options.inference.method).method == "exact"
         warps, warped = self.warping
+        factors = tuple(s.emission.get(FACTORS) for s in sources) if dictionaries else ()
         return ModelSet(tuple(jnp.log(jnp.asarray(s.init, jnp.float32)) for s in sources),
                         tuple(jnp.log(jnp.asarray(s.trans, jnp.float32)) for s in sources), params,
                         self.emission.prepare(params, self.options.evidence_scale) if exact else None,
                         wiener_shares(params.psd) if exact and self.mask.shares else None, dictionaries,
-                        warped_rows(dictionaries, warps, warped) if dictionaries and warps and warped else None)
+                        warped_rows(dictionaries, warps, warped) if dictionaries and warps and warped else None,
+                        factors if any(f is not None for f in factors) else None)
 
     @property
     def refined_sources(self) -> list[str]:
@@ -160,16 +163,18 @@ class Separator:
     @numpy_blas_on_one_thread()
     def gains(self, mixture_stft: np.ndarray) -> np.ndarray:
         """Masks ``(K, T, F)`` for a mixture STFT ``(T, F)``, averaged over the model sets."""
+        per_set = self.per_set(mixture_stft, lambda *args: np.asarray(self.mask.make(*args)))
+        return self._finish(per_set, mixture_stft.shape[0], mixture_stft, self.power_average())
+
+    def per_set(self, mixture_stft: np.ndarray, make) -> list:
+        """``make(posterior, models, mixture, emission)`` (``masks``) for each model set on a mixture STFT
+        ``(T, F)``, its frames padded (``runtime.padded``)."""
         n_frames = mixture_stft.shape[0]
         mixture = self._mixture(mixture_stft)
         method = self._plan(mixture.frames.shape[0]).method
         scale = self.options.evidence_scale
-
-        def masks(models):
-            posterior = infer(models, self.emission, mixture.frames, scale, method, self.mask.form, n_frames)
-            return np.asarray(self.mask.make(posterior, models, mixture, self.emission))
-
-        return self._finish(run_each(masks, self.sets), n_frames, mixture_stft, self.power_average())
+        return run_each(lambda models: make(infer(models, self.emission, mixture.frames, scale, method, self.mask.form,
+                                                  n_frames), models, mixture, self.emission), self.sets)
 
     @numpy_blas_on_one_thread()
     def state_oracle_gains(self, mixture_stft: np.ndarray, source_stfts) -> np.ndarray:

@@ -105,7 +105,7 @@ def warped_rows(dictionaries, warps: tuple, warped: tuple) -> tuple:
 
 def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATIONS,
                      exponent: float = SEPARATE_EXPONENT, warps: tuple = (), warped: tuple = (),
-                     rows: Optional[tuple] = None) -> np.ndarray:
+                     rows: Optional[tuple] = None, factors: Optional[tuple] = None) -> np.ndarray:
     """Masks ``(K, T, F)`` from each source's state dictionaries and its state(s) per frame.
 
     Frames are independent, so a long mixture's second half runs on the helper thread while
@@ -123,10 +123,13 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
             every frame keeps the warp whose fit leaves the smallest KL divergence after
             ``SELECT_ITERATIONS`` more updates; the chosen fit takes the rest of the ``n_iter``.
         rows: ``warped_rows(dictionaries, warps, warped)`` where made already (``None``: made here).
+        factors: K arrays ``(N_k, F, R)`` or ``None``s (``None``: none): where given, source k's share is
+            made from its chosen columns times their factors, bin by bin (``separation.reconstruction``:
+            reconstruction learnt on training mixtures), the fit itself from the columns as they are.
 
     Returns:
         masks summing to one over sources at every bin: ``|W_k h_k|^2 / sum_j |W_j h_j|^2`` (``W_k``: the
-        columns of source k's chosen dictionaries).
+        columns of source k's chosen dictionaries, times their ``factors`` where given).
         A silent frame gives equal shares.
     """
     n_frames = magnitude.shape[0]
@@ -137,6 +140,7 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
     if warping["warped"] and rows is None:
         rows = warped_rows(tuple(dictionaries), warping["warps"], warping["warped"])
     warping["bent"] = rows if warping["warped"] else ()
+    warping["factors"] = factor_rows(factors, len(dictionaries))
     if n_frames < 4 * chunk_frames(magnitude.shape[1]):
         return np.array(_masks(dictionaries, states, magnitude, **warping))
     # two halves of one length (the second padded with silent frames): one compilation for both
@@ -148,24 +152,87 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
     return np.concatenate([first, second], axis=1)[:, :n_frames]
 
 
+def factor_rows(factors: Optional[tuple], n_sources: int) -> tuple:
+    """``factors`` (K arrays ``(N_k, F, R)`` or ``None``s) as rows, ``(N_k, R, F)``; K ``None``s for none."""
+    if factors is None:
+        return (None,) * n_sources
+    return tuple(None if f is None else jnp.swapaxes(jnp.asarray(f, jnp.float32), 1, 2) for f in factors)
+
+
 @partial(jax.jit, static_argnames=("n_iter", "exponent", "warps", "warped"))
 def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps: tuple = (), warped: tuple = (),
-           bent: tuple = ()):
-    """``dictionary_masks`` in one computation, chunk after chunk of frames (``bent``: ``warped_rows``).
+           bent: tuple = (), factors: tuple = ()):
+    """``dictionary_masks`` in one computation, chunk after chunk of frames (``bent``: ``warped_rows``;
+    ``factors``: ``factor_rows``).
 
     Each source's chosen columns stay a block of their own, ``(C, M R, F)`` (columns as rows, so a
     gather is one contiguous copy and no concatenation follows it); the model is the sum of the blocks'
     products. Against columns side by side in one ``(C, F, K M R)`` array this took the default's
     masks with pitch warps from 55-65 to 48-57 ms a half (docs/benchmarks.md).
     """
+    n_bins = magnitude.shape[1]
+    rows = [jnp.swapaxes(d, 1, 2) for d in dictionaries]  # (N, R, F)
+    factors = factors or (None,) * len(rows)
+
+    def one(args):
+        chunk_states, V = args
+        W, H = _chunk_fit(rows, dict(zip(warped, bent)), chunk_states, V, n_iter, exponent, warps, warped)
+        W = [w if f is None else w * f[chunk_states[:, k]].reshape(w.shape) for k, (w, f) in enumerate(zip(W, factors))]
+        parts = jnp.stack([jnp.einsum("cnf,cn->cf", w, h) for w, h in zip(W, H)])
+        power = parts**2 + _TINY**2
+        return power / power.sum(axis=0, keepdims=True)
+
+    masks = jax.lax.map(one, _chunked(states, magnitude))  # (n_chunks, K, C, F)
+    return jnp.moveaxis(masks, 1, 0).reshape(len(rows), -1, n_bins)[:, :states.shape[0]]
+
+
+def column_terms(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATIONS,
+                 exponent: float = SEPARATE_EXPONENT, warps: tuple = (), warped: tuple = (),
+                 rows: Optional[tuple] = None) -> tuple:
+    """Each chosen column's part of the fit ``dictionary_masks`` makes, K arrays ``(T, M R, F)``: the
+    column (under the frame's chosen warp) times its activation. Source k's fitted magnitudes are the
+    sum over the middle axis; ``separation.reconstruction`` learns factors on them. Arguments as
+    ``dictionary_masks``'."""
+    states = np.asarray(states)
+    states = states[:, :, None] if states.ndim == 2 else states
+    warps = tuple(float(a) for a in warps) if warped else ()
+    warped = tuple(int(k) for k in warped) if warps else ()
+    if warped and rows is None:
+        rows = warped_rows(tuple(dictionaries), warps, warped)
+    return _terms(dictionaries, states, magnitude, n_iter, exponent, warps, warped, rows if warped else ())
+
+
+@partial(jax.jit, static_argnames=("n_iter", "exponent", "warps", "warped"))
+def _terms(dictionaries, states, magnitude, n_iter: int, exponent: float, warps: tuple, warped: tuple, bent: tuple):
+    rows = [jnp.swapaxes(d, 1, 2) for d in dictionaries]
+
+    def one(args):
+        chunk_states, V = args
+        W, H = _chunk_fit(rows, dict(zip(warped, bent)), chunk_states, V, n_iter, exponent, warps, warped)
+        return tuple(w * h[:, :, None] for w, h in zip(W, H))
+
+    terms = jax.lax.map(one, _chunked(states, magnitude))  # K of (n_chunks, C, M R, F)
+    return tuple(t.reshape((-1,) + t.shape[2:])[:states.shape[0]] for t in terms)
+
+
+def _chunked(states, magnitude):
+    """``states (T, K, M)`` and ``magnitude (T, F)`` (plus ``_TINY``) in chunks of ``chunk_frames``
+    frames, the last padded with silent frames: ``(n_chunks, C, K, M)``, ``(n_chunks, C, F)``."""
     n_frames, n_bins = magnitude.shape
-    n_sources, n_chosen = states.shape[1:]
     chunk = min(chunk_frames(n_bins), n_frames)  # a few frames (a stream's block) are not padded to a whole chunk
     pad = (-n_frames) % chunk
-    states = jnp.pad(states, ((0, pad), (0, 0), (0, 0))).reshape(-1, chunk, n_sources, n_chosen)
-    mags = jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
-    rows = [jnp.swapaxes(d, 1, 2) for d in dictionaries]  # (N, R, F)
-    bent = dict(zip(warped, bent))  # each warped source's dictionaries under every warp, (A, N, R, F)
+    states = jnp.pad(states, ((0, pad), (0, 0), (0, 0))).reshape((-1, chunk) + states.shape[1:])
+    return states, jnp.pad(magnitude, ((0, pad), (0, 0))).reshape(-1, chunk, n_bins) + _TINY
+
+
+def _chunk_fit(rows, bent: dict, chunk_states, V, n_iter: int, exponent: float, warps: tuple, warped: tuple):
+    """One chunk's fit: each source's chosen columns (under its chosen warp) as blocks ``(C, M R, F)``,
+    and their activations ``(C, M R)``, for magnitudes ``V (C, F)`` and states ``chunk_states (C, K, M)``.
+
+    ``rows``: K arrays ``(N, R, F)``; ``bent``: each warped source's rows under every warp, ``(A, N, R, F)``.
+    """
+    n_bins = V.shape[1]
+    n_sources, n_chosen = chunk_states.shape[1:]
     nearest_one = int(np.argmin(np.abs(np.log(warps)))) if warps else 0
 
     def block(k: int, chosen, warp: Optional[int] = None):
@@ -189,35 +256,27 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
 
         return jax.lax.fori_loop(0, n_updates, update, tuple(H))
 
-    def one(args):
-        chunk_states, V = args
-        n_comp = n_chosen * dictionaries[0].shape[2]  # columns per source
-        H = (jnp.broadcast_to(V.sum(axis=1, keepdims=True) / (n_sources * n_comp), (V.shape[0], n_comp)),) * n_sources
-        # sources not yet warped sit at the warp nearest 1
-        W = [block(k, chunk_states[:, k], nearest_one if k in warped else None) for k in range(n_sources)]
-        if not warps:
-            H = fitted(W, V, H, n_iter)
-        else:  # each warped source in turn (the others' warps held): every warp's fit from a few
-            # updates, one warp after another, each frame keeping its best
-            for k in warped:
-                start = H
-                for index in range(len(warps)):
-                    trial = W[:k] + [block(k, chunk_states[:, k], index)] + W[k + 1:]
-                    fit = fitted(trial, V, start, SELECT_ITERATIONS)
-                    estimate = model(trial, fit)
-                    divergence = jnp.sum(V * jnp.log(V / estimate) - V + estimate, axis=1)  # (C,)
-                    if index == 0:
-                        least, H, best = divergence, fit, trial[k]
-                    else:
-                        better = divergence < least
-                        least = jnp.where(better, divergence, least)
-                        H = tuple(jnp.where(better[:, None], new, old) for new, old in zip(fit, H))
-                        best = jnp.where(better[:, None, None], trial[k], best)
-                W = W[:k] + [best] + W[k + 1:]
-            H = fitted(W, V, H, max(0, n_iter - len(warped) * SELECT_ITERATIONS))
-        parts = jnp.stack([jnp.einsum("cnf,cn->cf", w, h) for w, h in zip(W, H)])
-        power = parts**2 + _TINY**2
-        return power / power.sum(axis=0, keepdims=True)
-
-    masks = jax.lax.map(one, (states, mags))  # (n_chunks, K, C, F)
-    return jnp.moveaxis(masks, 1, 0).reshape(n_sources, -1, n_bins)[:, :n_frames]
+    n_comp = n_chosen * rows[0].shape[1]  # columns per source
+    H = (jnp.broadcast_to(V.sum(axis=1, keepdims=True) / (n_sources * n_comp), (V.shape[0], n_comp)),) * n_sources
+    # sources not yet warped sit at the warp nearest 1
+    W = [block(k, chunk_states[:, k], nearest_one if k in warped else None) for k in range(n_sources)]
+    if not warps:
+        return W, fitted(W, V, H, n_iter)
+    # each warped source in turn (the others' warps held): every warp's fit from a few updates, one
+    # warp after another, each frame keeping its best
+    for k in warped:
+        start = H
+        for index in range(len(warps)):
+            trial = W[:k] + [block(k, chunk_states[:, k], index)] + W[k + 1:]
+            fit = fitted(trial, V, start, SELECT_ITERATIONS)
+            estimate = model(trial, fit)
+            divergence = jnp.sum(V * jnp.log(V / estimate) - V + estimate, axis=1)  # (C,)
+            if index == 0:
+                least, H, best = divergence, fit, trial[k]
+            else:
+                better = divergence < least
+                least = jnp.where(better, divergence, least)
+                H = tuple(jnp.where(better[:, None], new, old) for new, old in zip(fit, H))
+                best = jnp.where(better[:, None, None], trial[k], best)
+        W = W[:k] + [best] + W[k + 1:]
+    return W, fitted(W, V, H, max(0, n_iter - len(warped) * SELECT_ITERATIONS))

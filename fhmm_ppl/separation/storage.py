@@ -16,7 +16,8 @@ the ensemble's later model sets under ``model<i>/``. Older formats read as they 
 - formats 8-10 refined on every frame (``inference.refine_stride`` 1);
 - formats 2-12 warped no dictionaries (``inference.pitch_shifts`` 0);
 - formats 2-13 gave every estimate the mixture's phase (``inference.phase_sources`` empty);
-- formats 2-14 separated at the level as trained (``inference.match_level`` false).
+- formats 2-14 separated at the level as trained (``inference.match_level`` false);
+- formats 2-15 learnt no reconstruction factors (``training.reconstruction`` false).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 15
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+FORMAT_VERSION = 16
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
 
 
 def _prefix(index: int) -> str:
@@ -77,6 +78,7 @@ def options_from_flat(saved: dict, version: int) -> SeparatorOptions:
     saved.setdefault("pitch_shifts", 0)
     saved.setdefault("phase_sources", [])
     saved.setdefault("match_level", False)
+    saved.setdefault("reconstruction", False)
     if version == 2:
         saved.setdefault("n_models", 1)
         saved.setdefault("likelihood_scale", 1.0)
@@ -132,6 +134,8 @@ def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, S
             meta["options"].setdefault("inference", {}).setdefault("phase_sources", [])
         if 6 <= version < 15:
             meta["options"].setdefault("inference", {}).setdefault("match_level", False)
+        if 6 <= version < 16:
+            meta["options"].setdefault("training", {}).setdefault("reconstruction", False)
         options = (SeparatorOptions.model_validate(meta["options"]) if version >= 6
                    else options_from_flat(meta["options"], version))
         required = (["psd"] if options.soft_mask != "dominance" else []) + (["dictionaries"] if options.dictionary_size else [])

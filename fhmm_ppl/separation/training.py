@@ -23,6 +23,7 @@ from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.inputs import as_float_audio
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.phase import check_phased
+from fhmm_ppl.separation.reconstruction import learns, learnt_factors
 from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.resolution import LineResolved, fine_options, line_sources, tonal_lines
 from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, plan
@@ -125,7 +126,14 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if chosen_phase:  # mains hum against dictionary fits: a phase of its own
         phased = line_sources(noises, lines_at) if opts.dictionary_size else []
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"phase_sources": phased})})
+    if opts.training.reconstruction is None:
+        learn = bool(opts.dictionary_size) and adaptation is None and learns(noises, opts.stft, lines_at)
+        opts = opts.model_copy(update={"training": opts.training.model_copy(update={"reconstruction": learn})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
+    if opts.training.reconstruction and opts.dictionary_size and adaptation is None:
+        learnt = [name for name in sources if name not in separator.refined_sources]
+        members, _ = learnt_factors(separator, {n: as_float_audio(a) for n, a in sources.items()}, learnt)
+        separator = Separator(members, sample_rate, opts, history, adaptation)
     if adaptation is None and fine is not None:
         if chosen_phase:  # at the finer STFT the lines are resolved: their phase of their own gains nothing
             fine = fine.replace(phase_sources=[])
