@@ -16,10 +16,10 @@ from fhmm_ppl.separation.reconstruction import (
     PENALTY,
     REPEAT_DB,
     _objective,
+    factored_shares,
     learns,
     learnt_factors,
     repetition,
-    shares,
     training_mixtures,
 )
 from fhmm_ppl.separation.state_nmf import column_terms, dictionary_masks
@@ -44,10 +44,10 @@ def test_the_objectives_masks_are_the_separators_masks(warps):
     terms = column_terms(dictionaries, states, magnitude, **warping)
     assert [t.shape for t in terms] == [(40, 6, 33), (40, 6, 33)]
     plain = dictionary_masks(dictionaries, states, magnitude, **warping)
-    np.testing.assert_allclose(np.asarray(shares(terms, jnp.asarray(states), {})), plain, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(factored_shares(terms, jnp.asarray(states), {})), plain, atol=1e-5)
     theta = rng.normal(scale=0.5, size=dictionaries[0].shape).astype(np.float32)
     factored = dictionary_masks(dictionaries, states, magnitude, factors=(np.exp(theta), None), **warping)
-    np.testing.assert_allclose(np.asarray(shares(terms, jnp.asarray(states), {0: jnp.asarray(theta)})), factored,
+    np.testing.assert_allclose(np.asarray(factored_shares(terms, jnp.asarray(states), {0: jnp.asarray(theta)})), factored,
                                atol=1e-5)
     assert np.abs(factored - plain).max() > 0.05  # the factors move the shares
     ones = dictionary_masks(dictionaries, states, magnitude, factors=tuple(np.ones_like(d) for d in dictionaries),

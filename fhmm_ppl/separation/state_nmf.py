@@ -133,13 +133,7 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
         A silent frame gives equal shares.
     """
     n_frames = magnitude.shape[0]
-    states = np.asarray(states)
-    states = states[:, :, None] if states.ndim == 2 else states
-    warping = dict(n_iter=n_iter, exponent=exponent, warps=tuple(float(a) for a in warps) if warped else (),
-                   warped=tuple(int(k) for k in warped) if warps else ())
-    if warping["warped"] and rows is None:
-        rows = warped_rows(tuple(dictionaries), warping["warps"], warping["warped"])
-    warping["bent"] = rows if warping["warped"] else ()
+    states, warping = _arguments(dictionaries, states, n_iter, exponent, warps, warped, rows)
     warping["factors"] = factor_rows(factors, len(dictionaries))
     if n_frames < 4 * chunk_frames(magnitude.shape[1]):
         return np.array(_masks(dictionaries, states, magnitude, **warping))
@@ -150,6 +144,30 @@ def dictionary_masks(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITE
     first, second = run_beside(lambda: np.asarray(_masks(dictionaries, states[:half], magnitude[:half], **warping)),
                                lambda: np.asarray(_masks(dictionaries, states[half:], magnitude[half:], **warping)))
     return np.concatenate([first, second], axis=1)[:, :n_frames]
+
+
+def _arguments(dictionaries, states, n_iter: int, exponent: float, warps: tuple, warped: tuple, rows) -> tuple:
+    """``states`` as ``(T, K, M)`` and the keywords of ``_masks`` and ``_terms`` for the rest (warps only
+    where some source is warped; ``bent``: ``rows``, made here where not given)."""
+    states = np.asarray(states)
+    states = states[:, :, None] if states.ndim == 2 else states
+    warps = tuple(float(a) for a in warps) if warped else ()
+    warped = tuple(int(k) for k in warped) if warps else ()
+    if warped and rows is None:
+        rows = warped_rows(tuple(dictionaries), warps, warped)
+    return states, dict(n_iter=n_iter, exponent=exponent, warps=warps, warped=warped, bent=rows if warped else ())
+
+
+def shares(parts):
+    """Masks from each source's fitted magnitudes ``parts (K, ..., F)``: ``|p_k|^2 / sum_j |p_j|^2``."""
+    power = parts**2 + _TINY**2
+    return power / power.sum(axis=0, keepdims=True)
+
+
+def factored(block, rows, chosen):
+    """A source's chosen columns ``block (C, M R, F)`` times their factors, ``rows (N, R, F)`` at its
+    states ``chosen (C, M)``."""
+    return block * rows[chosen].reshape(block.shape)
 
 
 def factor_rows(factors: Optional[tuple], n_sources: int) -> tuple:
@@ -177,10 +195,8 @@ def _masks(dictionaries, states, magnitude, n_iter: int, exponent: float, warps:
     def one(args):
         chunk_states, V = args
         W, H = _chunk_fit(rows, dict(zip(warped, bent)), chunk_states, V, n_iter, exponent, warps, warped)
-        W = [w if f is None else w * f[chunk_states[:, k]].reshape(w.shape) for k, (w, f) in enumerate(zip(W, factors))]
-        parts = jnp.stack([jnp.einsum("cnf,cn->cf", w, h) for w, h in zip(W, H)])
-        power = parts**2 + _TINY**2
-        return power / power.sum(axis=0, keepdims=True)
+        W = [w if f is None else factored(w, f, chunk_states[:, k]) for k, (w, f) in enumerate(zip(W, factors))]
+        return shares(jnp.stack([jnp.einsum("cnf,cn->cf", w, h) for w, h in zip(W, H)]))
 
     masks = jax.lax.map(one, _chunked(states, magnitude))  # (n_chunks, K, C, F)
     return jnp.moveaxis(masks, 1, 0).reshape(len(rows), -1, n_bins)[:, :states.shape[0]]
@@ -193,13 +209,8 @@ def column_terms(dictionaries, states, magnitude, n_iter: int = SEPARATE_ITERATI
     column (under the frame's chosen warp) times its activation. Source k's fitted magnitudes are the
     sum over the middle axis; ``separation.reconstruction`` learns factors on them. Arguments as
     ``dictionary_masks``'."""
-    states = np.asarray(states)
-    states = states[:, :, None] if states.ndim == 2 else states
-    warps = tuple(float(a) for a in warps) if warped else ()
-    warped = tuple(int(k) for k in warped) if warps else ()
-    if warped and rows is None:
-        rows = warped_rows(tuple(dictionaries), warps, warped)
-    return _terms(dictionaries, states, magnitude, n_iter, exponent, warps, warped, rows if warped else ())
+    states, keywords = _arguments(dictionaries, states, n_iter, exponent, warps, warped, rows)
+    return _terms(dictionaries, states, magnitude, **keywords)
 
 
 @partial(jax.jit, static_argnames=("n_iter", "exponent", "warps", "warped"))

@@ -126,11 +126,12 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if chosen_phase:  # mains hum against dictionary fits: a phase of its own
         phased = line_sources(noises, lines_at) if opts.dictionary_size else []
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"phase_sources": phased})})
+    learnable = bool(opts.dictionary_size) and adaptation is None  # states with dictionaries, all trained
     if opts.training.reconstruction is None:
-        learn = bool(opts.dictionary_size) and adaptation is None and learns(noises, opts.stft, lines_at)
+        learn = learnable and learns(noises, opts.stft, lines_at)
         opts = opts.model_copy(update={"training": opts.training.model_copy(update={"reconstruction": learn})})
     separator = Separator(members, sample_rate, opts, history, adaptation)
-    if opts.training.reconstruction and opts.dictionary_size and adaptation is None:
+    if opts.training.reconstruction and learnable:
         learnt = [name for name in sources if name not in separator.refined_sources]
         members, _ = learnt_factors(separator, {n: as_float_audio(a) for n, a in sources.items()}, learnt)
         separator = Separator(members, sample_rate, opts, history, adaptation)
