@@ -24,6 +24,21 @@ import jax
 from fhmm_ppl import hmm
 from fhmm_ppl.hmm.filtering import mask_padding
 
+#: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
+TYPICAL_FRAMES = 1000
+
+
+def plan(emission, n_states: tuple, n_frames: int, method: str = "auto"):
+    """``hmm.plan_inference`` for a separator; an emission without mean field is refused a plan
+    that is not exact, with advice."""
+    chosen = hmm.plan_inference(n_states, n_frames, method=method)
+    if chosen.method != "exact" and not emission.mean_field:
+        joint = f"{n_states[0]}^{len(n_states)}" if len(set(n_states)) == 1 else " x ".join(map(str, n_states))
+        raise ValueError(f"the {emission.name} separator needs exact inference over {joint} joint states, but the plan "
+                         f"here is {chosen.method} ({chosen.reason}); use emission='complex_gaussian' (structured mean "
+                         "field, linear in the number of sources) or fewer states per source")
+    return chosen
+
 
 class ModelSet(NamedTuple):
     """One set of source models as device arrays, converted once when a separator is built.

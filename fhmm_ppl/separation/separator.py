@@ -34,7 +34,7 @@ from fhmm_ppl.separation.level import recording_level, scaled_members, source_le
 from fhmm_ppl.separation.masks import Mixture, binary, choose, wiener_shares
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.phase import check_phased, waveforms
-from fhmm_ppl.separation.posterior import ModelSet, clean_source_posterior, infer, scaled_log_lik
+from fhmm_ppl.separation.posterior import TYPICAL_FRAMES, ModelSet, clean_source_posterior, infer, plan, scaled_log_lik
 from fhmm_ppl.separation.reconstruction import FACTORS
 from fhmm_ppl.separation.refinement import check_refined, refine_models
 from fhmm_ppl.separation.resolution import FINE, LINES_FILE, LineResolved
@@ -42,21 +42,6 @@ from fhmm_ppl.separation.state_nmf import warped_rows
 from fhmm_ppl.separation.storage import SourceModel, read, write
 from fhmm_ppl.separation.streaming import fitted_stream, lag_frames, stream
 from fhmm_ppl.separation.warps import warp_factors
-
-#: Mixture frames assumed when planning ahead of a mixture (8 s at 16 kHz, hop 128).
-TYPICAL_FRAMES = 1000
-
-
-def plan(emission, n_states: tuple, n_frames: int, method: str = "auto"):
-    """``hmm.plan_inference`` for a separator; an emission without mean field is refused a plan
-    that is not exact, with advice."""
-    chosen = hmm.plan_inference(n_states, n_frames, method=method)
-    if chosen.method != "exact" and not emission.mean_field:
-        joint = f"{n_states[0]}^{len(n_states)}" if len(set(n_states)) == 1 else " x ".join(map(str, n_states))
-        raise ValueError(f"the {emission.name} separator needs exact inference over {joint} joint states, but the plan "
-                         f"here is {chosen.method} ({chosen.reason}); use emission='complex_gaussian' (structured mean "
-                         "field, linear in the number of sources) or fewer states per source")
-    return chosen
 
 
 class Separator:

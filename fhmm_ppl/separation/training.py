@@ -23,10 +23,11 @@ from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.inputs import as_float_audio
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.phase import check_phased
+from fhmm_ppl.separation.posterior import TYPICAL_FRAMES, plan
 from fhmm_ppl.separation.reconstruction import learns, learnt_factors
 from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.resolution import LineResolved, fine_options, line_sources, tonal_lines
-from fhmm_ppl.separation.separator import TYPICAL_FRAMES, Separator, plan
+from fhmm_ppl.separation.separator import Separator
 from fhmm_ppl.separation.source_models import keep
 from fhmm_ppl.separation.warps import auto_shifts
 from fhmm_ppl.train import fit
