@@ -45,3 +45,18 @@ def test_svi_runs_svi_steps_and_reports_minus_the_loss(problem):
     assert result.history.shape == (40,)  # svi_steps, not max_iter
     np.testing.assert_allclose(result.history, -own.losses, rtol=1e-5)
     assert result.history[-1] > result.history[0]
+
+
+def test_kmeans_start_on_repeated_frames_is_quiet_and_complete():
+    """A pure periodic tone repeats a handful of frames: more states than distinct frames start some
+    states alike, without scikit-learn's warning, and every frame's center is the frame itself."""
+    import warnings
+
+    from fhmm_ppl.models.families import kmeans_labels
+
+    frames = np.tile(np.random.default_rng(0).normal(size=(3, 5)), (20, 1))  # 3 distinct frames, 60 rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        centers, labels = kmeans_labels(frames, 6, seed=0)
+    assert centers.shape == (6, 5) and labels.shape == (60,)
+    np.testing.assert_allclose(centers[labels], frames, atol=1e-9)

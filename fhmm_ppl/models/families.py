@@ -16,6 +16,7 @@ and for one chain (training one source's HMM):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
@@ -24,6 +25,7 @@ import numpy as np
 import numpyro
 from jax import Array
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 
 from fhmm_ppl.hmm import emissions
 from fhmm_ppl.models.priors import (
@@ -48,11 +50,17 @@ class ComplexGaussianParams(NamedTuple):
 
 
 def kmeans_labels(frames: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded k-means (scikit-learn) on ``(M, D)`` frames -> (centers ``(n, D)``, labels ``(M,)``)."""
+    """Seeded k-means (scikit-learn) on ``(M, D)`` frames -> (centers ``(n, D)``, labels ``(M,)``).
+
+    Frames with fewer distinct values than clusters (a pure periodic tone repeats a handful of
+    frames) give some clusters the same center; scikit-learn warns about it, but states that start
+    alike are harmless (EM moves them apart or they stay alike), so the warning is not passed on."""
     frames = np.asarray(frames, dtype=np.float64)
     if frames.shape[0] < n_clusters:
         raise ValueError(f"need at least {n_clusters} frames to initialise {n_clusters} states, got {frames.shape[0]}")
-    km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(frames)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Number of distinct clusters", ConvergenceWarning)
+        km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(frames)
     return km.cluster_centers_, km.labels_
 
 
