@@ -95,12 +95,14 @@ def test_training_mixtures_set_the_first_source_at_each_offset_against_the_rest(
     assert training_mixtures({"a": np.ones(50_000), "b": np.ones(10)}, 1000)[0][0].shape == (20_000,)  # at most 20 s
 
 
-def test_learnt_factors_lower_the_objective_for_the_sources_not_refined_and_save(tmp_path):
+def test_learnt_factors_lower_the_objective_for_the_sources_not_refined_and_save(tmp_path, capsys):
     rng = np.random.default_rng(3)
     sources = {"speech": low_tones(rng, 4), "noise": steady(rng, 4)}  # white noise: they share every bin
     plain = fit_separator(sources, RATE, reconstruction=False, **FAST)
     assert all(FACTORS not in m.emission for m in plain.models.values()) and plain.sets[0].factors is None
-    members, objective = learnt_factors(plain, sources, ["speech"], steps=40)
+    members, objective = learnt_factors(plain, sources, ["speech"], steps=40, progress=True)
+    done, err = len(OFFSETS_DB) + len(plain.members), capsys.readouterr().err  # each training mixture, each set
+    assert "reconstruction factors" in err and f"{done}/{done}" in err
     assert objective.shape == (40,) and objective[-1] < 0.9 * objective[0]
     assert FACTORS in members[0]["speech"].emission and FACTORS not in members[0]["noise"].emission
     assert members[0]["speech"].emission[FACTORS].shape == members[0]["speech"].emission["dictionaries"].shape

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from fhmm_ppl.audio.features import STFTConfig, stft
 from fhmm_ppl.separation.masks import dictionary_terms
@@ -95,20 +96,24 @@ def training_mixtures(sources: Mapping[str, np.ndarray], sample_rate: int,
     return out
 
 
-def learnt_factors(separator, sources: Mapping[str, np.ndarray], learnt: Sequence[str],
-                   steps: int = STEPS) -> tuple[list[dict[str, SourceModel]], np.ndarray]:
+def learnt_factors(separator, sources: Mapping[str, np.ndarray], learnt: Sequence[str], steps: int = STEPS,
+                   progress: bool = False) -> tuple[list[dict[str, SourceModel]], np.ndarray]:
     """``separator``'s model sets with factors (``FACTORS``) for the sources named in ``learnt``,
-    learnt on ``training_mixtures(sources)``, and the first set's objective before each step ``(steps,)``."""
+    learnt on ``training_mixtures(sources)``, and the first set's objective before each step ``(steps,)``.
+    ``progress``: a bar over the training mixtures separated and the model sets' steps."""
     config = separator.options.stft
     chosen = [separator.names.index(name) for name in learnt]
+    mixtures = training_mixtures(sources, separator.sample_rate)
+    bar = tqdm(total=len(mixtures) + len(separator.members), desc="reconstruction factors", disable=not progress)
     per_set, targets = None, []
-    for index, (mixture, parts) in enumerate(training_mixtures(sources, separator.sample_rate)):
+    for index, (mixture, parts) in enumerate(mixtures):
         spec = stft(mixture, config)
         read = slice(index % STRIDE, len(spec), STRIDE)  # the frames the objective reads
         targets.append((spec[read], np.stack([stft(p, config)[read] for p in parts])))
         terms = separator.refine(mixture).per_set(spec, partial(dictionary_terms, **separator.mask.make.keywords))
         terms = [(np.asarray(s)[read], [np.asarray(t)[read] for t in ts]) for s, ts in terms]  # padding cut too
         per_set = [[t] for t in terms] if per_set is None else [seen + [t] for seen, t in zip(per_set, terms)]
+        bar.update()
     mixture_stft = jnp.asarray(np.concatenate([s for s, _ in targets]))
     source_stfts = jnp.asarray(np.concatenate([r for _, r in targets], axis=1))
     members, objective = [], None
@@ -123,6 +128,8 @@ def learnt_factors(separator, sources: Mapping[str, np.ndarray], learnt: Sequenc
         members.append({name: model if name not in factors else
                         model._replace(emission={**model.emission, FACTORS: factors[name]})
                         for name, model in member.items()})
+        bar.update()
+    bar.close()
     return members, objective
 
 

@@ -134,7 +134,8 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     separator = Separator(members, sample_rate, opts, history, adaptation)
     if opts.training.reconstruction and learnable:
         learnt = [name for name in sources if name not in separator.refined_sources]
-        members, _ = learnt_factors(separator, {n: as_float_audio(a) for n, a in sources.items()}, learnt)
+        members, _ = learnt_factors(separator, {n: as_float_audio(a) for n, a in sources.items()}, learnt,
+                                    progress=progress)
         separator = Separator(members, sample_rate, opts, history, adaptation)
     if adaptation is None and fine is not None:
         if chosen_phase:  # at the finer STFT the lines are resolved: their phase of their own gains nothing
