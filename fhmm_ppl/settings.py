@@ -167,8 +167,9 @@ class TrainingSettings(Strict):
     ensemble whose masks a separator averages. ``adapt_iter``: EM iterations of each adaptation of
     the unknown sources to a mixture. ``reconstruction``: where states have NMF dictionaries, the
     sources not refined on each mixture learn factors for their shares of the fit on mixtures of
-    the training audio (``separation.reconstruction``); ``None``: where every noise's training
-    audio repeats its long-term spectrum, or there is none.
+    the training audio (``separation.reconstruction``); ``None``: where there is noise, every
+    noise's training audio repeats its long-term spectrum and none is a hum's lines
+    (``reconstruction.learns``; the choice is saved with the separator).
     """
 
     method: Literal["em", "svi"] = "em"

@@ -1,10 +1,13 @@
 """train.fit: the trainer the settings name, best of n_init starts, the objective history."""
 
+import warnings
+
 import numpy as np
 import pytest
 from test_training import hmm_data
 
 from fhmm_ppl.models import FHMMSpec, make_family
+from fhmm_ppl.models.families import kmeans_labels
 from fhmm_ppl.settings import TrainingSettings
 from fhmm_ppl.train import fit, fit_em, fit_svi, initial_params
 
@@ -50,10 +53,6 @@ def test_svi_runs_svi_steps_and_reports_minus_the_loss(problem):
 def test_kmeans_start_on_repeated_frames_is_quiet_and_complete():
     """A pure periodic tone repeats a handful of frames: more states than distinct frames start some
     states alike, without scikit-learn's warning, and every frame's center is the frame itself."""
-    import warnings
-
-    from fhmm_ppl.models.families import kmeans_labels
-
     frames = np.tile(np.random.default_rng(0).normal(size=(3, 5)), (20, 1))  # 3 distinct frames, 60 rows
     with warnings.catch_warnings():
         warnings.simplefilter("error")
