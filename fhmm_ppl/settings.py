@@ -80,8 +80,11 @@ def check_noise_sources(key: str, wanted, names, active: bool) -> None:
 
 
 #: seconds over which the masks average the power of the ``inference.average`` sources
-#: (``separation.averaging``; chosen on real speech, docs/benchmarks.md)
+#: (``separation.averaging``; chosen on real speech, docs/benchmarks.md) ...
 AVERAGE_SECONDS = 0.5
+#: ... and where every noise's training audio repeats its long-term spectrum (``fit_separator``'s
+#: choice where ``inference.average_seconds`` is unset): a steady level, held over most of a recording
+REPEATING_AVERAGE_SECONDS = 5.0
 #: how each frame moves that average: by the source's presence in the frame (a speech-presence noise
 #: tracker), or as the running mean of the power its mask gives it (separators saved in format 9)
 AverageRule = Literal["presence", "share"]
@@ -201,7 +204,9 @@ class InferenceSettings(Strict):
     refining the speech too loses on recorded dishes (docs/benchmarks.md). ``average``: sources
     whose power the masks take as a level tracked over ``average_seconds`` (0: none) instead of
     frame by frame, by ``average_rule`` (``separation.averaging``; by default the source named
-    ``noise``, tracked by its presence). ``pitch_shifts``: where states have NMF dictionaries, each
+    ``noise``, tracked by its presence; ``average_seconds`` ``None``: ``fit_separator`` chooses
+    ``REPEATING_AVERAGE_SECONDS`` where every noise's training audio repeats its long-term spectrum,
+    else ``AVERAGE_SECONDS``, which a separator built without it also takes). ``pitch_shifts``: where states have NMF dictionaries, each
     frame may take the dictionaries of the sources that are not noise (not in ``refine`` or
     ``average``) warped in frequency by up to this many quarter tones either way, whichever warp
     fits it best, each such source its own warp (0: none; ``None``: ``fit_separator`` chooses, 2
@@ -230,12 +235,17 @@ class InferenceSettings(Strict):
     refine_strength: float = Field(10.0, gt=1, le=1e6, allow_inf_nan=False)
     refine_stride: int = Field(2, ge=1, le=16)
     average: list[str] = Field(default_factory=lambda: list(NOISE_SOURCES))
-    average_seconds: float = Field(AVERAGE_SECONDS, ge=0, le=3600, allow_inf_nan=False)
+    average_seconds: Optional[float] = Field(None, ge=0, le=3600, allow_inf_nan=False)
     average_rule: AverageRule = "presence"
     pitch_shifts: Optional[int] = Field(None, ge=0, le=12)
     phase_sources: Optional[list[str]] = None
     match_level: bool = True
     source_levels: bool = False
+
+    @property
+    def tracked_seconds(self) -> float:
+        """``average_seconds``, ``AVERAGE_SECONDS`` where unset (0: the masks frame by frame)."""
+        return AVERAGE_SECONDS if self.average_seconds is None else self.average_seconds
 
     @property
     def noise_sources(self) -> set[str]:

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 from test_separation import RATE, high_noise, low_tones
+from test_warps import steady
 
 from fhmm_ppl.audio.features import stft
-from fhmm_ppl.separation import Separator, fit_separator
+from fhmm_ppl.separation import Separator, fit_separator, load
 from fhmm_ppl.separation.averaging import PowerAverage, source_indices
+from fhmm_ppl.settings import AVERAGE_SECONDS, REPEATING_AVERAGE_SECONDS
 
 
 def reference_average(masks, magnitude, sources, frames, rule="presence"):
@@ -126,10 +128,28 @@ def test_a_separator_averages_its_noise_and_refuses_a_missing_source():
     assert Separator(pair, RATE, sep.options).power_average().sources == ()
 
 
+def test_fit_separator_holds_a_repeating_noise_s_level_longer(tmp_path):
+    rng = np.random.default_rng(6)
+    light = dict(n_states=3, max_iter=3, emission="complex_gaussian", n_models=1, n_fft=256, hop_length=64)
+    tones = low_tones(rng, 3)
+
+    def seconds(sources, **options):
+        return fit_separator(sources, RATE, **light, **options).options.inference.average_seconds
+
+    white = steady(rng, 3)  # repeats its long-term spectrum (reconstruction.repetition)
+    changing = np.concatenate([steady(rng, 1.5), high_noise(rng, 1.5)])  # white, then a band
+    assert seconds({"tones": tones, "noise": white}) == REPEATING_AVERAGE_SECONDS == 5.0
+    assert seconds({"tones": tones, "noise": changing}) == AVERAGE_SECONDS == 0.5
+    assert seconds({"a": tones, "b": white}) == AVERAGE_SECONDS  # no noise: nothing is averaged anyway
+    assert seconds({"tones": tones, "noise": white}, average_seconds=1.0) == 1.0  # given, kept
+    sep = fit_separator({"tones": tones, "noise": white}, RATE, **light)
+    assert load(sep.save(tmp_path / "held")).power_average().frames == 5.0 * RATE / sep.options.features.hop_length
+    unset = Separator(sep.members, RATE, sep.options.replace(average_seconds=None))  # built without fit_separator
+    assert unset.power_average().frames == AVERAGE_SECONDS * RATE / sep.options.features.hop_length
+
+
 def test_a_separator_saved_before_averaging_loads_without_it(tmp_path):
     import json
-
-    from fhmm_ppl.separation import load
 
     rng = np.random.default_rng(4)
     sep = fit_separator({"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}, RATE, n_states=3, max_iter=3,

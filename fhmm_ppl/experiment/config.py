@@ -216,7 +216,7 @@ class ExperimentConfig(_Strict):
                 raise ValueError("data.test (mixtures with references) or data.test_clean (clean files per source) is needed")
             sources = sorted(set(self.data.train) | unknown)
             check_noise_sources("inference.refine", self.inference.refine, sources, self.inference.refine_iter != 0)
-            check_noise_sources("inference.average", self.inference.average, sources, self.inference.average_seconds > 0)
+            check_noise_sources("inference.average", self.inference.average, sources, self.inference.tracked_seconds > 0)
             check_named("inference.phase_sources", self.inference.phase_sources or [], sources)
             named = [("data.test_clean", sorted(self.data.test_clean))] if self.data.test_clean else []
             named += [(f"data.test[{i}].references", sorted(item.references)) for i, item in enumerate(self.data.test)]

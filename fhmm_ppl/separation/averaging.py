@@ -147,4 +147,4 @@ def check_averaged(options, names: Sequence[str]) -> None:
     """One-line ``ValueError`` where ``inference.average`` names a source not in ``names`` (the
     separator's sources); the default, ``NOISE_SOURCES``, is skipped where it is missing."""
     inference = options.inference
-    check_noise_sources("inference.average", inference.average, names, inference.average_seconds > 0)
+    check_noise_sources("inference.average", inference.average, names, inference.tracked_seconds > 0)

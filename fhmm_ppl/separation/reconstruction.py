@@ -66,14 +66,18 @@ def repetition(audio: np.ndarray, config: STFTConfig, parts: int = 4) -> float:
     return float(np.mean([np.sqrt(np.mean((s - whole)[held] ** 2)) for s in stretches]))
 
 
+def repeats(noises: Mapping[str, np.ndarray], config: STFTConfig) -> bool:
+    """Whether there is noise (``{name: training audio}``) and every noise repeats itself (``repetition``
+    under ``REPEAT_DB``): what is learnt on its training audio then holds on another stretch."""
+    return bool(noises) and all(repetition(a, config) < REPEAT_DB for a in noises.values())
+
+
 def learns(noises: Mapping[str, np.ndarray], config: STFTConfig, lines_at: STFTConfig) -> bool:
     """Whether ``fit_separator`` learns factors by default (``training.reconstruction`` unset): where
-    there is noise (``{name: training audio}``), every noise repeats itself (``repetition`` under
-    ``REPEAT_DB``), so that what is learnt on its training audio holds on another stretch, and none is
-    lines at ``lines_at`` (``resolution.line_sources``). Against a jittery hum and between talkers the
-    factors lost (docs/benchmarks.md)."""
-    return (bool(noises) and not line_sources(noises, lines_at)
-            and all(repetition(a, config) < REPEAT_DB for a in noises.values()))
+    every noise repeats itself (``repeats``) and none is lines at ``lines_at``
+    (``resolution.line_sources``). Against a jittery hum and between talkers the factors lost
+    (docs/benchmarks.md)."""
+    return repeats(noises, config) and not line_sources(noises, lines_at)
 
 
 def training_mixtures(sources: Mapping[str, np.ndarray], sample_rate: int,

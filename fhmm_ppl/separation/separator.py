@@ -189,7 +189,7 @@ class Separator:
         ``inference.average`` sources (``separation.averaging``)."""
         inference = self.options.inference
         return PowerAverage(source_indices(inference.average, self.names),
-                            inference.average_seconds * self.sample_rate / self.options.features.hop_length,
+                            inference.tracked_seconds * self.sample_rate / self.options.features.hop_length,
                             inference.average_rule)
 
     def _finish(self, per_set: list, n_frames: int, mixture_stft: np.ndarray, average: PowerAverage) -> np.ndarray:

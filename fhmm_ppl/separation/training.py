@@ -24,12 +24,13 @@ from fhmm_ppl.separation.inputs import as_float_audio
 from fhmm_ppl.separation.options import SeparatorOptions
 from fhmm_ppl.separation.phase import check_phased
 from fhmm_ppl.separation.posterior import TYPICAL_FRAMES, plan
-from fhmm_ppl.separation.reconstruction import learns, learnt_factors
+from fhmm_ppl.separation.reconstruction import learns, learnt_factors, repeats
 from fhmm_ppl.separation.refinement import check_refined
 from fhmm_ppl.separation.resolution import LineResolved, fine_options, line_sources, tonal_lines
 from fhmm_ppl.separation.separator import Separator
 from fhmm_ppl.separation.source_models import keep
 from fhmm_ppl.separation.warps import auto_shifts
+from fhmm_ppl.settings import AVERAGE_SECONDS, REPEATING_AVERAGE_SECONDS
 from fhmm_ppl.train import fit
 
 #: States per second of a source's training audio when ``model.n_states`` is ``None`` (rounded to a
@@ -127,6 +128,9 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if chosen_phase:  # mains hum against dictionary fits: a phase of its own
         phased = line_sources(noises, lines_at) if opts.dictionary_size else []
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"phase_sources": phased})})
+    if opts.inference.average_seconds is None:  # a noise that repeats itself: its level held over seconds
+        seconds = REPEATING_AVERAGE_SECONDS if repeats(noises, opts.stft) else AVERAGE_SECONDS
+        opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"average_seconds": seconds})})
     learnable = bool(opts.dictionary_size) and adaptation is None  # states with dictionaries, all trained
     if opts.training.reconstruction is None:
         learn = learnable and learns(noises, opts.stft, lines_at)
