@@ -80,9 +80,9 @@ def check_noise_sources(key: str, wanted, names, active: bool) -> None:
 
 
 #: seconds over which the masks average the power of the ``inference.average`` sources
-#: (``separation.averaging``; chosen on real speech, docs/benchmarks.md) ...
+#: (``separation.averaging``; chosen on real speech, docs/benchmarks.md)
 AVERAGE_SECONDS = 0.5
-#: ... and where every noise's training audio repeats its long-term spectrum (``fit_separator``'s
+#: the same where every noise's training audio repeats its long-term spectrum (``fit_separator``'s
 #: choice where ``inference.average_seconds`` is unset): a steady level, held over most of a recording
 REPEATING_AVERAGE_SECONDS = 5.0
 #: how each frame moves that average: by the source's presence in the frame (a speech-presence noise
@@ -206,11 +206,12 @@ class InferenceSettings(Strict):
     frame by frame, by ``average_rule`` (``separation.averaging``; by default the source named
     ``noise``, tracked by its presence; ``average_seconds`` ``None``: ``fit_separator`` chooses
     ``REPEATING_AVERAGE_SECONDS`` where every noise's training audio repeats its long-term spectrum,
-    else ``AVERAGE_SECONDS``, which a separator built without it also takes). ``pitch_shifts``: where states have NMF dictionaries, each
-    frame may take the dictionaries of the sources that are not noise (not in ``refine`` or
-    ``average``) warped in frequency by up to this many quarter tones either way, whichever warp
-    fits it best, each such source its own warp (0: none; ``None``: ``fit_separator`` chooses, 2
-    where every noise's training audio is steady or no source is noise, else 0; ``separation.warps``).
+    else ``AVERAGE_SECONDS``, which a separator built without it also takes).
+    ``pitch_shifts``: where states have NMF dictionaries, each frame may take the dictionaries of the
+    sources that are not noise (not in ``refine`` or ``average``) warped in frequency by up to this
+    many quarter tones either way, whichever warp fits it best, each such source its own warp (0:
+    none; ``None``: ``fit_separator`` chooses, 2 where every noise's training audio is steady or no
+    source is noise, else 0; ``separation.warps``).
     ``phase_sources``: sources whose estimates take a phase of their own, retrieved from their masked
     magnitudes, the others sharing what they leave (``separation.phase``; ``[]``: none, every
     estimate keeps the mixture's phase; ``None``: ``fit_separator`` chooses, where states have NMF

@@ -121,6 +121,9 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if opts.inference.pitch_shifts is None:  # steady noise or none: each frame's talkers may take pitch warps
         shifts = auto_shifts(noises, opts.stft, bool(unknown)) if opts.dictionary_size else 0
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"pitch_shifts": shifts})})
+    if opts.inference.average_seconds is None:  # a noise that repeats itself: its level held over seconds
+        seconds = REPEATING_AVERAGE_SECONDS if repeats(noises, opts.stft) else AVERAGE_SECONDS
+        opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"average_seconds": seconds})})
     line_n_fft = opts.features.line_n_fft
     fine = fine_options(opts) if line_n_fft is not None and line_n_fft > opts.features.n_fft else None
     lines_at = opts.stft if fine is None else fine.stft  # where lines stand out from the rest best
@@ -128,9 +131,6 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if chosen_phase:  # mains hum against dictionary fits: a phase of its own
         phased = line_sources(noises, lines_at) if opts.dictionary_size else []
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"phase_sources": phased})})
-    if opts.inference.average_seconds is None:  # a noise that repeats itself: its level held over seconds
-        seconds = REPEATING_AVERAGE_SECONDS if repeats(noises, opts.stft) else AVERAGE_SECONDS
-        opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"average_seconds": seconds})})
     learnable = bool(opts.dictionary_size) and adaptation is None  # states with dictionaries, all trained
     if opts.training.reconstruction is None:
         learn = learnable and learns(noises, opts.stft, lines_at)
