@@ -89,6 +89,17 @@ REPEATING_AVERAGE_SECONDS = 5.0
 #: tracker), or as the running mean of the power its mask gives it (separators saved in format 9)
 AverageRule = Literal["presence", "share"]
 AVERAGE_RULES = get_args(AverageRule)
+#: the presence rule's ceilings (``averaging.level_ceilings``, learnt from each averaged noise's
+#: training audio where ``training.level_ceilings``): once a bin's weights reach
+#: ``CEILING_WARMUP`` frames, a frame pulls the level towards at most ``c_f`` times the level,
+#: ``c_f`` the ``CEILING_QUANTILE`` of the training noise's own power over its level before each
+#: frame, at least ``CEILING_FLOOR`` (a Gaussian noise's bin passes 8 times its mean once in 3000
+#: frames); the masks take the larger of that level and the level without ceilings over
+#: ``CEILING_BOUND``, so a level that starts far too low still rises
+CEILING_QUANTILE = 0.999
+CEILING_FLOOR = 8.0
+CEILING_WARMUP = 8.0
+CEILING_BOUND = 4.0
 
 
 class ModelSettings(Strict):
@@ -172,7 +183,11 @@ class TrainingSettings(Strict):
     sources not refined on each mixture learn factors for their shares of the fit on mixtures of
     the training audio (``separation.reconstruction``); ``None``: where there is noise, every
     noise's training audio repeats its long-term spectrum and none is a hum's lines
-    (``reconstruction.learns``; the choice is saved with the separator).
+    (``reconstruction.learns``; the choice is saved with the separator). ``level_ceilings``: each
+    noise whose power the masks track (``inference.average``) keeps, per frequency bin, how far its
+    training audio's power rises above its tracked level, and the tracked level takes no frame's
+    pull beyond that (``averaging.level_ceilings``): a pull above anything the noise did in training
+    is the speech.
     """
 
     method: Literal["em", "svi"] = "em"
@@ -182,6 +197,7 @@ class TrainingSettings(Strict):
     n_models: int = Field(3, ge=1, le=10)
     adapt_iter: int = Field(30, ge=1, le=1000)
     reconstruction: Optional[bool] = None
+    level_ceilings: bool = True
 
 
 class InferenceSettings(Strict):

@@ -143,10 +143,10 @@ def print_real_time_factors(task) -> list[str]:
 
 #: FHMM separators of the real-speech section (flat options over the library's defaults).
 REAL_METHODS = {
-    "the default: log-mel, states from training length, n_fft 1024, hop 256, x3, 8-spectrum dictionaries, two states each, spectra at the recording's level, noise refined on every second frame, noise power tracked by presence over 5 s where the noise repeats, else 0.5 s, pitch warps where the noise is steady or there is none, hum's phase its own, reconstruction factors where the noise repeats": {
+    "the default: log-mel, states from training length, n_fft 1024, hop 256, x3, 8-spectrum dictionaries, two states each, spectra at the recording's level, noise refined on every second frame, noise power tracked by presence over 5 s where the noise repeats, else 0.5 s, each frame's pull capped by the noise's own rises, pitch warps where the noise is steady or there is none, hum's phase its own, reconstruction factors where the noise repeats": {
         "emission": "log_mel", "n_fft": 1024, "hop_length": 256},
-    "noise power tracked over 0.5 s everywhere (the default before)": {
-        "emission": "log_mel", "n_fft": 1024, "hop_length": 256, "average_seconds": 0.5},
+    "the noise's level without ceilings (the default before)": {
+        "emission": "log_mel", "n_fft": 1024, "hop_length": 256, "level_ceilings": False},
     "noise power frame by frame": {"emission": "log_mel", "n_fft": 1024, "hop_length": 256, "average_seconds": 0.0},
     "complex Gaussian 64, n_fft 512, hop 128": {"emission": "complex_gaussian", "n_states": 64, "n_models": 1,
                                                 "n_fft": 512, "hop_length": 128},

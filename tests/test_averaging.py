@@ -7,15 +7,25 @@ from test_warps import steady
 
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.separation import Separator, fit_separator, load
-from fhmm_ppl.separation.averaging import PowerAverage, source_indices
-from fhmm_ppl.settings import AVERAGE_SECONDS, REPEATING_AVERAGE_SECONDS
+from fhmm_ppl.separation.averaging import CEILINGS, PowerAverage, level_ceilings, source_indices
+from fhmm_ppl.settings import (
+    AVERAGE_SECONDS,
+    CEILING_BOUND,
+    CEILING_FLOOR,
+    CEILING_QUANTILE,
+    CEILING_WARMUP,
+    REPEATING_AVERAGE_SECONDS,
+)
 
 
-def reference_average(masks, magnitude, sources, frames, rule="presence"):
+def reference_average(masks, magnitude, sources, frames, rule="presence", ceilings=None):
     """The averaged masks written out bin by bin and frame by frame in float64. ``presence``: the level
     is the first frame's ``e_0 = m_0^2 |y_0|^2`` (weight 1) and every later frame's ``|y|^2`` weighted
     by ``w = m^2``, averaged while the weights sum to at most ``frames``; then
-    ``a_t = a_{t-1} + w_t c (|y_t|^2 - a_{t-1})``, ``c = 1 / frames``.
+    ``a_t = a_{t-1} + w_t c (|y_t|^2 - a_{t-1})``, ``c = 1 / frames``. With ``ceilings`` (``{source
+    index: (F,)}``), once the weights reach ``CEILING_WARMUP`` a frame's ``|y|^2`` counts as at most
+    its ceiling times the level before it, and the level is at least the one without ceilings (kept
+    beside it) over ``CEILING_BOUND``.
     ``share``: ``a_t = (1 - c) a_{t-1} + c e_t`` from ``a_0 = e_0`` for ``e = m^2 |y|^2``. Then each
     power's share, the averaged sources' level in their place."""
     c = 1.0 / frames
@@ -24,22 +34,34 @@ def reference_average(masks, magnitude, sources, frames, rule="presence"):
     power = masks ** 2 * mixture
     out = masks.copy()
     n_sources, n_frames, n_bins = masks.shape
+    ceilings = ceilings or {}
     for f in range(n_bins):
         for k in sources:
-            level, weights, weighted = 0.0, 0.0, 0.0
+            ceiling = float(ceilings[k][f]) if k in ceilings else np.inf
+            level, free, weights, weighted = 0.0, 0.0, 0.0, 0.0
             for t in range(n_frames):
                 if rule == "share":
                     level = power[k, 0, f] if t == 0 else (1 - c) * level + c * power[k, t, f]
-                elif t == 0:
-                    level, weights, weighted = power[k, 0, f], 1.0, power[k, 0, f]
+                    power[k, t, f] = level
+                    continue
+                if t == 0:
+                    level = free = weighted = power[k, 0, f]
+                    weights = 1.0
                 else:
                     w = masks[k, t, f] ** 2
-                    if weights + w <= frames:  # the weighted mean so far
-                        weights, weighted = weights + w, weighted + w * mixture[t, f]
-                        level = weighted / weights
-                    else:
-                        weights += w
-                        level += w * c * (mixture[t, f] - level)
+                    seen = weights + w
+                    x = mixture[t, f]
+                    if seen >= CEILING_WARMUP and level > 0 and ceiling < np.inf:
+                        x = min(x, ceiling * level)
+                    if k not in ceilings and seen <= frames:  # the weighted mean so far
+                        weighted += w * x
+                        level = weighted / seen
+                    else:  # the same as a recursion, then the recursive average
+                        step = w / seen if seen <= frames else w * c
+                        level += step * (x - level)
+                        free += step * (mixture[t, f] - free)
+                        level = max(level, free / CEILING_BOUND)
+                    weights = seen
                 power[k, t, f] = level
     total = power.sum(0)
     return np.where(total > 0, power / np.where(total > 0, total, 1.0), out)
@@ -77,6 +99,59 @@ def test_blocks_of_any_size_give_the_whole_mixture_s_masks(masks_and_magnitude, 
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
 
 
+def test_the_level_takes_no_pull_above_its_ceiling(masks_and_magnitude):
+    """With ceilings (one source with, one without), the capped recursion matches the float64
+    reference, block by block as in one call; a ceiling nothing reaches changes nothing."""
+    masks, magnitude = masks_and_magnitude
+    magnitude = magnitude.copy()
+    magnitude[30:33] *= 6.0  # frames far above the level: the speech through the noise's mask
+    ceilings = [np.linspace(1.5, 12.0, 7).astype(np.float32), None]
+    out = PowerAverage((1, 2), 6.0, ceilings=ceilings)(masks, magnitude)
+    want = reference_average(masks, magnitude, (1, 2), 6.0, ceilings={1: ceilings[0]})
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    plain = PowerAverage((1, 2), 6.0)(masks, magnitude)
+    assert np.abs(out[1] - plain[1]).max() > 0.05  # the capped source's level changed...
+    np.testing.assert_allclose(out[2] * plain[0], plain[2] * out[0], rtol=1e-4, atol=1e-9)  # ...the other's did not
+    average, parts, start = PowerAverage((1, 2), 6.0, ceilings=ceilings), [], 0
+    for size in (1, 0, 7, 16, 3, 23):
+        parts.append(average(masks[:, start:start + size], magnitude[start:start + size]))
+        start += size
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), out)
+    high = [np.full(7, 1e9, np.float32), None]
+    np.testing.assert_allclose(PowerAverage((1, 2), 6.0, ceilings=high)(masks, magnitude), plain, rtol=1e-6)
+    with pytest.raises(ValueError, match="ceilings have 5 frequency bins, the mixture's STFT 7"):
+        PowerAverage((1,), 6.0, ceilings=[np.ones(5)])(masks, magnitude)
+
+
+def test_a_level_that_starts_far_too_low_still_rises():
+    """Silence, then noise: the capped level could climb only by its ceiling a frame, so it is held at
+    least at the uncapped level over ``CEILING_BOUND``, and the two meet once the noise settles."""
+    masks = np.full((2, 400, 1), 0.5, np.float32)
+    magnitude = np.full((400, 1), 1e-4, np.float32)
+    magnitude[100:] = 1.0
+    average = PowerAverage((1,), 50.0, ceilings=[np.array([CEILING_FLOOR], np.float32)])
+    out = average(masks, magnitude)
+    free = PowerAverage((1,), 50.0)(masks, magnitude)
+    level = lambda m: 0.25 * m[1, :, 0] / m[0, :, 0]  # noqa: E731  the level from the masks, speech power 0.25
+    assert np.all(level(out) >= level(free) / CEILING_BOUND * (1 - 1e-4))
+    assert level(out)[150] < level(free)[150] and abs(level(out)[-1] / level(free)[-1] - 1) < 0.1
+
+
+def test_level_ceilings_are_how_far_the_noise_rises_above_its_level():
+    rng = np.random.default_rng(7)
+    power = np.abs(rng.standard_normal((3000, 4)) + 1j * rng.standard_normal((3000, 4))) ** 2  # Gaussian noise
+    power[::50, 2] *= 40.0  # one bin bursts every 50 frames
+    power[:, 3] = 0.0  # and one is silent
+    ceilings = level_ceilings(power, 30.0)
+    levels = PowerAverage((0,), 30.0)._presence(np.ones((1, 3000, 4)), power, power[:1])[0]
+    start = int(CEILING_WARMUP) - 1
+    ratio = power[start:, 2] / levels[start - 1:-1, 2]
+    np.testing.assert_allclose(ceilings[2], np.quantile(ratio, CEILING_QUANTILE), rtol=1e-5)
+    assert ceilings[2] > 15.0  # the bursts are the noise's own: no ceiling under them
+    np.testing.assert_array_equal(ceilings[[0, 1, 3]], CEILING_FLOOR)  # Gaussian bins rarely pass the floor
+    assert level_ceilings(power[:start], 30.0) is None  # too short for one ratio past the warm-up
+
+
 def test_no_average_leaves_the_masks(masks_and_magnitude):
     masks, magnitude = masks_and_magnitude
     np.testing.assert_array_equal(PowerAverage((), 6.0)(masks, magnitude), masks)  # no source named
@@ -112,7 +187,10 @@ def test_a_separator_averages_its_noise_and_refuses_a_missing_source():
     spec = stft(low_tones(rng, 2) + high_noise(rng, 2), sep.options.stft)
     plain = Separator(sep.members, RATE, sep.options.replace(average_seconds=0.0)).gains(spec)
     frames = 0.5 * RATE / sep.options.features.hop_length
-    np.testing.assert_allclose(sep.gains(spec), reference_average(plain, np.abs(spec), (1,), frames), atol=1e-5)
+    assert CEILINGS not in sep.models["tones"].emission  # the noise's level alone is tracked, and capped
+    ceilings = {1: sep.models["noise"].emission[CEILINGS]}
+    np.testing.assert_allclose(sep.gains(spec), reference_average(plain, np.abs(spec), (1,), frames, ceilings=ceilings),
+                               atol=1e-5)
     share = Separator(sep.members, RATE, sep.options.replace(average_rule="share")).gains(spec)
     np.testing.assert_allclose(share, reference_average(plain, np.abs(spec), (1,), frames, "share"), atol=1e-5)
     # streamed (a lag covering the mixture): the offline masks' separation, average included
@@ -146,6 +224,33 @@ def test_fit_separator_holds_a_repeating_noise_s_level_longer(tmp_path):
     assert load(sep.save(tmp_path / "held")).power_average().frames == 5.0 * RATE / sep.options.features.hop_length
     unset = Separator(sep.members, RATE, sep.options.replace(average_seconds=None))  # built without fit_separator
     assert unset.power_average().frames == AVERAGE_SECONDS * RATE / sep.options.features.hop_length
+
+
+def test_fit_separator_keeps_the_tracked_noise_s_ceilings(tmp_path):
+    """Learnt from the noise's training audio at the separator's STFT and time constant, saved with
+    it; none for the speech, none when asked for none; a format-16 folder (before them) has none."""
+    import json
+
+    rng = np.random.default_rng(6)
+    sources = {"tones": low_tones(rng, 3), "noise": high_noise(rng, 3)}
+    light = dict(n_states=3, max_iter=3, emission="complex_gaussian", n_models=2)
+    sep = fit_separator(sources, RATE, **light)
+    frames = sep.options.inference.tracked_seconds * RATE / sep.options.features.hop_length
+    want = level_ceilings(np.abs(stft(sources["noise"], sep.options.stft)) ** 2, frames)
+    for member in sep.members:
+        np.testing.assert_array_equal(member["noise"].emission[CEILINGS], want)
+        assert CEILINGS not in member["tones"].emission
+    np.testing.assert_array_equal(sep.power_average().ceilings, want[None])
+    assert sep.refine(sources["noise"][:RATE]).power_average().ceilings is not None  # refined, it keeps them
+    folder = sep.save(tmp_path / "sep")
+    assert load(folder).options.training.level_ceilings
+    np.testing.assert_array_equal(load(folder).power_average().ceilings, want[None])
+    none = fit_separator(sources, RATE, level_ceilings=False, **light)
+    assert none.power_average().ceilings is None and not none.options.training.level_ceilings
+    meta = json.loads((folder / "separator.json").read_text())
+    del meta["options"]["training"]["level_ceilings"]
+    (folder / "separator.json").write_text(json.dumps(meta | {"format_version": 16}))
+    assert not load(folder).options.training.level_ceilings
 
 
 def test_a_separator_saved_before_averaging_loads_without_it(tmp_path):

@@ -17,7 +17,13 @@ sources' place (the Wiener filter with a tracked noise level). ``inference.avera
 
   with ``W_t`` the weights so far, the first frame's own ``e_0`` counted as one frame's: a weighted
   mean at first, a recursive average once the weights reach the time constant, and a level that
-  holds where the speech dominates a bin instead of sinking with the noise's mask;
+  holds where the speech dominates a bin instead of sinking with the noise's mask. Where the
+  separator keeps ceilings for the source (``level_ceilings``, learnt from its training audio),
+  a frame pulls towards at most ``c_f a_{t-1}`` once the weights reach ``CEILING_WARMUP``: a
+  frame far above anything the noise did in training is the speech leaking through the noise's
+  mask, and a handful of such frames otherwise lift the level by dB where the noise is weak (on
+  modulated brown noise's upper bands 2-7 dB above the truth; docs/benchmarks.md, "A ceiling on
+  the level's pull");
 * ``share`` (separators saved in format 9): ``a_t = (1 - c) a_{t-1} + c e_t`` from ``a_0 = e_0``.
 
 Both are causal, so streaming applies them frame by frame with the same numbers as whole-file
@@ -34,6 +40,7 @@ repeats").
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +49,10 @@ from scipy.signal import lfilter
 
 from fhmm_ppl.runtime import padded
 from fhmm_ppl.settings import AVERAGE_RULES as RULES
-from fhmm_ppl.settings import check_noise_sources
+from fhmm_ppl.settings import CEILING_BOUND, CEILING_FLOOR, CEILING_QUANTILE, CEILING_WARMUP, check_noise_sources
+
+#: the key of a source's ``level_ceilings`` among its saved emission arrays
+CEILINGS = "level_ceilings"
 
 
 class PowerAverage:
@@ -58,16 +68,21 @@ class PowerAverage:
         rule: ``"presence"`` (each frame pulls the level towards ``|y|^2`` by its weight ``m^2``,
             from a weighted mean at the start) or ``"share"`` (the average of ``m^2 |y|^2`` from the
             first frame's; separators saved in format 9).
+        ceilings: for the presence rule, per averaged source its ``level_ceilings`` ``(F,)`` or
+            ``None`` (no ceiling), or ``None`` for all.
     """
 
-    def __init__(self, sources: Sequence[int], frames: float, rule: str = "presence") -> None:
+    def __init__(self, sources: Sequence[int], frames: float, rule: str = "presence",
+                 ceilings: Optional[Sequence[Optional[np.ndarray]]] = None) -> None:
         if rule not in RULES:
             raise ValueError(f"unknown averaging rule {rule!r}; one of {', '.join(RULES)}")
         self.sources = tuple(sources)
         self.frames = max(float(frames), 1.0)
         self.rule = rule
+        self.ceilings = _stacked(ceilings, len(self.sources)) if rule == "presence" else None  # (S, F) or None
         self.state = None  # per averaged source, the level at the last frame seen: (len(sources), F)
         self.weight = None  # "presence": per averaged source, the weight seen so far: (len(sources), F)
+        self.free = None  # with ceilings: per averaged source, the level without them: (len(sources), F)
 
     @property
     def active(self) -> bool:
@@ -103,11 +118,16 @@ class PowerAverage:
         weights ``w (S, n, F)`` summed so far: from the block's first frame's own power
         ``first_power (S, F)`` where the stream starts (worth one frame), the weighted mean of
         ``|y|^2`` until the weights reach the time constant's frames, a weighted recursive average after.
-        The recursion runs in float32 in one compiled scan (``_track``) on frames padded with zero
-        weights, which leave the level as it is, to the block's ``runtime.frame_bucket`` size."""
-        level, seen, first = self.state, self.weight, 0
+        The recursion runs in float32 in one compiled scan (``_track``, with ceilings
+        ``_track_capped``) on frames padded with zero weights, which leave the level as it is, to
+        the block's ``runtime.frame_bucket`` size."""
+        level, seen, free, first = self.state, self.weight, self.free, 0
         if level is None:
             level, seen, first = first_power.astype(np.float32), np.ones(first_power.shape, np.float32), 1
+            free = level
+        if self.ceilings is not None and self.ceilings.shape[-1] != level.shape[-1]:
+            raise ValueError(f"the level's ceilings have {self.ceilings.shape[-1]} frequency bins, the mixture's "
+                             f"STFT {level.shape[-1]}")
         n_frames = weights.shape[1]
         out = np.empty(weights.shape, np.float64)
         out[:, :first] = level[:, None]
@@ -116,10 +136,15 @@ class PowerAverage:
             # padded to the mixture's bucket, as its other kernels are, not to a bucket of ``rest``
             frame_weights = padded(np.moveaxis(weights[:, first:], 1, 0).astype(np.float32), n_frames)
             power = padded(np.asarray(mixture_power[first:], np.float32), n_frames)
-            level, seen, levels = _track(level, seen, frame_weights, power, np.float32(1.0 / self.frames))
+            floor = np.float32(1.0 / self.frames)
+            if self.ceilings is None:
+                level, seen, levels = _track(level, seen, frame_weights, power, floor)
+            else:
+                level, free, seen, levels = _track_capped(level, free, seen, frame_weights, power, floor, self.ceilings)
+                free = np.asarray(free)
             level, seen = np.asarray(level), np.asarray(seen)
             out[:, first:] = np.moveaxis(np.asarray(levels)[:rest], 0, 1)
-        self.state, self.weight = level, seen
+        self.state, self.weight, self.free = level, seen, free
         return out
 
 
@@ -138,6 +163,57 @@ def _track(level, seen, weights, mixture_power, floor):
 
     (level, seen), levels = jax.lax.scan(step, (level, seen), (weights, mixture_power))
     return level, seen, levels
+
+
+@jax.jit
+def _track_capped(level, free, seen, weights, mixture_power, floor, ceilings):
+    """``_track`` with ceilings ``(S, F)``: once a bin's weights reach ``CEILING_WARMUP``, the level
+    moves towards ``min(|y|^2, ceiling * level)``, and stays at least the level without ceilings
+    (``free``, beside it) over ``CEILING_BOUND``. Returns the last level, free level and weights,
+    and every frame's level ``(n, S, F)``."""
+
+    def step(carry, frame):
+        level, free, seen = carry
+        w, power = frame
+        seen = seen + w
+        gain = w * jnp.maximum(1.0 / seen, floor)
+        capped = jnp.where((seen >= CEILING_WARMUP) & (level > 0), jnp.minimum(power, ceilings * level), power)
+        free = free + gain * (power - free)
+        level = jnp.maximum(level + gain * (capped - level), free / CEILING_BOUND)
+        return (level, free, seen), level
+
+    (level, free, seen), levels = jax.lax.scan(step, (level, free, seen), (weights, mixture_power))
+    return level, free, seen, levels
+
+
+def level_ceilings(power: np.ndarray, frames: float) -> Optional[np.ndarray]:
+    """Per frequency bin, how far a noise's own power rises above its tracked level: ``(F,)``, the
+    ``CEILING_QUANTILE`` over frames of ``|n_t|^2 / a_{t-1}``, ``a`` the presence rule's level of the
+    noise alone (every weight one) over a time constant of ``frames``, from the frame where the
+    weights reach ``CEILING_WARMUP``; at least ``CEILING_FLOOR`` (also where the level is zero).
+
+    ``power (T, F)``: the noise's training STFT power. ``None`` where it has too few frames for one
+    ratio past the warm-up."""
+    power = np.asarray(power, np.float32)
+    start = int(np.ceil(CEILING_WARMUP)) - 1  # the frame whose weights reach the warm-up (the first counts one)
+    if power.ndim != 2 or power.shape[0] <= max(start, 1):
+        return None
+    levels = PowerAverage((0,), frames)._presence(np.ones((1,) + power.shape, np.float32), power, power[:1])[0]
+    before, after = levels[start - 1:-1], power[start:].astype(np.float64)
+    ratio = np.divide(after, before, out=np.ones_like(after), where=before > 0)
+    return np.maximum(np.quantile(ratio, CEILING_QUANTILE, axis=0), CEILING_FLOOR).astype(np.float32)
+
+
+def _stacked(ceilings, n_sources: int) -> Optional[np.ndarray]:
+    """``ceilings`` (one ``(F,)`` or ``None`` per averaged source) as ``(S, F)`` float32, ``inf`` for
+    ``None``; ``None`` where no source has any."""
+    if ceilings is None or all(c is None for c in ceilings):
+        return None
+    if len(ceilings) != n_sources:
+        raise ValueError(f"need one ceiling per averaged source ({n_sources}), got {len(ceilings)}")
+    n_bins = next(np.shape(c)[-1] for c in ceilings if c is not None)
+    return np.stack([np.full(n_bins, np.inf, np.float32) if c is None else np.asarray(c, np.float32)
+                     for c in ceilings])
 
 
 def source_indices(wanted: Sequence[str], names: Sequence[str]) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from fhmm_ppl import hmm
 from fhmm_ppl.audio.features import stft
 from fhmm_ppl.runtime import numpy_blas_on_one_thread, padded, run_each
 from fhmm_ppl.separation.adaptation import Adaptation, adapt_models, check_adaptable
-from fhmm_ppl.separation.averaging import PowerAverage, check_averaged, source_indices
+from fhmm_ppl.separation.averaging import CEILINGS, PowerAverage, check_averaged, source_indices
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.inputs import checked_mixture, stream_chunk
 from fhmm_ppl.separation.level import recording_level, scaled_members, source_levels
@@ -186,11 +186,12 @@ class Separator:
 
     def power_average(self) -> PowerAverage:
         """A running average, from a mixture's first frame, of the power the masks give the
-        ``inference.average`` sources (``separation.averaging``)."""
+        ``inference.average`` sources (``separation.averaging``), with the ceilings they keep."""
         inference = self.options.inference
-        return PowerAverage(source_indices(inference.average, self.names),
-                            inference.tracked_seconds * self.sample_rate / self.options.features.hop_length,
-                            inference.average_rule)
+        chosen = source_indices(inference.average, self.names)
+        kept = [self.models.get(self.names[k]) for k in chosen]
+        return PowerAverage(chosen, inference.tracked_seconds * self.sample_rate / self.options.features.hop_length,
+                            inference.average_rule, [None if m is None else m.emission.get(CEILINGS) for m in kept])
 
     def _finish(self, per_set: list, n_frames: int, mixture_stft: np.ndarray, average: PowerAverage) -> np.ndarray:
         """The sets' masks ``(K, T_padded, F)`` cut to the ``n_frames`` real frames and averaged

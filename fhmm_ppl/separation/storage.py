@@ -17,7 +17,8 @@ the ensemble's later model sets under ``model<i>/``. Older formats read as they 
 - formats 2-12 warped no dictionaries (``inference.pitch_shifts`` 0);
 - formats 2-13 gave every estimate the mixture's phase (``inference.phase_sources`` empty);
 - formats 2-14 separated at the level as trained (``inference.match_level`` false);
-- formats 2-15 learnt no reconstruction factors (``training.reconstruction`` false).
+- formats 2-15 learnt no reconstruction factors (``training.reconstruction`` false);
+- formats 2-16 kept no ceilings for the noise's tracked level (``training.level_ceilings`` false).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import numpy as np
 
 from fhmm_ppl.separation.options import SeparatorOptions
 
-FORMAT_VERSION = 16
-READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+FORMAT_VERSION = 17
+READABLE_FORMATS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
 
 
 def _prefix(index: int) -> str:
@@ -136,6 +137,8 @@ def read(folder: Union[str, Path]) -> tuple[list[dict[str, SourceModel]], int, S
             meta["options"].setdefault("inference", {}).setdefault("match_level", False)
         if 6 <= version < 16:
             meta["options"].setdefault("training", {}).setdefault("reconstruction", False)
+        if 6 <= version < 17:
+            meta["options"].setdefault("training", {}).setdefault("level_ceilings", False)
         options = (SeparatorOptions.model_validate(meta["options"]) if version >= 6
                    else options_from_flat(meta["options"], version))
         required = (["psd"] if options.soft_mask != "dominance" else []) + (["dictionaries"] if options.dictionary_size else [])

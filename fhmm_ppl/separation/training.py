@@ -18,7 +18,7 @@ from fhmm_ppl.models import make_family
 from fhmm_ppl.models.fhmm import make_spec
 from fhmm_ppl.runtime import release_compiled_programs_if_crowded
 from fhmm_ppl.separation.adaptation import Adaptation, check_adaptable
-from fhmm_ppl.separation.averaging import check_averaged
+from fhmm_ppl.separation.averaging import CEILINGS, check_averaged, level_ceilings
 from fhmm_ppl.separation.emissions import get_emission
 from fhmm_ppl.separation.inputs import as_float_audio
 from fhmm_ppl.separation.options import SeparatorOptions
@@ -124,6 +124,8 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
     if opts.inference.average_seconds is None:  # a noise that repeats itself: its level held over seconds
         seconds = REPEATING_AVERAGE_SECONDS if repeats(noises, opts.stft) else AVERAGE_SECONDS
         opts = opts.model_copy(update={"inference": opts.inference.model_copy(update={"average_seconds": seconds})})
+    if opts.training.level_ceilings:
+        members = _with_ceilings(members, {n: power for n, (_, power) in prepared.items()}, opts, sample_rate)
     line_n_fft = opts.features.line_n_fft
     fine = fine_options(opts) if line_n_fft is not None and line_n_fft > opts.features.n_fft else None
     lines_at = opts.stft if fine is None else fine.stft  # where lines stand out from the rest best
@@ -148,6 +150,20 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
         if lines is not None:
             return LineResolved(separator, fit_separator(sources, sample_rate, fine, progress=progress), lines)
     return separator
+
+
+def _with_ceilings(members: list, powers: Mapping[str, np.ndarray], opts: SeparatorOptions, sample_rate: int) -> list:
+    """The model sets ``members`` with each tracked noise's ``averaging.level_ceilings`` (``CEILINGS``)
+    from its training STFT power (``powers``, ``{name: (T, F)}``), where the presence rule tracks it."""
+    inference = opts.inference
+    frames = inference.tracked_seconds * sample_rate / opts.features.hop_length
+    if inference.average_rule != "presence" or frames <= 1:
+        return members
+    for name in inference.average:
+        ceilings = level_ceilings(powers[name], frames) if name in powers else None
+        if ceilings is not None:
+            members = [{**m, name: m[name]._replace(emission={**m[name].emission, CEILINGS: ceilings})} for m in members]
+    return members
 
 
 def _seconds(audio, sample_rate: int) -> float:
