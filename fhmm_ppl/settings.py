@@ -94,8 +94,8 @@ AVERAGE_RULES = get_args(AverageRule)
 #: ``CEILING_WARMUP`` frames, a frame pulls the level towards at most ``c_f`` times the level,
 #: ``c_f`` the ``CEILING_QUANTILE`` of the training noise's own power over its level before each
 #: frame, at least ``CEILING_FLOOR`` (a Gaussian noise's bin passes 8 times its mean once in 3000
-#: frames); the masks take the larger of that level and the level without ceilings over
-#: ``CEILING_BOUND``, so a level that starts far too low still rises
+#: frames); the level stays at least the level without ceilings over ``CEILING_BOUND``, so one
+#: that starts far too low (silence, then noise) still rises
 CEILING_QUANTILE = 0.999
 CEILING_FLOOR = 8.0
 CEILING_WARMUP = 8.0
