@@ -82,7 +82,7 @@ class PowerAverage:
         self.ceilings = _stacked(ceilings, len(self.sources)) if rule == "presence" else None  # (S, F) or None
         self.state = None  # per averaged source, the level at the last frame seen: (len(sources), F)
         self.weight = None  # "presence": per averaged source, the weight seen so far: (len(sources), F)
-        self.free = None  # with ceilings: per averaged source, the level without them: (len(sources), F)
+        self.free = None  # "presence": per averaged source, the level without ceilings: (len(sources), F)
 
     @property
     def active(self) -> bool:
@@ -118,9 +118,9 @@ class PowerAverage:
         weights ``w (S, n, F)`` summed so far: from the block's first frame's own power
         ``first_power (S, F)`` where the stream starts (worth one frame), the weighted mean of
         ``|y|^2`` until the weights reach the time constant's frames, a weighted recursive average after.
-        The recursion runs in float32 in one compiled scan (``_track``, with ceilings
-        ``_track_capped``) on frames padded with zero weights, which leave the level as it is, to
-        the block's ``runtime.frame_bucket`` size."""
+        The recursion runs in float32 in one compiled scan (``_track``; a source without ceilings has
+        them infinite, and its capped level is its free one) on frames padded with zero weights,
+        which leave the level as it is, to the block's ``runtime.frame_bucket`` size."""
         level, seen, free, first = self.state, self.weight, self.free, 0
         if level is None:
             level, seen, first = first_power.astype(np.float32), np.ones(first_power.shape, np.float32), 1
@@ -136,41 +136,22 @@ class PowerAverage:
             # padded to the mixture's bucket, as its other kernels are, not to a bucket of ``rest``
             frame_weights = padded(np.moveaxis(weights[:, first:], 1, 0).astype(np.float32), n_frames)
             power = padded(np.asarray(mixture_power[first:], np.float32), n_frames)
-            floor = np.float32(1.0 / self.frames)
-            if self.ceilings is None:
-                level, seen, levels = _track(level, seen, frame_weights, power, floor)
-            else:
-                level, free, seen, levels = _track_capped(level, free, seen, frame_weights, power, floor, self.ceilings)
-                free = np.asarray(free)
-            level, seen = np.asarray(level), np.asarray(seen)
-            out[:, first:] = np.moveaxis(np.asarray(levels)[:rest], 0, 1)
+            ceilings = np.full(level.shape, np.inf, np.float32) if self.ceilings is None else self.ceilings
+            level, free, seen, levels = (np.asarray(x) for x in _track(
+                level, free, seen, frame_weights, power, np.float32(1.0 / self.frames), ceilings))
+            out[:, first:] = np.moveaxis(levels[:rest], 0, 1)
         self.state, self.weight, self.free = level, seen, free
         return out
 
 
 @jax.jit
-def _track(level, seen, weights, mixture_power, floor):
-    """The presence rule's recursion over frames: ``level``, ``seen`` ``(S, F)`` at the frame before,
-    ``weights (n, S, F)``, ``mixture_power (n, F)``; returns the last level and weights and every
+def _track(level, free, seen, weights, mixture_power, floor, ceilings):
+    """The presence rule's recursion over frames: ``level``, ``free`` (the level without ceilings),
+    ``seen`` (the weights so far) ``(S, F)`` at the frame before, ``weights (n, S, F)``,
+    ``mixture_power (n, F)``, ``ceilings (S, F)`` (``inf``: none). Once a bin's weights reach
+    ``CEILING_WARMUP``, the level moves towards ``min(|y|^2, ceiling * level)``, and it stays at least
+    ``free`` over ``CEILING_BOUND``. Returns the last level, free level and weights, and every
     frame's level ``(n, S, F)``."""
-
-    def step(carry, frame):
-        level, seen = carry
-        w, power = frame
-        seen = seen + w
-        level = level + w * jnp.maximum(1.0 / seen, floor) * (power - level)
-        return (level, seen), level
-
-    (level, seen), levels = jax.lax.scan(step, (level, seen), (weights, mixture_power))
-    return level, seen, levels
-
-
-@jax.jit
-def _track_capped(level, free, seen, weights, mixture_power, floor, ceilings):
-    """``_track`` with ceilings ``(S, F)``: once a bin's weights reach ``CEILING_WARMUP``, the level
-    moves towards ``min(|y|^2, ceiling * level)``, and stays at least the level without ceilings
-    (``free``, beside it) over ``CEILING_BOUND``. Returns the last level, free level and weights,
-    and every frame's level ``(n, S, F)``."""
 
     def step(carry, frame):
         level, free, seen = carry
