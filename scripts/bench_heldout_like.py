@@ -68,14 +68,17 @@ def sdr(references: np.ndarray, estimates: np.ndarray) -> float:
         return float(mir_eval.separation.bss_eval_sources(references, estimates, compute_permutation=False)[0][0])
 
 
-def run(path: str, flat: dict, baselines: bool) -> None:
-    """Separate every task of ``path`` and print speech SDRi per task, per kind and over the kinds."""
+def run(path: str, flat: dict, baselines: bool, kinds=KINDS) -> None:
+    """Separate the tasks of ``path`` against the noise ``kinds`` and print speech SDRi per task, per
+    kind and over the kinds."""
     tasks = np.load(path)
     columns = ["NMF 32/source, n_fft 1024", "oracle IRM, n_fft 512", "oracle IRM, n_fft 1024"] if baselines \
         else [f"fit_separator({', '.join(f'{k}={v!r}' for k, v in flat.items())})"]
     scores = {}
     for i in range(int(tasks["n"])):
         name, mixture, references = str(tasks[f"{i}_name"]), tasks[f"{i}_mixture"], tasks[f"{i}_references"]
+        if name.split("+")[1] not in kinds:
+            continue
         sources = {"speech": tasks[f"{i}_speech"], "noise": tasks[f"{i}_noise"]}
         floor = sdr(references, np.stack([mixture, mixture]))
         started = time.perf_counter()
@@ -131,13 +134,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], type=flat_option, metavar="KEY=VALUE",
                         help="a flat fit_separator option (repeatable), e.g. n_fft=1024")
     parser.add_argument("--baselines", action="store_true", help="NMF and the oracle masks instead of fit_separator")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"noise kinds to separate (default {','.join(KINDS)})")
     args = parser.parse_args()
     if args.dump:
         if not args.librispeech:
             parser.error("--dump needs --librispeech DIR")
         dump(args.librispeech, args.dump)
     elif args.tasks:
-        run(args.tasks, dict(args.set), args.baselines)
+        run(args.tasks, dict(args.set), args.baselines, tuple(args.kinds.split(",")))
     else:
         parser.error("give --dump FILE (with --librispeech DIR) or --tasks FILE")
 
