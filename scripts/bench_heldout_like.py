@@ -30,6 +30,7 @@ from pathlib import Path
 
 import mir_eval
 import numpy as np
+import yaml
 
 RATE = 16000
 TALKERS = ("533", "1998", "1688", "2033", "3331", "2414", "367", "3005")
@@ -116,14 +117,10 @@ def baseline_estimates(sources: dict, mixture: np.ndarray, references: np.ndarra
 
 
 def flat_option(text: str):
-    """``key=value`` with the value as an int, a float or a string."""
+    """``key=value``, the value read as YAML (as ``fhmm-ppl run --set`` reads it): ``n_fft=1024``,
+    ``reconstruction=false``."""
     key, _, value = text.partition("=")
-    for kind in (int, float):
-        try:
-            return key, kind(value)
-        except ValueError:
-            pass
-    return key, value
+    return key, yaml.safe_load(value)
 
 
 def main() -> None:

@@ -59,6 +59,11 @@ class SeparatorOptions(TaskOptions):
         scale = self.inference.likelihood_scale
         return min(1.0, self.features.hop_length / self.features.n_fft) if scale is None else float(scale)
 
+    def tracked_frames(self, sample_rate: int) -> float:
+        """The tracked noise level's time constant in frames (``inference.tracked_seconds`` at
+        ``sample_rate`` Hz and the STFT's hop; ``separation.averaging``)."""
+        return self.inference.tracked_seconds * sample_rate / self.features.hop_length
+
     @property
     def soft_mask(self) -> str:
         """The soft mask (``inference.soft_mask`` resolved by the emission's default)."""

@@ -190,8 +190,8 @@ class Separator:
         inference = self.options.inference
         chosen = source_indices(inference.average, self.names)
         kept = [self.models.get(self.names[k]) for k in chosen]
-        return PowerAverage(chosen, inference.tracked_seconds * self.sample_rate / self.options.features.hop_length,
-                            inference.average_rule, [None if m is None else m.emission.get(CEILINGS) for m in kept])
+        return PowerAverage(chosen, self.options.tracked_frames(self.sample_rate), inference.average_rule,
+                            [None if m is None else m.emission.get(CEILINGS) for m in kept])
 
     def _finish(self, per_set: list, n_frames: int, mixture_stft: np.ndarray, average: PowerAverage) -> np.ndarray:
         """The sets' masks ``(K, T_padded, F)`` cut to the ``n_frames`` real frames and averaged

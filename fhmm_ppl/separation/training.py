@@ -155,11 +155,10 @@ def fit_separator(sources: Mapping[str, np.ndarray], sample_rate: int, options: 
 def _with_ceilings(members: list, powers: Mapping[str, np.ndarray], opts: SeparatorOptions, sample_rate: int) -> list:
     """The model sets ``members`` with each tracked noise's ``averaging.level_ceilings`` (``CEILINGS``)
     from its training STFT power (``powers``, ``{name: (T, F)}``), where the presence rule tracks it."""
-    inference = opts.inference
-    frames = inference.tracked_seconds * sample_rate / opts.features.hop_length
-    if inference.average_rule != "presence" or frames <= 1:
+    frames = opts.tracked_frames(sample_rate)
+    if opts.inference.average_rule != "presence" or frames <= 1:
         return members
-    for name in inference.average:
+    for name in opts.inference.average:
         ceilings = level_ceilings(powers[name], frames) if name in powers else None
         if ceilings is not None:
             members = [{**m, name: m[name]._replace(emission={**m[name].emission, CEILINGS: ceilings})} for m in members]
